@@ -1,0 +1,1 @@
+"""Benchmarks behind `fastmbrl bench`; the pytest-benchmark suites in bench/ reuse them."""

@@ -1,0 +1,75 @@
+"""The `fastmbrl` command. Each subcommand lives in its own module exposing
+`add_arguments(parser)` and `run(args) -> int`; this file only wires them together."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import FastMBRLError
+
+# name -> (module, help)
+COMMANDS = {
+    "train": ("fastmbrl.agent", "learn to control a task (MBRL loop of Algorithm 1)"),
+    "eval": ("fastmbrl.evaluate", "run a saved controller and report its returns"),
+    "plot": ("fastmbrl.plotting", "draw a run's learning curve to a PNG"),
+    "demo": ("fastmbrl.demo", "fit a dynamics model on Pendulum transitions"),
+}
+BENCH_COMMANDS = {
+    "train": ("fastmbrl.benchmarks.train", "training throughput of the dynamics MLP"),
+    "plan": ("fastmbrl.benchmarks.plan", "planning latency of the fused rollout kernel"),
+    "controller": ("fastmbrl.benchmarks.controller", "latency of Controller.act"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def _add(subparsers, table):
+    for name, (module, help_) in table.items():
+        mod = _load(module)
+        if mod is None or not hasattr(mod, "run"):
+            continue
+        p = subparsers.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmbrl", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fastmbrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add(sub, COMMANDS)
+    bench = sub.add_parser("bench", help="benchmarks (throughput, latency)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
+    _add(bench_sub, BENCH_COMMANDS)
+    bench.set_defaults(_run=lambda args: (bench.print_help(), 2)[1])
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(run(args) or 0)
+    except FastMBRLError as exc:
+        print(f"fastmbrl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastmbrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

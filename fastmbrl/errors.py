@@ -1,0 +1,31 @@
+"""Exceptions that the CLI turns into a one-line message and a non-zero exit."""
+
+
+class FastMBRLError(Exception):
+    """An error a user can act on (bad input, bad file, missing extra)."""
+
+
+class FormatError(FastMBRLError, ValueError):
+    """A saved file of another kind, schema or version, or a corrupt one."""
+
+
+class MissingExtraError(FastMBRLError, ImportError):
+    """An optional dependency is needed but not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the optional package '{package}': "
+            f"pip install 'fastmbrl[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional module or raise MissingExtraError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(module.split(".")[0], extra, purpose) from exc

@@ -1,0 +1,28 @@
+"""The only place with numba-compiled code (besides the tasks' reward functions).
+
+FASTMATH keeps NaN/inf semantics on so that divergence guards are not compiled away.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numba
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run a block with `n` numba threads, restoring the previous count afterwards.
+
+    numba can only lower the count below NUMBA_NUM_THREADS (the number of cores by default).
+    """
+    limit = numba.config.NUMBA_NUM_THREADS
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+        raise ValueError(f"num_threads: expected an integer in [1, {limit}], got {n!r}")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
