@@ -196,7 +196,7 @@ def _hopper_healthy(next_obs, i):
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def hopper_reward(obs, act, next_obs, out):
-    """Hopper-v5: (x' − x) / dt + 1·healthy − 0.001 ‖a‖², dt = 0.008, healthy judged after the step.
+    """Hopper-v5: (x' − x) / dt + 1·healthy − 0.001 ‖a‖², dt = 0.008, health after the step.
 
     Needs exclude_current_positions_from_observation=False (obs[0] = x, 12-D observation).
     Healthy: 0.7 < z, |angle| < 0.2, and every qpos[2:] and qvel entry within ±100. The
@@ -254,14 +254,15 @@ def _double_pendulum_tip(next_obs, i):
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def inverted_double_pendulum_reward(obs, act, next_obs, out):
-    """InvertedDoublePendulum-v5: 10·alive − (0.01 x_tip² + (y_tip − 2)²) − (1e-3 ω1² + 5e-3 ω2²).
+    """InvertedDoublePendulum-v5: 10·alive − 0.01 x_tip² − (y_tip − 2)² − 1e-3 ω1² − 5e-3 ω2².
 
     The tip is rebuilt from the cart position and the link angles after the step; alive means
     y_tip > 1. Not exact, by design of the env: it reads the tip from MuJoCo's site positions,
-    which its RK4 step leaves at the last intermediate stage rather than at the final state, so
-    they differ from the observed final state by ~1e-5 m (measured differences up to ≈1e-4 in
-    reward, and the alive test can flip when y_tip is that close to 1). The angular speeds
-    ω1, ω2 come from the observation, which clips them to ±10; the env does not clip.
+    which its RK4 step leaves at the last intermediate stage rather than at the final state
+    (a difference of order timestep² × change of acceleration). Measured on 10,000 random steps:
+    |Δreward| median 7e-6, 99.9th percentile 1.6e-4, largest 2e-3 when the cart hits its joint
+    limit; no termination flag differed, but it can flip when y_tip is that close to 1. The
+    angular speeds ω1, ω2 come from the observation, which clips them to ±10; the env does not.
     """
     for i in range(obs.shape[0]):
         x, y = _double_pendulum_tip(next_obs, i)
@@ -275,7 +276,7 @@ def inverted_double_pendulum_reward(obs, act, next_obs, out):
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def inverted_double_pendulum_terminated(obs, act, next_obs, out):
-    """InvertedDoublePendulum-v5 terminates when the tip height y_tip ≤ 1 (see the reward's note)."""
+    """InvertedDoublePendulum-v5 terminates when the tip height y_tip ≤ 1 (see the reward)."""
     for i in range(obs.shape[0]):
         _, y = _double_pendulum_tip(next_obs, i)
         out[i] = not (y > _F1)
@@ -286,7 +287,7 @@ def inverted_double_pendulum_terminated(obs, act, next_obs, out):
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def pusher_reward(obs, act, next_obs, out):
-    """Pusher-v5: −‖object − goal‖ − 0.5 ‖object − fingertip‖ − 0.1 ‖a‖², positions after the step.
+    """Pusher-v5: −‖object − goal‖ − 0.5 ‖object − fingertip‖ − 0.1 ‖a‖², after the step.
 
     The env reads the same body positions for the observation and for the reward: exact.
     """
@@ -329,13 +330,12 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
             f"defaults: unknown key(s) {unknown}; known keys: {sorted(GENERIC_DEFAULTS)}")
     merged = {**GENERIC_DEFAULTS, **defaults}
     try:
-        if isinstance(merged["random_steps"], bool) or int(merged["random_steps"]) != merged["random_steps"] \
-                or merged["random_steps"] < 0:
-            raise ValueError(f"random_steps must be an integer ≥ 0, got {merged['random_steps']!r}")
+        # zero random steps is allowed: the first fit then waits for MPC data (agent's choice)
+        if merged["random_steps"] != 0:
+            merged["random_steps"] = check_positive_int(merged["random_steps"], "random_steps")
         for key in ("iterations", "steps_per_iteration", "episode_length", "model_epochs",
                     "horizon", "num_samples"):
             merged[key] = check_positive_int(merged[key], key)
-        merged["random_steps"] = int(merged["random_steps"])
         merged["model_hidden"] = tuple(check_positive_int(h, "model_hidden entries")
                                        for h in merged["model_hidden"])
         if merged["model_activation"] not in ACTIVATIONS:
@@ -345,7 +345,8 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
             raise ValueError(f"planner must be one of {PLANNERS}, got {merged['planner']!r}")
         dims = tuple(int(d) for d in merged["ignore_obs_dims"])
         if any(not 0 <= d < obs_dim for d in dims) or len(set(dims)) != len(dims):
-            raise ValueError(f"ignore_obs_dims must be distinct indices in [0, {obs_dim}), got {dims}")
+            raise ValueError(
+                f"ignore_obs_dims must be distinct indices in [0, {obs_dim}), got {dims}")
         merged["ignore_obs_dims"] = dims
     except (TypeError, ValueError) as exc:
         raise FastMBRLError(f"defaults: {exc}") from exc
@@ -425,7 +426,8 @@ class Task:
         try:
             env = gym.make(self.env_id, **{**self.env_kwargs, **overrides})
         except gym.error.DependencyNotInstalled as exc:  # MuJoCo tasks without mujoco
-            raise MissingExtraError("mujoco", "envs", f"the environment of task {self.name!r}") from exc
+            raise MissingExtraError(
+                "mujoco", "envs", f"the environment of task {self.name!r}") from exc
         try:
             obs_dim, act_dim, _, _ = _continuous_spaces(env, self.env_id)
             if (obs_dim, act_dim) != (self.obs_dim, self.act_dim):
@@ -502,8 +504,8 @@ def _check_functions(task: Task) -> None:
             result = fn(obs, act, obs.copy(), out)
         except Exception as exc:
             raise FastMBRLError(
-                f"task {task.name!r}: {fn_name}(obs ({2}, {task.obs_dim}), act ({2}, {task.act_dim}), "
-                f"next_obs, out ({2},) {np.dtype(dtype).name}) failed: {exc}") from exc
+                f"task {task.name!r}: {fn_name}(obs (2, {task.obs_dim}), act (2, {task.act_dim}), "
+                f"next_obs, out (2,) {np.dtype(dtype).name}) failed: {exc}") from exc
         if result is not None:
             raise FastMBRLError(
                 f"task {task.name!r}: {fn_name} must write into `out` and return None, "
@@ -548,7 +550,8 @@ def _builtin(name, obs_dim, act_dim, bound, reward, terminated=None, env_kwargs=
     # built-ins are registered without the compile-on-register check: importing stays cheap
     _REGISTRY[name] = Task(
         name=name, env_id=name, obs_dim=obs_dim, act_dim=act_dim,
-        action_low=np.full(act_dim, -bound, np.float32), action_high=np.full(act_dim, bound, np.float32),
+        action_low=np.full(act_dim, -bound, np.float32),
+        action_high=np.full(act_dim, bound, np.float32),
         reward=reward, terminated=terminated, env_kwargs=env_kwargs or {}, defaults=defaults)
 
 
