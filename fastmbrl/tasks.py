@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 
 import numba
 import numpy as np
@@ -343,7 +344,7 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
                              f"got {merged['model_activation']!r}")
         if merged["planner"] not in PLANNERS:
             raise ValueError(f"planner must be one of {PLANNERS}, got {merged['planner']!r}")
-        dims = tuple(int(d) for d in merged["ignore_obs_dims"])
+        dims = tuple(operator.index(d) for d in merged["ignore_obs_dims"])
         if any(not 0 <= d < obs_dim for d in dims) or len(set(dims)) != len(dims):
             raise ValueError(
                 f"ignore_obs_dims must be distinct indices in [0, {obs_dim}), got {dims}")

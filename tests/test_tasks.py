@@ -5,6 +5,7 @@ import importlib.util
 import pathlib
 import re
 import sys
+import warnings
 
 import numba
 import numpy as np
@@ -23,6 +24,8 @@ DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tasks.md"
 # from the final state in the observation (see its docstring): measured up to ≈2e-4 on steps
 # whose observation is not saturated.
 TOLERANCE = {"InvertedDoublePendulum-v5": 1e-3}
+
+pytestmark = pytest.mark.filterwarnings("ignore:MuJoCo. compiler attribute 'settotalmass'")
 
 
 def _mountain_car_near_goal(env, rng):
@@ -88,6 +91,21 @@ def assert_parity(task, tolerance=1e-5, **kwargs):
         assert flags.any(), "the rollout should reach a terminal state"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _mujoco_warnings_to_python():
+    """MuJoCo appends its warnings (HalfCheetah's model uses a deprecated attribute) to
+    MUJOCO_LOG.TXT in the working directory unless a handler is set."""
+    try:
+        import mujoco
+    except ImportError:
+        yield
+        return
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}"))
+    yield
+    mujoco.set_mju_user_warning(previous)
+
+
 @pytest.fixture
 def registry():
     """Restore the registry after a test that registers tasks."""
@@ -145,6 +163,16 @@ def test_discrete_action_space_is_refused():
     pytest.importorskip("gymnasium")
     with pytest.raises(FastMBRLError, match="Discrete action space.*only Box"):
         Task.from_env("CartPole-v1", tasks.pendulum_reward)
+
+
+def test_from_env_reads_spaces_and_limit():
+    pytest.importorskip("gymnasium")
+    task = Task.from_env("Pendulum-v1", tasks.pendulum_reward, name="pendulum-copy",
+                         defaults={"horizon": 5})
+    assert (task.obs_dim, task.act_dim, task.defaults["episode_length"]) == (3, 1, 200)
+    np.testing.assert_array_equal(task.action_high, [2.0])
+    with pytest.raises(FastMBRLError, match="cannot make Gymnasium environment 'NoSuchEnv-v0'"):
+        Task.from_env("NoSuchEnv-v0", tasks.pendulum_reward)
 
 
 def test_override_changing_the_observation_is_refused():
