@@ -19,49 +19,49 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1)  # a view, as every array passed here is C-contiguous
 
 
-def _out_like(z, out):
-    return np.empty_like(z, order="C") if out is None else out
-
-
-# Activations: forward(z, out) -> f(z); backward(z, a, grad, out) -> grad * f'(z), given both the
+# Activations: forward(z, out=None) -> a = f(z), written to `out` (allocated when None, must not
+# overlap z); backward(z, a, grad) -> grad multiplied IN PLACE by f'(z), given both the
 # pre-activation z and a = f(z) so each derivative uses the cheaper one. Arrays are C-contiguous
-# and of one dtype; `out` may be None (allocated) or alias `grad` (and, except for silu, `z`).
+# and of one float dtype.
+def _check_out(z, out):
+    if out is None:
+        return np.empty_like(z, order="C")
+    if np.shares_memory(out, z):
+        raise ValueError("out must not overlap z")
+    return out
+
+
 def relu(z, out=None):
-    out = _out_like(z, out)
+    out = _check_out(z, out)
     _k.relu_forward(_flat(z), _flat(out))
     return out
 
 
-def relu_grad(z, a, grad, out=None):
-    out = _out_like(grad, out)
-    _k.relu_backward(_flat(a), _flat(grad), _flat(out))
-    return out
+def relu_grad(z, a, grad):
+    _k.relu_backward(_flat(a), _flat(grad))
+    return grad
 
 
 def tanh(z, out=None):
-    return np.tanh(z, out=_out_like(z, out))
+    return np.tanh(z, out=_check_out(z, out))
 
 
-def tanh_grad(z, a, grad, out=None):
-    out = _out_like(grad, out)
-    _k.tanh_backward(_flat(a), _flat(grad), _flat(out))
-    return out
+def tanh_grad(z, a, grad):
+    _k.tanh_backward(_flat(a), _flat(grad))
+    return grad
 
 
 def silu(z, out=None):
-    out = _out_like(z, out)
-    if out is z or np.shares_memory(out, z):
-        raise ValueError("silu: out must not overlap z")
+    out = _check_out(z, out)
     np.multiply(z, z.dtype.type(0.5), out=out)
     np.tanh(out, out=out)  # tanh(z/2) stays finite where exp(-z) would overflow
-    _k.silu_finish(_flat(z), _flat(out), _flat(out))
+    _k.silu_finish(_flat(z), _flat(out))
     return out
 
 
-def silu_grad(z, a, grad, out=None):
-    out = _out_like(grad, out)
-    _k.silu_backward(_flat(z), _flat(a), _flat(grad), _flat(out))
-    return out
+def silu_grad(z, a, grad):
+    _k.silu_backward(_flat(z), _flat(a), _flat(grad))
+    return grad
 
 
 class Activation(NamedTuple):
@@ -110,6 +110,7 @@ class _Workspace:
         self.a = [np.empty((n, h), dtype) for h in hidden]
         self.g = [np.empty((n, h), dtype) for h in hidden]
         self.out = np.empty((n, out_dim), dtype)
+        self.ones = np.ones(n, dtype)  # bias gradients as one gemv, ones @ g, beat np.sum(axis=0)
 
 
 class MLP:
@@ -221,11 +222,11 @@ class MLP:
         for i in range(self.num_layers - 1, -1, -1):
             h = x if i == 0 else ws.a[i - 1]
             np.matmul(h.T, g, out=self.grads[2 * i])
-            np.sum(g, axis=0, out=self.grads[2 * i + 1])
+            np.matmul(ws.ones, g, out=self.grads[2 * i + 1])
             if i > 0:
                 gh = ws.g[i - 1]
                 np.matmul(g, self.weights[i].T, out=gh)
-                g = self._act.backward(ws.z[i - 1], ws.a[i - 1], gh, gh)
+                g = self._act.backward(ws.z[i - 1], ws.a[i - 1], gh)
         if not input_grad:
             return None
         return np.matmul(g, self.weights[0].T)

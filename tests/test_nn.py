@@ -62,7 +62,7 @@ def test_activations_match_definitions(activation):
     eps = 1e-6
     num = (act.forward(z + eps) - act.forward(z - eps)) / (2 * eps)
     mask = np.abs(z) > 1e-3 if activation == "relu" else np.ones(z.shape, bool)  # relu kink
-    np.testing.assert_allclose(act.backward(z, a, g)[mask], (g * num)[mask], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(act.backward(z, a, g.copy())[mask], (g * num)[mask], rtol=1e-6, atol=1e-9)
 
 
 def test_activation_aliases_and_errors():
