@@ -116,6 +116,23 @@ class ReplayBuffer:
             return np.arange(self._size)
         return (self._pos + np.arange(self.capacity)) % self.capacity
 
+    def trajectories(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The stored transitions, oldest first, cut into (obs (T + 1, obs_dim), actions
+        (T, act_dim)) stretches: a stretch ends at a terminated or truncated transition, or
+        where next_obs differs from the following row's obs."""
+        idx = self.indices()
+        if idx.size == 0:
+            return []
+        obs, nxt, act = self._data.obs[idx], self._data.next_obs[idx], self._data.action[idx]
+        end = self._data.terminated[idx] | self._data.truncated[idx]
+        end[:-1] |= (nxt[:-1] != obs[1:]).any(axis=1)
+        end[-1] = True
+        out, start = [], 0
+        for stop in np.flatnonzero(end) + 1:
+            out.append((np.concatenate([obs[start:stop], nxt[stop - 1:stop]]), act[start:stop]))
+            start = stop
+        return out
+
     def get(self, idx) -> Batch:
         """Copies of the rows at slots `idx` (an integer array)."""
         idx = np.asarray(idx)

@@ -195,3 +195,20 @@ def test_load_refuses_other_files(tmp_path):
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(FormatError, match="corrupt"):
         ReplayBuffer.load(path)
+
+
+def test_trajectories_cut_at_episode_ends_and_gaps():
+    buf = ReplayBuffer(1, 1, capacity=8)
+    # episode A: 0->1->2 (truncated), episode B: 10->11, then a gap: 20->21 (no flags)
+    obs = np.array([[0], [1], [10], [20]], np.float32)
+    nxt = np.array([[1], [2], [11], [21]], np.float32)
+    buf.add_batch(obs, obs * 0, nxt, np.zeros(4), truncated=[False, True, False, False])
+    traj = buf.trajectories()
+    assert [t[0][:, 0].tolist() for t in traj] == [[0, 1, 2], [10, 11], [20, 21]]
+    assert [t[1].shape for t in traj] == [(2, 1), (1, 1), (1, 1)]
+    buf.add_batch(obs + 100, obs * 0, nxt + 100, np.zeros(4), terminated=[False, True, False, False])
+    buf.add(np.array([121.0]), [0.0], [122.0], 0.0)  # wraps: row 0->1 is gone, 121 continues 120
+    firsts = [t[0][0, 0] for t in buf.trajectories()]
+    assert firsts == [1, 10, 20, 100, 110, 120]
+    assert buf.trajectories()[-1][0][:, 0].tolist() == [120, 121, 122]
+    assert ReplayBuffer(1, 1).trajectories() == []
