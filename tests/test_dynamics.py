@@ -274,3 +274,31 @@ def test_fit_bad_buffers_and_constructor():
         DynamicsModel(0, 2)
     with pytest.raises(ValueError, match="activation"):
         DynamicsModel(3, 2, activation="elu")
+
+
+def _cli_args(module, argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_demo_smoke(capsys):
+    from fastmbrl import demo
+
+    assert demo.run(_cli_args(demo, ["--steps", "600", "--epochs", "2"])) == 0
+    out = capsys.readouterr().out
+    assert "validation MSE" in out and "20 steps" in out
+
+
+def test_bench_train_smoke(capsys):
+    import json
+
+    from fastmbrl.benchmarks import train
+
+    argv = ["--json", "--configs", "pendulum_small", "--samples", "512", "--repeats", "1"]
+    assert train.run(_cli_args(train, argv)) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["config"] == "pendulum_small" and row["samples_per_s"] > 0
+    assert row["numpy_samples_per_s"] > 0
