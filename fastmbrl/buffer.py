@@ -1,0 +1,208 @@
+"""A fixed-capacity transition memory: preallocated arrays, FIFO overwrite, seeded sampling."""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from ._validate import as_array, check_positive_int
+from .errors import FormatError
+from .io import load_npz, save_npz
+
+_KIND = "replay_buffer"
+_VERSION = 1
+
+
+class Batch(NamedTuple):
+    obs: np.ndarray         # (N, obs_dim) float32
+    action: np.ndarray      # (N, act_dim) float32
+    next_obs: np.ndarray    # (N, obs_dim) float32
+    reward: np.ndarray      # (N,) float32
+    terminated: np.ndarray  # (N,) bool
+    truncated: np.ndarray   # (N,) bool
+
+
+FIELDS = Batch._fields
+
+
+def _check_rng(rng) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
+class ReplayBuffer:
+    """Transitions (obs, action, next_obs, reward, terminated, truncated) in preallocated arrays.
+
+    When full, a new transition overwrites the oldest. The public field properties (`obs`, ...)
+    are views of the stored rows in slot order, which is insertion order until the buffer wraps;
+    `indices()` gives the slots from oldest to newest.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int = 1_000_000):
+        self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.act_dim = check_positive_int(act_dim, "act_dim")
+        self.capacity = check_positive_int(capacity, "capacity")
+        c = self.capacity
+        self._data = Batch(
+            np.zeros((c, self.obs_dim), np.float32),
+            np.zeros((c, self.act_dim), np.float32),
+            np.zeros((c, self.obs_dim), np.float32),
+            np.zeros(c, np.float32),
+            np.zeros(c, np.bool_),
+            np.zeros(c, np.bool_),
+        )
+        self._size = 0
+        self._pos = 0  # next slot to write
+        self.total_added = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        return (f"ReplayBuffer(obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
+                f"capacity={self.capacity}, size={self._size})")
+
+    # Views of the stored rows (slot order).
+    obs = property(lambda self: self._data.obs[: self._size])
+    action = property(lambda self: self._data.action[: self._size])
+    next_obs = property(lambda self: self._data.next_obs[: self._size])
+    reward = property(lambda self: self._data.reward[: self._size])
+    terminated = property(lambda self: self._data.terminated[: self._size])
+    truncated = property(lambda self: self._data.truncated[: self._size])
+
+    def _rows(self, batched, obs, action, next_obs, reward, terminated, truncated) -> Batch:
+        """Validated, cast copies of the rows (one transition without the row axis unless batched)."""
+        obs = as_array(obs, "obs", (None, self.obs_dim) if batched else (self.obs_dim,))
+        lead = (obs.shape[0],) if batched else ()
+
+        def flag(x, name):
+            return np.zeros(lead, np.bool_) if x is None else as_array(x, name, lead, dtype=np.bool_)
+
+        return Batch(
+            obs,
+            as_array(action, "action", (*lead, self.act_dim)),
+            as_array(next_obs, "next_obs", (*lead, self.obs_dim)),
+            as_array(reward, "reward", lead),
+            flag(terminated, "terminated"),
+            flag(truncated, "truncated"),
+        )
+
+    def add(self, obs, action, next_obs, reward, terminated=False, truncated=False) -> None:
+        """Store one transition; every field is checked before anything is written."""
+        row = self._rows(False, obs, action, next_obs, reward, terminated, truncated)
+        for dst, src in zip(self._data, row):
+            dst[self._pos] = src
+        self._pos = (self._pos + 1) % self.capacity
+        self._size = min(self._size + 1, self.capacity)
+        self.total_added += 1
+
+    def add_batch(self, obs, action, next_obs, reward, terminated=None, truncated=None) -> None:
+        """Store N transitions in order, exactly as N calls of `add` would (flags default to
+        False); all rows are checked before anything is written."""
+        rows = self._rows(True, obs, action, next_obs, reward, terminated, truncated)
+        n = rows.obs.shape[0]
+        keep = min(n, self.capacity)  # earlier rows would be overwritten within this batch
+        slots = (self._pos + np.arange(n - keep, n)) % self.capacity
+        for dst, src in zip(self._data, rows):
+            dst[slots] = src[n - keep:]
+        self._pos = (self._pos + n) % self.capacity
+        self._size = min(self._size + n, self.capacity)
+        self.total_added += n
+
+    def indices(self) -> np.ndarray:
+        """Stored slots from the oldest transition to the newest."""
+        if self._size < self.capacity:
+            return np.arange(self._size)
+        return (self._pos + np.arange(self.capacity)) % self.capacity
+
+    def trajectories(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The stored transitions, oldest first, cut into (obs (T + 1, obs_dim), actions
+        (T, act_dim)) stretches: a stretch ends at a terminated or truncated transition, or
+        where next_obs differs from the following row's obs."""
+        idx = self.indices()
+        if idx.size == 0:
+            return []
+        obs, nxt, act = self._data.obs[idx], self._data.next_obs[idx], self._data.action[idx]
+        end = self._data.terminated[idx] | self._data.truncated[idx]
+        end[:-1] |= (nxt[:-1] != obs[1:]).any(axis=1)
+        end[-1] = True
+        out, start = [], 0
+        for stop in np.flatnonzero(end) + 1:
+            out.append((np.concatenate([obs[start:stop], nxt[stop - 1:stop]]), act[start:stop]))
+            start = stop
+        return out
+
+    def get(self, idx) -> Batch:
+        """Copies of the rows at slots `idx` (an integer array)."""
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self._size)):
+            raise ValueError(f"idx: expected integer slots in [0, {self._size})")
+        return Batch(*(f[idx] for f in self._data))
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """`batch_size` transitions drawn uniformly with replacement using `rng`."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        rng = _check_rng(rng)
+        if self._size == 0:
+            raise ValueError("sample: the buffer is empty")
+        return self.get(rng.integers(0, self._size, size=batch_size))
+
+    def split(self, validation_ratio: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(train slots, validation slots), fixed by `seed`.
+
+        Each slot is assigned once from a seeded draw, so a transition keeps its side as the
+        buffer grows (validation data never leaks into training across refits). With a ratio
+        > 0 and at least two rows, both sides get at least one row.
+        """
+        ratio = float(validation_ratio)
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"validation_ratio: expected a number in [0, 1), got {validation_ratio!r}")
+        n = self._size
+        is_val = np.random.default_rng(seed).random(n) < ratio
+        if ratio > 0 and n >= 2:
+            if not is_val.any():
+                is_val[n - 1] = True
+            elif is_val.all():
+                is_val[0] = False
+        slots = np.arange(n)
+        return slots[~is_val], slots[is_val]
+
+    def minibatches(self, batch_size: int, rng: np.random.Generator, indices=None,
+                    drop_last: bool = False) -> Iterator[Batch]:
+        """One epoch over `indices` (default: every row) in shuffled minibatches."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        rng = _check_rng(rng)
+        idx = np.arange(self._size) if indices is None else np.asarray(indices)
+        order = idx[rng.permutation(idx.size)]
+        stop = order.size - order.size % batch_size if drop_last else order.size
+        for start in range(0, stop, batch_size):
+            yield self.get(order[start:start + batch_size])
+
+    def save(self, path):
+        """Write the buffer to `path` (.npz, no pickle); returns the path written."""
+        header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "capacity": self.capacity,
+                  "size": self._size, "pos": self._pos, "total_added": self.total_added}
+        arrays = {name: f[: self._size] for name, f in zip(FIELDS, self._data)}
+        return save_npz(path, _KIND, _VERSION, header, arrays)
+
+    @classmethod
+    def load(cls, path) -> "ReplayBuffer":
+        """Read a buffer written by `save`; another kind, version or a damaged file raises FormatError."""
+        header, arrays = load_npz(path, _KIND, (_VERSION,))
+        try:
+            buf = cls(header["obs_dim"], header["act_dim"], header["capacity"])
+            size, pos, total = (int(header[k]) for k in ("size", "pos", "total_added"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{path}: bad replay buffer header ({exc})") from exc
+        if not (0 <= size <= buf.capacity and 0 <= pos < buf.capacity and total >= size):
+            raise FormatError(f"{path}: inconsistent size/pos in the header")
+        for name, dst in zip(FIELDS, buf._data):
+            src = arrays.get(name)
+            expected = (size, *dst.shape[1:])
+            if src is None or src.shape != expected or src.dtype != dst.dtype:
+                raise FormatError(f"{path}: field {name!r} should be {dst.dtype} {expected}, "
+                                  f"found {None if src is None else (src.dtype, src.shape)}")
+            dst[:size] = src
+        buf._size, buf._pos, buf.total_added = size, pos, total
+        return buf

@@ -1,0 +1,283 @@
+"""The learned delta dynamics s' = s + f(s, a) of Nagabandi et al. (2018), on the hand-written MLP.
+
+Inputs (obs, action) and targets (the delta s' - s) are normalised by statistics of the
+training rows; the network predicts the normalised delta:
+    next_obs = obs + delta_mean + delta_std * net((concat(obs, act) - input_mean) * input_scale)
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ._validate import as_array, check_positive_int
+from .buffer import ReplayBuffer
+from .errors import FastMBRLError, FormatError
+from .io import load_npz, save_npz
+from .nn import MLP, Adam, train_mse_epoch
+
+_KIND = "dynamics_model"
+_VERSION = 1
+_STATS = ("input_mean", "input_scale", "delta_mean", "delta_std")
+_MIN_STD = 1e-6  # below this a dimension is treated as constant (scale 1, not 1/std)
+_EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
+
+
+class DynamicsModel:
+    """A delta model of an environment: `predict`, `rollout`, `fit`, `save` / `load`.
+
+    `version` increases whenever the weights or statistics change (fit, load_state, load),
+    so a consumer (the planner) can cache a layout of the weights and refresh it only then.
+    """
+
+    def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
+                 ignore_obs_dims=(), seed=0, dtype=np.float32):
+        self.obs_dim = check_positive_int(obs_dim, "obs_dim")
+        self.act_dim = check_positive_int(act_dim, "act_dim")
+        dims = sorted({int(d) for d in ignore_obs_dims})
+        if any(not 0 <= d < self.obs_dim for d in dims) or len(dims) != len(tuple(ignore_obs_dims)):
+            raise ValueError(f"ignore_obs_dims: expected distinct indices in [0, {self.obs_dim}), "
+                             f"got {tuple(ignore_obs_dims)!r}")
+        self.ignore_obs_dims = tuple(dims)
+        self.seed = int(seed)
+        self.net = MLP(self.obs_dim + self.act_dim, self.obs_dim, hidden, activation, dtype,
+                       rng=np.random.default_rng(self.seed))
+        self.hidden, self.activation, self.dtype = self.net.hidden, self.net.activation, self.net.dtype
+        in_dim = self.obs_dim + self.act_dim
+        self.input_mean = np.zeros(in_dim, self.dtype)
+        self.input_scale = np.ones(in_dim, self.dtype)
+        self.input_scale[list(self.ignore_obs_dims)] = 0
+        self.delta_mean = np.zeros(self.obs_dim, self.dtype)
+        self.delta_std = np.ones(self.obs_dim, self.dtype)
+        self._rng = np.random.default_rng([self.seed, 1])  # minibatch order, input noise
+        self.version = 0
+
+    def __repr__(self):
+        return (f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, hidden={self.hidden}, "
+                f"activation={self.activation!r}, version={self.version})")
+
+    # ----------------------------------------------------------------------------- prediction
+    def _inputs(self, obs, act):
+        x = np.concatenate([obs, act], axis=1).astype(self.dtype, copy=False)
+        x -= self.input_mean
+        x *= self.input_scale
+        return x
+
+    def _net_out(self, x):
+        """Network outputs for normalised inputs, in chunks so memory stays bounded."""
+        if x.shape[0] <= _EVAL_CHUNK:
+            return self.net.forward(x)
+        return np.concatenate([self.net.forward(x[i:i + _EVAL_CHUNK])
+                               for i in range(0, x.shape[0], _EVAL_CHUNK)])
+
+    def _step(self, obs, act):
+        out = self._net_out(self._inputs(obs, act))
+        out *= self.delta_std
+        out += self.delta_mean
+        out += obs
+        return out
+
+    def predict(self, obs, act) -> np.ndarray:
+        """Next observation for one (obs_dim,), (act_dim,) pair or a batch (N, obs_dim), (N, act_dim)."""
+        single = np.ndim(obs) == 1
+        lead = () if single else (None,)
+        obs = as_array(obs, "obs", (*lead, self.obs_dim), self.dtype)
+        act = as_array(act, "act", (*lead, self.act_dim), self.dtype)
+        if single:
+            return self._step(obs[None], act[None])[0]
+        if act.shape[0] != obs.shape[0]:
+            raise ValueError(f"act: expected shape ({obs.shape[0]}, {self.act_dim}), got {act.shape}")
+        return self._step(obs, act)
+
+    def rollout(self, obs0, actions) -> np.ndarray:
+        """Open-loop prediction: obs0 (obs_dim,) with actions (H, act_dim) gives (H + 1, obs_dim);
+        obs0 (B, obs_dim) with actions (B, H, act_dim) gives (B, H + 1, obs_dim). Index 0 is obs0."""
+        single = np.ndim(obs0) == 1
+        if single:
+            obs0 = as_array(obs0, "obs0", (self.obs_dim,), self.dtype)[None]
+            actions = as_array(actions, "actions", (None, self.act_dim), self.dtype)[None]
+        else:
+            obs0 = as_array(obs0, "obs0", (None, self.obs_dim), self.dtype)
+            actions = as_array(actions, "actions", (obs0.shape[0], None, self.act_dim), self.dtype)
+        b, h = actions.shape[:2]
+        states = np.empty((b, h + 1, self.obs_dim), self.dtype)
+        states[:, 0] = obs0
+        for t in range(h):
+            states[:, t + 1] = self._step(states[:, t], actions[:, t])
+        return states[0] if single else states
+
+    def prediction_error(self, trajectories, horizon: int) -> dict:
+        """Error of open-loop k-step predictions, k = 1..horizon, on held-out trajectories.
+
+        `trajectories` is a ReplayBuffer (split with `ReplayBuffer.trajectories()`) or a sequence
+        of (obs (T + 1, obs_dim), actions (T, act_dim)) pairs. Every window of `horizon` steps is
+        rolled out from its true first observation. Returns {"horizon": 1..H, "mse": (H,) mean
+        over windows and dimensions, "mse_per_dim": (H, obs_dim), "windows": count}.
+        """
+        horizon = check_positive_int(horizon, "horizon")
+        if isinstance(trajectories, ReplayBuffer):
+            trajectories = trajectories.trajectories()
+        starts, acts, truth = [], [], []
+        for i, pair in enumerate(trajectories):
+            try:
+                obs, act = pair
+            except (TypeError, ValueError):
+                raise ValueError(f"trajectories[{i}]: expected an (obs, actions) pair") from None
+            act = as_array(act, f"trajectories[{i}] actions", (None, self.act_dim), self.dtype)
+            obs = as_array(obs, f"trajectories[{i}] obs", (act.shape[0] + 1, self.obs_dim), self.dtype)
+            n = act.shape[0] - horizon + 1
+            if n <= 0:
+                continue
+            win = np.arange(n)[:, None] + np.arange(horizon)[None]
+            starts.append(obs[:n])
+            acts.append(act[win])
+            truth.append(obs[win + 1])
+        if not starts:
+            raise ValueError(f"trajectories: none is at least {horizon} steps long")
+        pred = self.rollout(np.concatenate(starts), np.concatenate(acts))[:, 1:]
+        sq = (pred.astype(np.float64) - np.concatenate(truth)) ** 2
+        per_dim = sq.mean(axis=0)
+        return {"horizon": np.arange(1, horizon + 1), "mse": per_dim.mean(axis=1),
+                "mse_per_dim": per_dim, "windows": int(sq.shape[0])}
+
+    # ------------------------------------------------------------------------------- training
+    def _set_statistics(self, obs, act, delta):
+        x = np.concatenate([obs, act], axis=1).astype(np.float64)
+        std = x.std(axis=0)
+        scale = np.where(std > _MIN_STD, 1.0 / np.maximum(std, _MIN_STD), 1.0)
+        scale[list(self.ignore_obs_dims)] = 0.0
+        self.input_mean[:] = x.mean(axis=0)
+        self.input_scale[:] = scale
+        d = delta.astype(np.float64)
+        dstd = d.std(axis=0)
+        self.delta_mean[:] = d.mean(axis=0)
+        self.delta_std[:] = np.where(dstd > _MIN_STD, dstd, 1.0)
+
+    def _targets(self, obs, next_obs):
+        t = (next_obs - obs).astype(self.dtype)
+        t -= self.delta_mean
+        t /= self.delta_std
+        return t
+
+    def _evaluate(self, x, t):
+        """(normalised MSE, raw next-obs MSE) of the network on normalised inputs/targets."""
+        err = (self._net_out(x) - t).astype(np.float64) ** 2
+        per_dim = err.mean(axis=0)
+        return float(per_dim.mean()), float((per_dim * self.delta_std.astype(np.float64) ** 2).mean())
+
+    def fit(self, buffer: ReplayBuffer, epochs: int = 50, batch_size: int = 256, lr: float = 1e-3,
+            validation_ratio: float = 0.1, patience: int | None = 5, weight_decay: float = 0.0,
+            input_noise: float = 0.0, verbose: bool = False) -> dict:
+        """Train on `buffer` by minibatch Adam on the MSE of the normalised delta.
+
+        The buffer's seeded split (`buffer.split(validation_ratio, seed)`) gives the validation
+        rows; statistics come from the training rows. Validation runs every epoch; training stops
+        after `patience` epochs without improvement (None: never) and the best weights are
+        restored. Returns the history: per-epoch "train_loss", "val_loss" (normalised MSE),
+        "val_mse" (next-observation MSE), "seconds", plus "best_epoch" and "stopped_early".
+        A non-finite loss restores the model as it was before the call and raises FastMBRLError
+        naming the epoch.
+        """
+        if not isinstance(buffer, ReplayBuffer):
+            raise ValueError(f"buffer: expected a ReplayBuffer, got {type(buffer).__name__}")
+        if (buffer.obs_dim, buffer.act_dim) != (self.obs_dim, self.act_dim):
+            raise ValueError(f"buffer: holds obs_dim={buffer.obs_dim}, act_dim={buffer.act_dim}; "
+                             f"the model expects {self.obs_dim}, {self.act_dim}")
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if patience is not None:
+            patience = check_positive_int(patience, "patience")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("input_noise", input_noise)):
+            if not (np.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+                raise ValueError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} "
+                                 f"number, got {value!r}")
+        train_idx, val_idx = buffer.split(validation_ratio, seed=self.seed)
+        if train_idx.size == 0:
+            raise ValueError(f"buffer: no training rows (it holds {len(buffer)} transitions)")
+
+        before = self.state_dict()
+        tr = buffer.get(train_idx)
+        self._set_statistics(tr.obs, tr.action, tr.next_obs - tr.obs)
+        x_tr, t_tr = self._inputs(tr.obs, tr.action), self._targets(tr.obs, tr.next_obs)
+        if val_idx.size:
+            va = buffer.get(val_idx)
+            x_va, t_va = self._inputs(va.obs, va.action), self._targets(va.obs, va.next_obs)
+        opt = Adam(self.net.params, lr=lr, weight_decay=weight_decay)
+        history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
+                   "best_epoch": None, "stopped_early": False}
+        best, best_params, waited = np.inf, None, 0
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught just below
+                train_loss = train_mse_epoch(self.net, opt, x_tr, t_tr, batch_size, self._rng,
+                                             input_noise)
+                val_loss, val_mse = self._evaluate(x_va, t_va) if val_idx.size else (np.nan, np.nan)
+            seconds = time.perf_counter() - t0
+            if not np.isfinite(train_loss) or (val_idx.size and not np.isfinite(val_loss)):
+                self.load_state(before)
+                raise FastMBRLError(f"fit: the loss became non-finite at epoch {epoch} "
+                                    f"(try a lower lr); the model was left as before fit")
+            for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
+                               ("val_mse", val_mse), ("seconds", seconds)):
+                history[key].append(float(value))
+            if verbose:
+                print(f"epoch {epoch:>4}/{epochs}  train {train_loss:.5f}  val {val_loss:.5f}  "
+                      f"val mse {val_mse:.3g}  {seconds:.2f}s", flush=True)
+            score = val_loss if val_idx.size else train_loss
+            if score < best:
+                best, waited, history["best_epoch"] = score, 0, epoch
+                if val_idx.size:
+                    best_params = self.net.flat_params.copy()
+            else:
+                waited += 1
+                if patience is not None and waited >= patience:
+                    history["stopped_early"] = epoch < epochs
+                    break
+        if best_params is not None:
+            self.net.flat_params[:] = best_params
+        self.version += 1
+        return history
+
+    # ------------------------------------------------------------------------------ state, I/O
+    def state_dict(self) -> dict:
+        """Copies of the weights ("W0", "b0", ...) and the four statistics arrays."""
+        state = self.net.state_dict()
+        for name in _STATS:
+            state[name] = getattr(self, name).copy()
+        return state
+
+    def load_state(self, state: dict) -> None:
+        """Set weights and statistics from `state_dict()` output; checked before anything changes."""
+        state = dict(state)
+        stats = {}
+        for name in _STATS:
+            if name not in state:
+                raise ValueError(f"state: missing {name!r}")
+            size = self.obs_dim + (self.act_dim if name.startswith("input") else 0)
+            stats[name] = as_array(state.pop(name), f"state[{name!r}]", (size,), self.dtype)
+        if (stats["input_scale"] < 0).any() or (stats["delta_std"] <= 0).any():
+            raise ValueError("state: input_scale must be >= 0 and delta_std > 0")
+        self.net.load_state_dict(state)
+        for name, value in stats.items():
+            getattr(self, name)[:] = value
+        self.version += 1
+
+    def save(self, path):
+        """Write weights, statistics and a JSON header (sizes, activation) to one .npz file."""
+        header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
+                  "activation": self.activation, "ignore_obs_dims": list(self.ignore_obs_dims),
+                  "seed": self.seed, "dtype": self.dtype.name}
+        return save_npz(path, _KIND, _VERSION, header, self.state_dict())
+
+    @classmethod
+    def load(cls, path) -> "DynamicsModel":
+        """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
+        header, arrays = load_npz(path, _KIND, (_VERSION,))
+        try:
+            model = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
+                        header["activation"], tuple(header["ignore_obs_dims"]), header["seed"],
+                        np.dtype(header["dtype"]))
+            model.load_state(arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{path}: not a valid dynamics model ({exc})") from exc
+        return model

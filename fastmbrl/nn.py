@@ -1,0 +1,399 @@
+"""A hand-written multilayer perceptron with manual backprop, and the Adam and SGD optimizers.
+
+All parameters of an MLP are views into one contiguous flat vector (`flat_params`), and so are
+their gradients (`flat_grads`): exporting them needs no copy, the planning kernels read them
+directly, and an optimizer updates the whole network in one fused loop. Hidden activations live
+in workspaces preallocated per batch size, so a training step allocates nothing.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ._validate import check_positive_int
+from .kernels import nn as _k
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1)  # a view, as every array passed here is C-contiguous
+
+
+# Activations: forward(z, out=None) -> a = f(z), written to `out` (allocated when None, must not
+# overlap z); backward(z, a, grad) -> grad multiplied IN PLACE by f'(z), given both the
+# pre-activation z and a = f(z) so each derivative uses the cheaper one. Arrays are C-contiguous
+# and of one float dtype.
+def _check_out(z, out):
+    if out is None:
+        return np.empty_like(z, order="C")
+    if np.shares_memory(out, z):
+        raise ValueError("out must not overlap z")
+    return out
+
+
+def relu(z, out=None):
+    out = _check_out(z, out)
+    _k.relu_forward(_flat(z), _flat(out))
+    return out
+
+
+def relu_grad(z, a, grad):
+    _k.relu_backward(_flat(a), _flat(grad))
+    return grad
+
+
+def tanh(z, out=None):
+    return np.tanh(z, out=_check_out(z, out))
+
+
+def tanh_grad(z, a, grad):
+    _k.tanh_backward(_flat(a), _flat(grad))
+    return grad
+
+
+def silu(z, out=None):
+    out = _check_out(z, out)
+    np.multiply(z, z.dtype.type(0.5), out=out)
+    np.tanh(out, out=out)  # tanh(z/2) stays finite where exp(-z) would overflow
+    _k.silu_finish(_flat(z), _flat(out))
+    return out
+
+
+def silu_grad(z, a, grad):
+    _k.silu_backward(_flat(z), _flat(a), _flat(grad))
+    return grad
+
+
+class Activation(NamedTuple):
+    forward: Callable
+    backward: Callable
+
+
+ACTIVATIONS = {
+    "relu": Activation(relu, relu_grad),
+    "tanh": Activation(tanh, tanh_grad),
+    "silu": Activation(silu, silu_grad),
+}
+_ALIASES = {"swish": "silu"}
+
+
+def get_activation(name: str) -> Activation:
+    """The (forward, backward) pair of an activation name ("relu", "tanh", "silu"/"swish")."""
+    key = _ALIASES.get(name, name)
+    if key not in ACTIVATIONS:
+        names = ", ".join(sorted([*ACTIVATIONS, *_ALIASES]))
+        raise ValueError(f"activation: expected one of {names}, got {name!r}")
+    return ACTIVATIONS[key]
+
+
+def _as_rng(rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise ValueError(f"rng: expected a numpy.random.Generator, an int seed or None, got {rng!r}")
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+class _Workspace:
+    """Buffers for one batch size: pre-activations z, activations a, and a gradient buffer per
+    hidden layer, plus an output buffer for the training path."""
+
+    def __init__(self, n, hidden, out_dim, dtype):
+        self.z = [np.empty((n, h), dtype) for h in hidden]
+        self.a = [np.empty((n, h), dtype) for h in hidden]
+        self.g = [np.empty((n, h), dtype) for h in hidden]
+        self.out = np.empty((n, out_dim), dtype)
+        self.ones = np.ones(n, dtype)  # bias gradients as one gemv, ones @ g, beat np.sum(axis=0)
+
+
+class MLP:
+    """Dense layers with a hidden activation and a linear output layer.
+
+    `weights[i]` has shape (fan_in, fan_out) and `biases[i]` (fan_out,); `params` lists
+    [W0, b0, W1, b1, ...] and `grads` their gradients, all views into `flat_params` /
+    `flat_grads`. Weights start as U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases at 0.
+    """
+
+    _MAX_WORKSPACES = 8
+
+    def __init__(self, in_dim, out_dim, hidden=(200, 200), activation="relu", dtype=np.float32,
+                 rng=None):
+        self.in_dim = check_positive_int(in_dim, "in_dim")
+        self.out_dim = check_positive_int(out_dim, "out_dim")
+        try:
+            self.hidden = tuple(check_positive_int(h, "hidden[i]") for h in hidden)
+        except TypeError:
+            raise ValueError(f"hidden: expected a sequence of positive ints, got {hidden!r}") from None
+        self._act = get_activation(activation)
+        self.activation = _ALIASES.get(activation, activation)
+        self.dtype = _check_dtype(dtype)
+        rng = _as_rng(rng)
+
+        sizes = (self.in_dim, *self.hidden, self.out_dim)
+        shapes = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            shapes += [(fan_in, fan_out), (fan_out,)]
+        total = sum(int(np.prod(s)) for s in shapes)
+        self.flat_params = np.zeros(total, self.dtype)
+        self.flat_grads = np.zeros(total, self.dtype)
+        self.params, self.grads = [], []
+        start = 0
+        for shape in shapes:
+            stop = start + int(np.prod(shape))
+            self.params.append(self.flat_params[start:stop].reshape(shape))
+            self.grads.append(self.flat_grads[start:stop].reshape(shape))
+            start = stop
+        self.weights = self.params[0::2]
+        self.biases = self.params[1::2]
+        for w in self.weights:
+            bound = 1.0 / np.sqrt(w.shape[0])
+            w[...] = rng.uniform(-bound, bound, size=w.shape)
+        self._workspaces: dict[int, _Workspace] = {}
+        self._x = None
+        self._ws = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.weights)
+
+    def _workspace(self, n: int) -> _Workspace:
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= self._MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[n] = _Workspace(n, self.hidden, self.out_dim, self.dtype)
+        return ws
+
+    def _check_input(self, x, name, width):
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != width:
+            raise ValueError(f"{name}: expected shape (N, {width}), got {x.shape}")
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        return x
+
+    def forward(self, x, out=None) -> np.ndarray:
+        """Outputs (N, out_dim) for inputs x (N, in_dim), keeping what `backward` needs.
+
+        The result goes to `out` when given (C-contiguous, (N, out_dim), the MLP's dtype), else
+        to a new array. `x` is kept by reference until the next call: don't modify it in between.
+        """
+        x = self._check_input(x, "x", self.in_dim)
+        n = x.shape[0]
+        ws = self._workspace(n)
+        if out is None:
+            out = np.empty((n, self.out_dim), self.dtype)
+        elif out.shape != (n, self.out_dim) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out: expected a C-contiguous {self.dtype} array of shape "
+                             f"{(n, self.out_dim)}, got {out.dtype} {out.shape}")
+        h = x
+        for i in range(len(self.hidden)):
+            z = ws.z[i]
+            np.matmul(h, self.weights[i], out=z)
+            np.add(z, self.biases[i], out=z)
+            h = self._act.forward(z, ws.a[i])
+        np.matmul(h, self.weights[-1], out=out)
+        np.add(out, self.biases[-1], out=out)
+        self._x, self._ws = x, ws
+        return out
+
+    __call__ = forward
+
+    def backward(self, grad_out, input_grad: bool = True):
+        """Back-propagate dL/d(output) (N, out_dim) through the last `forward`.
+
+        Overwrites `grads` (not accumulated) and returns dL/dx (N, in_dim), or None when
+        `input_grad` is False (saves one matrix product in training).
+        """
+        if self._ws is None:
+            raise RuntimeError("backward called before forward")
+        x, ws = self._x, self._ws
+        n = x.shape[0]
+        g = self._check_input(grad_out, "grad_out", self.out_dim)
+        if g.shape[0] != n:
+            raise ValueError(f"grad_out: expected shape ({n}, {self.out_dim}), got {g.shape}")
+        for i in range(self.num_layers - 1, -1, -1):
+            h = x if i == 0 else ws.a[i - 1]
+            np.matmul(h.T, g, out=self.grads[2 * i])
+            np.matmul(ws.ones, g, out=self.grads[2 * i + 1])
+            if i > 0:
+                gh = ws.g[i - 1]
+                np.matmul(g, self.weights[i].T, out=gh)
+                g = self._act.backward(ws.z[i - 1], ws.a[i - 1], gh)
+        if not input_grad:
+            return None
+        return np.matmul(g, self.weights[0].T)
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters keyed "W0", "b0", "W1", ..."""
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"W{i}"] = w.copy()
+            out[f"b{i}"] = b.copy()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy parameters in place (arrays keep their identity); shapes must match exactly."""
+        expected = {f"{k}{i}" for i in range(self.num_layers) for k in "Wb"}
+        if set(state) != expected:
+            raise ValueError(f"state: expected keys {sorted(expected)}, got {sorted(state)}")
+        new = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            for key, dst in ((f"W{i}", w), (f"b{i}", b)):
+                src = np.asarray(state[key])
+                if src.shape != dst.shape:
+                    raise ValueError(f"state[{key!r}]: expected shape {dst.shape}, got {src.shape}")
+                if src.dtype.kind not in "fiu" or not np.isfinite(src).all():
+                    raise ValueError(f"state[{key!r}]: expected finite numbers")
+                new.append((dst, src))
+        for dst, src in new:  # only after every check, so a bad dict changes nothing
+            dst[...] = src
+
+
+def _tiling_base(arrays):
+    """The 1-D array that `arrays` (C-contiguous views) tile exactly, in order; else None."""
+    base = arrays[0].base if arrays else None
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    addr = base.ctypes.data
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or a.ctypes.data != addr:
+            return None
+        addr += a.nbytes
+    return base if addr == base.ctypes.data + base.nbytes else None
+
+
+class _Optimizer:
+    def __init__(self, params, lr):
+        params = list(params)
+        if not params:
+            raise ValueError("params: expected a non-empty list of arrays")
+        for i, p in enumerate(params):
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.c_contiguous:
+                raise ValueError(f"params[{i}]: expected a C-contiguous float array")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{i}]: array is read-only")
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.params = params
+        self.lr = float(lr)
+        self._dtype = params[0].dtype
+        base = _tiling_base(params)
+        # One fused pass over the flat vector when params tile it (as an MLP's do).
+        self._fused = base is not None
+        self._targets = [base] if self._fused else params
+
+    def _state(self):
+        return [np.zeros_like(t) for t in self._targets]
+
+    def _grad_targets(self, grads):
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads: expected {len(self.params)} arrays, got {len(grads)}")
+        for i, (g, p) in enumerate(zip(grads, self.params)):
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}]: expected shape {p.shape}, got {g.shape}")
+        if self._fused:
+            base = _tiling_base(grads)
+            if base is not None and base.dtype == self._dtype:
+                return [base]
+            return [np.concatenate([np.asarray(g, self._dtype).ravel() for g in grads])]
+        return [np.ascontiguousarray(g, self._dtype).reshape(-1) for g in grads]
+
+
+class Adam(_Optimizer):
+    """Adam (Kingma & Ba 2015) with optional L2 weight decay added to the gradient, as in
+    torch.optim.Adam. `step(grads)` updates `params` in place."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.betas, self.eps, self.weight_decay = (b1, b2), float(eps), float(weight_decay)
+        self.t = 0
+        self.m = self._state()
+        self.v = self._state()
+
+    def step(self, grads) -> None:
+        gs = self._grad_targets(grads)
+        self.t += 1
+        b1, b2 = self.betas
+        bc1 = 1.0 - b1 ** self.t
+        bc2 = np.sqrt(1.0 - b2 ** self.t)
+        f = self._dtype.type
+        # p -= lr/bc1 * m / (sqrt(v)/bc2 + eps), rewritten to keep the loop free of divisions
+        # by the corrections: p -= (lr*bc2/bc1) * m / (sqrt(v) + eps*bc2).
+        lr_t, eps_t = f(self.lr * bc2 / bc1), f(self.eps * bc2)
+        for p, g, m, v in zip(self._targets, gs, self.m, self.v):
+            _k.adam_update(_flat(p), g, _flat(m), _flat(v), lr_t, f(b1), f(b2), eps_t,
+                           f(self.weight_decay))
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent with optional (heavy-ball) momentum."""
+
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.buf = self._state()
+
+    def step(self, grads) -> None:
+        gs = self._grad_targets(grads)
+        f = self._dtype.type
+        for p, g, b in zip(self._targets, gs, self.buf):
+            _k.sgd_update(_flat(p), g, _flat(b), f(self.lr), f(self.momentum))
+
+
+def train_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int,
+                    rng: np.random.Generator, input_noise: float = 0.0) -> float:
+    """One epoch of minibatch updates of `net` on the mean squared error of net(x) against y.
+
+    x (N, in_dim) and y (N, out_dim) must already have the network's dtype. Rows are visited
+    once in a shuffled order (the last batch may be smaller); minibatches are gathered into
+    buffers allocated once per call. Optional Gaussian noise of std `input_noise` is added to
+    the inputs (Nagabandi et al. 2018 use 0.01). Returns the mean loss over the epoch's
+    batches (measured before each update), or NaN as soon as a batch loss is not finite.
+    """
+    n = x.shape[0]
+    dt = net.dtype.type
+    xb = np.empty((min(batch_size, n), net.in_dim), net.dtype)
+    yb = np.empty((xb.shape[0], net.out_dim), net.dtype)
+    ob = np.empty_like(yb)
+    noise = np.empty_like(xb) if input_noise > 0 else None
+    order = rng.permutation(n)
+    total = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        m = idx.size
+        xm, ym, om = xb[:m], yb[:m], ob[:m]  # leading rows: still C-contiguous
+        np.take(x, idx, axis=0, out=xm)
+        np.take(y, idx, axis=0, out=ym)
+        if noise is not None:
+            rng.standard_normal(out=noise[:m], dtype=net.dtype)
+            np.multiply(noise[:m], dt(input_noise), out=noise[:m])
+            np.add(xm, noise[:m], out=xm)
+        net.forward(xm, out=om)
+        np.subtract(om, ym, out=om)
+        flat = om.reshape(-1)
+        loss = float(np.dot(flat, flat)) / flat.size
+        if not np.isfinite(loss):
+            return float("nan")
+        total += loss * m
+        np.multiply(om, dt(2.0 / flat.size), out=om)
+        net.backward(om, input_grad=False)
+        optimizer.step(net.grads)
+    return total / n
