@@ -110,7 +110,7 @@ def _make_tile(nv: int):
 _tile3, _tile2, _tile1 = _make_tile(3), _make_tile(2), _make_tile(1)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, bias, bias_off,
           n_panels):
     """dst[r, :16*n_panels] = bias + src[r, src_off:src_off+fan_in] @ W for r < rows (a multiple of 8).
@@ -149,7 +149,7 @@ _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
 def _tanh(x):
     # written so that NaN passes through (both comparisons are false for NaN)
     if x > _CLAMP:
@@ -162,7 +162,7 @@ def _tanh(x):
     return x * p / q
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
 def activate(h, rows, width, code):
     """Apply activation `code` in place to h[:rows, :width]. Zero padding stays zero."""
     for r in range(rows):

@@ -360,7 +360,8 @@ def rollout_kernel(reward, terminated=None):
         fn = pytypes.FunctionType(_rollout.__code__, scope, "_rollout")
         # numba names cache files after the qualname: one file per reward/termination pair
         fn.__qualname__ = f"_rollout__{_tag(reward)}__{_tag(terminated)}"
-        kernel = njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)(fn)
+        kernel = njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True,
+                      error_model="numpy")(fn)
         _KERNELS[key] = kernel
     return kernel
 
