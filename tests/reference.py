@@ -38,12 +38,12 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
         net_in = (np.concatenate([state, a], axis=1) - input_mean) * input_scale
         nxt = state + delta_mean + delta_std * mlp_forward_reference(weights, biases, activation,
                                                                      net_in)
-        f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
-        reward(*f32, rew)
-        done[:] = False
-        if terminated is not None:
-            terminated(*f32, done)
         with np.errstate(invalid="ignore", over="ignore"):
+            f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
+            reward(*f32, rew)
+            done[:] = False
+            if terminated is not None:
+                terminated(*f32, done)
             diverged = alive & ~np.isfinite(nxt).all(axis=1)
             returns[diverged] = -np.inf
             alive &= ~diverged

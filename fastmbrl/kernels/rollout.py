@@ -396,7 +396,8 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
         raise ValueError("workspace: does not fit this model, number of candidates or rows")
     if out is None:
         out = np.empty(k, np.float32)
-    else:
-        out = as_array(out, "out", (k,), finite=False)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (k,)
+              and out.flags.c_contiguous):
+        raise ValueError(f"out: expected a contiguous float32 array of shape ({k},)")
     return run_kernel(rollout_kernel(reward, terminated), packed, obs, actions, chunks,
                       workspace, out)
