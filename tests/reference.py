@@ -1,7 +1,10 @@
 """Slow, obviously-right NumPy twins of the numba kernels (float64 where it matters)."""
 from __future__ import annotations
 
+import numba
 import numpy as np
+
+from fastmbrl.kernels import FASTMATH
 
 
 def mlp_forward_reference(weights, biases, activation, x):
@@ -52,3 +55,38 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
         state = nxt
     returns[~np.isfinite(returns)] = -np.inf
     return returns
+
+
+# --- small reward/termination functions and a DynamicsModel stand-in for the planner tests ---
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def quadratic_reward(obs, act, next_obs, out):
+    for i in range(obs.shape[0]):
+        s = np.float32(0)
+        for j in range(next_obs.shape[1]):
+            s += next_obs[i, j] * next_obs[i, j]
+        for j in range(act.shape[1]):
+            s += np.float32(0.1) * act[i, j] * act[i, j]
+        out[i] = -s
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def leaves_box(obs, act, next_obs, out):
+    for i in range(obs.shape[0]):
+        out[i] = abs(next_obs[i, 0]) > np.float32(1.0)
+
+
+class _StandInNet:
+    def __init__(self, weights, biases):
+        self.weights, self.biases = weights, biases
+
+
+class StandInDynamics:
+    """Just the DynamicsModel attributes that pack_dynamics reads."""
+
+    def __init__(self, model):
+        self.net = _StandInNet(model["weights"], model["biases"])
+        self.activation = "relu"
+        self.input_mean, self.input_scale = model["input_mean"], model["input_scale"]
+        self.delta_mean, self.delta_std = model["delta_mean"], model["delta_std"]
+        self.version = 0

@@ -3,29 +3,12 @@ import numba
 import numpy as np
 import pytest
 
-from fastmbrl.kernels import FASTMATH, num_threads
+from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.rollout import (PackedModel, Workspace, make_chunks, pack_dynamics,
                                       pack_model, rollout)
-from tests.reference import rollout_reference
+from tests.reference import StandInDynamics, leaves_box, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
-
-
-@numba.njit(cache=True, fastmath=FASTMATH)
-def quadratic_reward(obs, act, next_obs, out):
-    for i in range(obs.shape[0]):
-        s = np.float32(0)
-        for j in range(next_obs.shape[1]):
-            s += next_obs[i, j] * next_obs[i, j]
-        for j in range(act.shape[1]):
-            s += np.float32(0.1) * act[i, j] * act[i, j]
-        out[i] = -s
-
-
-@numba.njit(cache=True, fastmath=FASTMATH)
-def leaves_box(obs, act, next_obs, out):
-    for i in range(obs.shape[0]):
-        out[i] = abs(next_obs[i, 0]) > np.float32(1.0)
 
 
 def random_model(rng, obs_dim, act_dim, hidden, scale=1.0):
@@ -108,25 +91,9 @@ def test_divergence_scores_minus_inf():
     assert np.isneginf(got).all()
 
 
-class _Net:
-    def __init__(self, weights, biases):
-        self.weights, self.biases = weights, biases
-
-
-class _StandIn:
-    """Just the DynamicsModel attributes that pack_dynamics reads."""
-
-    def __init__(self, model):
-        self.net = _Net(model["weights"], model["biases"])
-        self.activation = "relu"
-        self.input_mean, self.input_scale = model["input_mean"], model["input_scale"]
-        self.delta_mean, self.delta_std = model["delta_mean"], model["delta_std"]
-        self.version = 0
-
-
 def test_pack_dynamics_repacks_on_version_change():
     rng = np.random.default_rng(6)
-    stand_in = _StandIn(random_model(rng, 3, 1, (16,)))
+    stand_in = StandInDynamics(random_model(rng, 3, 1, (16,)))
     first = pack_dynamics(stand_in)
     assert pack_dynamics(stand_in, first) is first
     stand_in.net.weights[0] *= 2
@@ -134,7 +101,7 @@ def test_pack_dynamics_repacks_on_version_change():
     second = pack_dynamics(stand_in, first)
     assert second is not first and second.version == 1
     assert not np.array_equal(second.weights, first.weights)
-    assert pack_dynamics(_StandIn(random_model(rng, 3, 1, (16,))), second) is not second
+    assert pack_dynamics(StandInDynamics(random_model(rng, 3, 1, (16,))), second) is not second
 
 
 def test_bad_inputs():
