@@ -207,7 +207,7 @@ class RandomShooting(Planner):
         return returns[best] > -np.inf
 
 
-def _elites(planner, returns, n, out_idx):
+def _elites(returns, n, out_idx):
     """Indices of the n best returns, best first, written to out_idx[:n]."""
     idx = np.argpartition(returns, returns.size - n)[returns.size - n:]
     out_idx[:n] = idx[np.argsort(returns[idx])[::-1]]
@@ -288,7 +288,7 @@ class CEM(Planner):
             cand += mean
             self._clip(cand)
             returns = self._evaluate(obs, k)
-            idx = _elites(self, returns, self.num_elites, self._elite_idx)
+            idx = _elites(returns, self.num_elites, self._elite_idx)
             if returns[idx[0]] > best_return:
                 best_return = returns[idx[0]]
                 self._best[:] = cand[idx[0]]
@@ -473,7 +473,7 @@ class ICEM(Planner):
             self._clip(cand)
             returns = self._evaluate(obs, k)
             n_elite = min(self.num_elites, k)
-            idx = _elites(self, returns, n_elite, self._elite_idx)
+            idx = _elites(returns, n_elite, self._elite_idx)
             if returns[idx[0]] > best_return:
                 best_return = returns[idx[0]]
                 self._best[:] = cand[idx[0]]
