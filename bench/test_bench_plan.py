@@ -1,0 +1,29 @@
+"""The `fastmbrl bench plan` configurations under pytest-benchmark:
+    PYTHONPATH=$PWD python -m pytest bench/test_bench_plan.py --benchmark-only
+Speed is reported, never asserted (shared cores make timings noisy)."""
+import numpy as np
+import pytest
+
+from fastmbrl.benchmarks.plan import CONFIGS, NumpyPlanner, make_planner, random_model
+
+pytest.importorskip("pytest_benchmark")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_plan(benchmark, name):
+    cfg = CONFIGS[name]
+    planner = make_planner(cfg, random_model(cfg))
+    obs = np.zeros(cfg.obs_dim, np.float32)
+    benchmark.extra_info["model_steps"] = cfg.samples * cfg.horizon * cfg.iterations
+    benchmark.extra_info["flops"] = planner.packed.flops_per_step() * benchmark.extra_info["model_steps"]
+    plan = benchmark(planner.plan, obs)
+    assert plan.shape == (cfg.horizon, cfg.act_dim) and np.isfinite(plan).all()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_plan_numpy_reference(benchmark, name):
+    cfg = CONFIGS[name]
+    reference = NumpyPlanner(cfg, random_model(cfg))
+    plan = benchmark.pedantic(reference.plan, args=(np.zeros(cfg.obs_dim, np.float32),),
+                              rounds=3, warmup_rounds=1)
+    assert plan.shape == (cfg.horizon, cfg.act_dim)

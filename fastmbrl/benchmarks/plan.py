@@ -1,0 +1,273 @@
+"""`fastmbrl bench plan`: planning latency of the fused rollout kernel vs vectorised NumPy.
+
+Each configuration builds a random ReLU dynamics model of the given size, a planner, and times
+``plan(obs)`` (candidate sampling included); in the same run it times a NumPy implementation of
+the same work (batched matmuls over all K candidates per step, float32, the same folded weights).
+Figures are medians over `--repeats` plans. `--startup` also measures, in fresh processes, the
+time to the first action with a cold and with a warm numba cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..errors import FastMBRLError
+from ..kernels import FASTMATH
+from ..kernels.rollout import pack_model
+from ..planners import CEM, RandomShooting
+
+F32 = np.float32
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def pendulum_reward(obs, act, next_obs, out):
+    """Pendulum-v1's cost on obs = (cos, sin, velocity) before the step."""
+    for i in range(obs.shape[0]):
+        theta = np.arctan2(obs[i, 1], obs[i, 0])
+        u = min(max(act[i, 0], F32(-2)), F32(2))
+        out[i] = -(theta * theta + F32(0.1) * obs[i, 2] * obs[i, 2] + F32(0.001) * u * u)
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def cheetah_reward(obs, act, next_obs, out):
+    """HalfCheetah-like: forward velocity (obs[8]) minus 0.1 |a|^2."""
+    for i in range(obs.shape[0]):
+        cost = F32(0)
+        for j in range(act.shape[1]):
+            cost += act[i, j] * act[i, j]
+        out[i] = next_obs[i, 8] - F32(0.1) * cost
+
+
+def _pendulum_reward_np(obs, act, next_obs):
+    theta = np.arctan2(obs[:, 1], obs[:, 0])
+    u = np.clip(act[:, 0], -2, 2)
+    return -(theta ** 2 + 0.1 * obs[:, 2] ** 2 + 0.001 * u ** 2)
+
+
+def _cheetah_reward_np(obs, act, next_obs):
+    return next_obs[:, 8] - 0.1 * (act ** 2).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    obs_dim: int
+    act_dim: int
+    hidden: tuple
+    horizon: int
+    samples: int  # K (random shooting) or population (CEM)
+    iterations: int = 1  # CEM iterations; 1 = random shooting
+
+    @property
+    def rewards(self):
+        if self.obs_dim == 3:
+            return pendulum_reward, _pendulum_reward_np
+        return cheetah_reward, _cheetah_reward_np
+
+
+CONFIGS = {
+    c.name: c for c in [
+        Config("pendulum_small", 3, 1, (64, 64), 20, 1000),
+        Config("cheetah_rs", 17, 6, (200, 200), 30, 1000),
+        Config("cheetah_big", 17, 6, (500, 500), 20, 1000),
+        Config("cheetah_cem", 17, 6, (200, 200), 30, 500, iterations=5),
+    ]
+}
+
+
+def random_model(cfg: Config, seed: int = 0):
+    """Raw arrays of a random ReLU delta model (the kernel's and NumPy's common input)."""
+    rng = np.random.default_rng(seed)
+    sizes = [cfg.obs_dim + cfg.act_dim, *cfg.hidden, cfg.obs_dim]
+    return dict(
+        weights=[(rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(F32)
+                 for a, b in zip(sizes[:-1], sizes[1:])],
+        biases=[(0.1 * rng.standard_normal(b)).astype(F32) for b in sizes[1:]],
+        input_mean=rng.standard_normal(sizes[0]).astype(F32),
+        input_scale=rng.uniform(0.5, 2.0, sizes[0]).astype(F32),
+        delta_mean=(0.01 * rng.standard_normal(cfg.obs_dim)).astype(F32),
+        delta_std=rng.uniform(0.05, 0.2, cfg.obs_dim).astype(F32),
+    )
+
+
+def make_planner(cfg: Config, model: dict, seed: int = 0):
+    packed = pack_model(activation="relu", **model)
+    low, high = -np.ones(cfg.act_dim, F32), np.ones(cfg.act_dim, F32)
+    kw = dict(horizon=cfg.horizon, action_low=low, action_high=high, seed=seed)
+    if cfg.iterations == 1:
+        return RandomShooting(packed, cfg.rewards[0], num_samples=cfg.samples, **kw)
+    return CEM(packed, cfg.rewards[0], population=cfg.samples, elites=cfg.samples // 10,
+               iterations=cfg.iterations, **kw)
+
+
+class NumpyPlanner:
+    """The same planning work in vectorised NumPy: per step one batched matmul chain over K."""
+
+    def __init__(self, cfg: Config, model: dict, seed: int = 0):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        w = [np.asarray(v, np.float64) for v in model["weights"]]
+        b = [np.asarray(v, np.float64) for v in model["biases"]]
+        scale, mean = model["input_scale"].astype(np.float64), model["input_mean"].astype(np.float64)
+        b[0] = b[0] - (mean * scale) @ w[0]
+        w[0] = scale[:, None] * w[0]
+        w[-1] = w[-1] * model["delta_std"]
+        b[-1] = b[-1] * model["delta_std"] + model["delta_mean"]
+        self.w = [v.astype(F32) for v in w]
+        self.b = [v.astype(F32) for v in b]
+
+    def returns(self, obs, actions):
+        k, horizon, _ = actions.shape
+        state = np.repeat(obs[None], k, axis=0)
+        total = np.zeros(k, F32)
+        reward = self.cfg.rewards[1]
+        for t in range(horizon):
+            h = np.concatenate([state, actions[:, t]], axis=1)
+            for i, (w, b) in enumerate(zip(self.w, self.b)):
+                h = h @ w + b
+                if i < len(self.w) - 1:
+                    np.maximum(h, 0, out=h)
+            nxt = state + h
+            total += reward(state, actions[:, t], nxt)
+            state = nxt
+        return total
+
+    def plan(self, obs):
+        cfg = self.cfg
+        shape = (cfg.samples, cfg.horizon, cfg.act_dim)
+        if cfg.iterations == 1:
+            cand = self.rng.uniform(-1, 1, shape).astype(F32)
+            return cand[np.argmax(self.returns(obs, cand))]
+        mean = np.zeros(shape[1:], F32)
+        std = np.full(shape[1:], 0.5, F32)
+        n_elite = cfg.samples // 10
+        for _ in range(cfg.iterations):
+            cand = np.clip(mean + std * self.rng.standard_normal(shape, dtype=F32), -1, 1)
+            elites = cand[np.argsort(self.returns(obs, cand))[-n_elite:]]
+            mean = 0.1 * mean + 0.9 * elites.mean(axis=0)
+            std = np.sqrt(0.1 * std ** 2 + 0.9 * elites.var(axis=0))
+        return mean
+
+
+def _median_ms(fn, obs, repeats):
+    fn(obs)
+    times = [_timed(lambda: fn(obs)) for _ in range(repeats)]
+    return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
+
+
+def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
+    """One configuration: kernel planner and NumPy reference, medians in ms."""
+    model = random_model(cfg)
+    planner = make_planner(cfg, model)
+    obs = np.random.default_rng(1).standard_normal(cfg.obs_dim).astype(F32)
+    ms, best_ms = _median_ms(planner.plan, obs, repeats)
+    ref_ms, _ = _median_ms(NumpyPlanner(cfg, model).plan, obs, reference_repeats)
+    steps = cfg.samples * cfg.horizon * cfg.iterations
+    flops = planner.packed.flops_per_step() * steps
+    return {
+        "config": cfg.name,
+        "ms_per_plan": round(ms, 3),
+        "min_ms_per_plan": round(best_ms, 3),
+        "model_steps_per_s": round(steps / ms * 1e3),
+        "gflops": round(flops / ms / 1e6, 1),
+        "reference_ms_per_plan": round(ref_ms, 3),
+        "speedup": round(ref_ms / ms, 2),
+        "threads": numba.get_num_threads(),
+    }
+
+
+_STARTUP = """
+import time; t0 = time.perf_counter()
+import numpy as np
+from fastmbrl.benchmarks.plan import CONFIGS, make_planner, random_model
+cfg = CONFIGS["cheetah_rs"]
+planner = make_planner(cfg, random_model(cfg))
+planner.act(np.zeros(cfg.obs_dim, np.float32))
+print(time.perf_counter() - t0)
+"""
+
+
+def measure_startup() -> dict:
+    """Seconds from interpreter start to the first cheetah_rs action, cold and warm cache."""
+    out = {"config": "startup_cheetah_rs"}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold_s", "warm_s"):
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", _STARTUP], env=env, capture_output=True,
+                                  text=True, check=True)
+            out[label] = round(float(proc.stdout.strip().splitlines()[-1]), 2)
+            out[label.replace("_s", "_process_s")] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def sgemm_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """NumPy's float32 matmul throughput right now: the machine's practical peak, measured in
+    the same run because other jobs on shared cores move it a lot."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(F32)
+    out = np.empty_like(a)
+    np.matmul(a, a, out=out)
+    best = min(_timed(lambda: np.matmul(a, a, out=out)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+                     f"x{i.get('num_threads')}" for i in blas) or "none found"
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="one JSON object per configuration")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS),
+                        help="which configurations to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed plans per configuration")
+    parser.add_argument("--startup", action="store_true",
+                        help="also time the first action in fresh processes (cold/warm cache)")
+
+
+def run(args) -> int:
+    if args.repeats < 1:
+        raise FastMBRLError("--repeats must be >= 1")
+    blas = blas_info()
+    peak = sgemm_gflops()
+    if not args.json:
+        print(f"numba threads: {numba.get_num_threads()}; NumPy BLAS: {blas}; "
+              f"sgemm now: {peak:.0f} GFLOP/s")
+        print(f"{'config':<16}{'ms/plan':>10}{'min ms':>9}{'GFLOP/s':>9}{'Msteps/s':>10}"
+              f"{'numpy ms':>10}{'speedup':>9}")
+    for name in args.configs:
+        row = measure(CONFIGS[name], args.repeats, max(3, args.repeats // 4))
+        row["sgemm_gflops"] = round(peak, 1)
+        if args.json:
+            print(json.dumps(dict(row, blas=blas)), flush=True)
+        else:
+            print(f"{name:<16}{row['ms_per_plan']:>10.2f}{row['min_ms_per_plan']:>9.2f}"
+                  f"{row['gflops']:>9.1f}{row['model_steps_per_s'] / 1e6:>10.2f}"
+                  f"{row['reference_ms_per_plan']:>10.2f}{row['speedup']:>8.1f}x", flush=True)
+    if args.startup:
+        row = measure_startup()
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"time to first action (fresh process, cheetah_rs): cold cache {row['cold_s']} s, "
+                  f"warm cache {row['warm_s']} s")
+    return 0

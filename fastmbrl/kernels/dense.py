@@ -1,0 +1,179 @@
+"""Register-blocked dense layers for the rollout kernel.
+
+A layer computes ``dst[r, :] = bias + src[r, :fan_in] @ W`` for a block of rows. The weights are
+pre-laid-out as column *panels* of 16 outputs (one AVX-512 register of float32): panel ``v`` is a
+contiguous ``(fan_in, 16)`` block, so each step of the inner loop loads whole registers of weights.
+The tile routine keeps an 8-row x (16 * NV)-column block of outputs in registers for the whole
+reduction over ``fan_in``: per input unit it loads NV weight vectors and 8 scalars (broadcast) and
+issues 8 * NV fused multiply-adds, so it runs at the FMA units' speed, not at the memory's.
+
+LLVM's loop vectoriser cannot do this itself (it only vectorises innermost loops, and the stores to
+several output rows need more runtime alias checks than it allows), so the tile is written directly
+in LLVM IR through a numba intrinsic. The rest is ordinary numba code.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+import numpy as np
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import FASTMATH
+
+LANES = 16  # float32 lanes of one 512-bit register: panel width and padding unit of every layer
+ROW_BLOCK = 8  # rows per register tile; chunks of rows are multiples of this
+
+RELU, TANH, SILU = 0, 1, 2
+ACTIVATIONS = {"relu": RELU, "tanh": TANH, "silu": SILU, "swish": SILU}
+
+_F32 = ir.FloatType()
+_VEC = ir.VectorType(_F32, LANES)
+_SPLAT = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+
+def _make_tile(nv: int):
+    """Intrinsic for one ROW_BLOCK x (nv * LANES) output tile (offsets are in float32 elements).
+
+    tile(dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_panel_stride, bias, bias_off, fan_in)
+    """
+
+    @intrinsic
+    def tile(typingctx, dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_stride, bias,
+             bias_off, fan_in):
+        sig = types.void(dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_stride, bias,
+                         bias_off, fan_in)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            intp = context.get_value_type(types.intp)
+
+            def const(v):
+                return ir.Constant(intp, v)
+
+            def integer(i):
+                return context.cast(builder, args[i], tys[i], types.intp)
+
+            def pointer(i, off_index):
+                data = context.make_array(tys[i])(context, builder, args[i]).data
+                return builder.gep(data, [integer(off_index)])
+
+            def vec_ptr(base, offset):
+                return builder.bitcast(builder.gep(base, [offset]), _VEC.as_pointer())
+
+            d, s = pointer(0, 1), pointer(3, 4)
+            wp, b = pointer(6, 7), pointer(9, 10)
+            dst_ld, src_ld, w_stride, n_in = integer(2), integer(5), integer(8), integer(11)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32")
+
+            init = [builder.load(vec_ptr(b, const(LANES * n)), align=4) for n in range(nv)]
+            entry = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            done = builder.append_basic_block("tile.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            i = builder.phi(intp)
+            acc = [[builder.phi(_VEC) for _ in range(nv)] for _ in range(ROW_BLOCK)]
+            i_lanes = builder.mul(i, const(LANES))
+            wv = [builder.load(vec_ptr(wp, builder.add(i_lanes, builder.mul(w_stride, const(n)))),
+                               align=4) for n in range(nv)]
+            new = []
+            for r in range(ROW_BLOCK):
+                x = builder.load(builder.gep(s, [builder.add(i, builder.mul(src_ld, const(r)))]))
+                xb = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x,
+                                            ir.Constant(ir.IntType(32), 0))
+                xb = builder.shuffle_vector(xb, ir.Constant(_VEC, ir.Undefined), _SPLAT)
+                new.append([builder.call(fma, [xb, wv[n], acc[r][n]]) for n in range(nv)])
+            i_next = builder.add(i, const(1))
+            tail = builder.block
+            builder.cbranch(builder.icmp_signed("<", i_next, n_in), loop, done)
+            i.add_incoming(const(0), entry)
+            i.add_incoming(i_next, tail)
+            for r in range(ROW_BLOCK):
+                for n in range(nv):
+                    acc[r][n].add_incoming(init[n], entry)
+                    acc[r][n].add_incoming(new[r][n], tail)
+            builder.position_at_end(done)
+            for r in range(ROW_BLOCK):
+                row = builder.mul(dst_ld, const(r))
+                for n in range(nv):
+                    builder.store(new[r][n], vec_ptr(d, builder.add(row, const(LANES * n))), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+# 8 rows x 3 registers = 24 accumulators + 3 weight registers + 1 broadcast fit the 32 zmm registers.
+_tile3, _tile2, _tile1 = _make_tile(3), _make_tile(2), _make_tile(1)
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, bias, bias_off,
+          n_panels):
+    """dst[r, :16*n_panels] = bias + src[r, src_off:src_off+fan_in] @ W for r < rows (a multiple of 8).
+
+    `w_off` points at panel 0 of W, `w_stride` is the distance between panels, `fan_in` >= 1.
+    """
+    v = 0
+    while v < n_panels:
+        left = n_panels - v
+        nv = 2 if (left == 2 or left == 4) else (1 if left == 1 else 3)
+        wo = w_off + v * w_stride
+        bo = bias_off + LANES * v
+        for r0 in range(0, rows, ROW_BLOCK):
+            do = r0 * dst_ld + LANES * v
+            so = r0 * src_ld + src_off
+            if nv == 3:
+                _tile3(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
+            elif nv == 2:
+                _tile2(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
+            else:
+                _tile1(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
+        v += nv
+
+
+# tanh(x) ~= x P(x^2) / Q(x^2) on [-9, 9] (|error| < 4e-7 in float32), clamped outside where
+# float32 tanh is +-1. Coefficients fitted for this project by weighted least squares; unlike
+# libm's tanhf this has no calls or branches, so LLVM vectorises it.
+_P0, _P1, _P2, _P3, _P4 = (np.float32(0.999999983), np.float32(1.33924257e-01),
+                           np.float32(3.50912596e-03), np.float32(2.08318087e-05),
+                           np.float32(1.36632128e-08))
+_Q1, _Q2, _Q3, _Q4 = (np.float32(4.67257444e-01), np.float32(2.59284892e-02),
+                      np.float32(3.30777218e-04), np.float32(7.90285691e-07))
+_CLAMP = np.float32(9.0)
+_HALF = np.float32(0.5)
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _tanh(x):
+    # written so that NaN passes through (both comparisons are false for NaN)
+    if x > _CLAMP:
+        x = _CLAMP
+    if x < -_CLAMP:
+        x = -_CLAMP
+    z = x * x
+    p = (((_P4 * z + _P3) * z + _P2) * z + _P1) * z + _P0
+    q = (((_Q4 * z + _Q3) * z + _Q2) * z + _Q1) * z + _ONE
+    return x * p / q
+
+
+@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
+def activate(h, rows, width, code):
+    """Apply activation `code` in place to h[:rows, :width]. Zero padding stays zero."""
+    for r in range(rows):
+        if code == RELU:
+            for j in range(width):
+                v = h[r, j]
+                h[r, j] = _ZERO if v < _ZERO else v  # keeps NaN, like np.maximum
+        elif code == TANH:
+            for j in range(width):
+                h[r, j] = _tanh(h[r, j])
+        else:
+            for j in range(width):
+                v = h[r, j]
+                h[r, j] = v * (_HALF + _HALF * _tanh(_HALF * v))  # x * sigmoid(x)

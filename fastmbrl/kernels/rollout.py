@@ -1,0 +1,403 @@
+"""The fused rollout kernel: K candidate action sequences x H model steps, the task's reward and
+termination, and the return of every candidate, in one `numba.njit(parallel=True)` call.
+
+Data path
+---------
+``pack_model`` (or ``pack_dynamics`` for a DynamicsModel) lays the dynamics MLP out once for the
+kernel: the input normalisation is folded into the first layer, the delta de-normalisation into the
+last one (so the kernel computes ``next_obs = obs + MLP'(concat(obs, act))``), and each layer's
+weights are cut into 16-wide column panels (see ``dense.py``). Candidates are processed in chunks
+of ``rows`` (a multiple of 8) per parallel task; each chunk steps its rows through the horizon with
+scratch arrays from a preallocated ``Workspace``, so nothing is allocated in the time loop.
+
+Reward and termination functions
+--------------------------------
+Write them as ``@numba.njit`` functions over a batch of rows, usable from NumPy too::
+
+    @numba.njit(cache=True, fastmath=FASTMATH)
+    def reward(obs, act, next_obs, out):      # (N, O), (N, A), (N, O) float32; out (N,) float32
+        for i in range(obs.shape[0]):
+            out[i] = -(next_obs[i, 0] ** 2) - np.float32(0.1) * act[i, 0] ** 2
+
+    @numba.njit(cache=True, fastmath=FASTMATH)
+    def terminated(obs, act, next_obs, out):  # out (N,) np.bool_
+        for i in range(obs.shape[0]):
+            out[i] = abs(next_obs[i, 1]) > np.float32(0.2)
+
+They must write every row of ``out`` and nothing else. The kernel calls them once per step and
+chunk on its scratch arrays (including padding rows, whose results it ignores). A rollout earns the
+reward of the transition on which it terminates and nothing after it. A candidate whose state or
+return becomes inf/NaN scores -inf.
+
+The kernel is specialised to the reward/termination pair (they are compile-time globals, which
+keeps numba's on-disk cache usable); ``rollout_kernel`` builds and memoises one per pair. numba
+does not notice edits to a reward function's helpers: clear ``__pycache__`` after changing them.
+"""
+from __future__ import annotations
+
+import hashlib
+import marshal
+import re
+import types as pytypes
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .._validate import as_array, check_positive_int
+from . import FASTMATH
+from .dense import ACTIVATIONS, LANES, ROW_BLOCK, activate, dense
+
+DEFAULT_ROWS = 32  # rows per chunk: 4 register tiles; one chunk's activations stay in L1/L2
+
+
+@dataclass(frozen=True)
+class PackedModel:
+    """A dynamics model (or a stack of `num_members` models) laid out for the rollout kernel."""
+
+    weights: np.ndarray  # (B, n_w) float32: every layer's panels, layer after layer
+    biases: np.ndarray  # (B, n_b) float32: padded biases
+    layers: np.ndarray  # (L, 4) int64: fan_in, n_panels, weight offset, bias offset
+    obs_dim: int
+    act_dim: int
+    activation: int  # code from dense.ACTIVATIONS
+    version: int = 0
+    source_id: int = 0  # id() of the DynamicsModel it came from (pack_dynamics)
+
+    @property
+    def num_members(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Widest padded hidden layer (at least LANES)."""
+        return int(max([LANES] + [LANES * p for p in self.layers[:-1, 1]]))
+
+    @property
+    def out_width(self) -> int:
+        return int(LANES * self.layers[-1, 1])
+
+    def flops_per_step(self) -> int:
+        """Multiply-adds x 2 of one model step (unpadded sizes)."""
+        fan_in = [int(f) for f in self.layers[:, 0]] + [self.obs_dim]
+        return 2 * sum(a * b for a, b in zip(fan_in[:-1], fan_in[1:]))
+
+
+def _stat(x, name, dim, members):
+    arr = as_array(x, name, (None,) * np.ndim(x), dtype=np.float64)
+    if arr.shape == (dim,):
+        return np.broadcast_to(arr, (members, dim))
+    if arr.shape == (members, dim):
+        return arr
+    raise ValueError(f"{name}: expected shape ({dim},) or ({members}, {dim}), got {arr.shape}")
+
+
+def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
+               version: int = 0) -> PackedModel:
+    """Lay out an MLP delta model for the kernel.
+
+    `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
+    or a list of such lists for an ensemble. The model maps concat(obs, act) of length O + A to
+    O outputs: next_obs = obs + delta_mean + delta_std * net((concat(obs, act) - input_mean) * input_scale).
+    Statistics are (D,) or one row per member, (B, D). Non-finite weights are accepted (the
+    rollouts then score -inf).
+    """
+    if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
+        code = ACTIVATIONS[activation.lower()]
+    else:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise ValueError("weights: expected a non-empty list of arrays (or of per-member lists)")
+    ensemble = isinstance(weights[0], (list, tuple))
+    members_w = list(weights) if ensemble else [weights]
+    members_b = list(biases) if ensemble else [biases]
+    if len(members_b) != len(members_w):
+        raise ValueError(f"biases: expected {len(members_w)} members, got {len(members_b)}")
+    n_members = len(members_w)
+    first = [np.shape(w) for w in members_w[0]]
+    for m, (ws, bs) in enumerate(zip(members_w, members_b)):
+        if len(ws) != len(bs) or len(ws) != len(first):
+            raise ValueError(f"weights/biases of member {m}: expected {len(first)} layers each, "
+                             f"got {len(ws)} weights and {len(bs)} biases")
+        for i, w in enumerate(ws):
+            if np.shape(w) != first[i]:
+                raise ValueError(f"weights[{m}][{i}]: expected shape {first[i]}, got {np.shape(w)}")
+    for i, shp in enumerate(first):
+        if len(shp) != 2 or min(shp) < 1 or (i and shp[0] != first[i - 1][1]):
+            raise ValueError(f"weights[{i}]: shape {shp} does not chain with the previous layer")
+    obs_dim = first[-1][1]
+    act_dim = first[0][0] - obs_dim
+    if act_dim < 1:
+        raise ValueError(f"weights[0]: fan-in {first[0][0]} must exceed the output size {obs_dim} "
+                         "(inputs are concat(obs, act))")
+    in_mean = _stat(input_mean, "input_mean", obs_dim + act_dim, n_members)
+    in_scale = _stat(input_scale, "input_scale", obs_dim + act_dim, n_members)
+    d_mean = _stat(delta_mean, "delta_mean", obs_dim, n_members)
+    d_std = _stat(delta_std, "delta_std", obs_dim, n_members)
+
+    n_layers = len(first)
+    layers = np.zeros((n_layers, 4), np.int64)
+    w_size = b_size = 0
+    for i, (fan_in, fan_out) in enumerate(first):
+        panels = -(-fan_out // LANES)
+        layers[i] = fan_in, panels, w_size, b_size
+        w_size += panels * fan_in * LANES
+        b_size += panels * LANES
+    packed_w = np.zeros((n_members, w_size), np.float32)
+    packed_b = np.zeros((n_members, b_size), np.float32)
+    for m in range(n_members):
+        for i in range(n_layers):
+            w = as_array(members_w[m][i], f"weights[{i}]", first[i], np.float64, finite=False)
+            b = as_array(members_b[m][i], f"biases[{i}]", (first[i][1],), np.float64, finite=False)
+            if i == 0:  # (x - mean) * scale @ W  ==  x @ (scale * W) - (mean * scale) @ W
+                b = b - (in_mean[m] * in_scale[m]) @ w
+                w = in_scale[m][:, None] * w
+            if i == n_layers - 1:  # delta_mean + delta_std * (h @ W + b)
+                w = w * d_std[m]
+                b = b * d_std[m] + d_mean[m]
+            fan_in, panels, w_off, b_off = (int(v) for v in layers[i])
+            padded = np.zeros((fan_in, panels * LANES))
+            padded[:, : w.shape[1]] = w
+            packed_w[m, w_off: w_off + padded.size] = (
+                padded.reshape(fan_in, panels, LANES).transpose(1, 0, 2).ravel())
+            packed_b[m, b_off: b_off + b.size] = b
+    return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version))
+
+
+def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
+    """Pack a DynamicsModel; returns `previous` unchanged if it was packed from this model at
+    its current `version`."""
+    if (previous is not None and previous.source_id == id(model)
+            and previous.version == model.version):
+        return previous
+    for attr in ("net", "activation", "input_mean", "input_scale", "delta_mean", "delta_std",
+                 "version"):
+        if not hasattr(model, attr):
+            raise TypeError(f"model: expected a DynamicsModel (missing attribute {attr!r})")
+    packed = pack_model(model.net.weights, model.net.biases, model.activation, model.input_mean,
+                        model.input_scale, model.delta_mean, model.delta_std, model.version)
+    return PackedModel(packed.weights, packed.biases, packed.layers, packed.obs_dim,
+                       packed.act_dim, packed.activation, packed.version, id(model))
+
+
+def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None):
+    """Split candidates into chunks of at most `rows`, never mixing ensemble members.
+
+    `members` (optional, (K,) ints, non-decreasing): the model member of each candidate; order
+    candidates by member before calling. Returns (chunk_start (n+1,), chunk_member (n,)) int64.
+    """
+    num_candidates = check_positive_int(num_candidates, "num_candidates")
+    rows = check_positive_int(rows, "rows")
+    if members is None:
+        members = np.zeros(num_candidates, np.int64)
+    members = np.asarray(members)
+    if members.shape != (num_candidates,) or members.dtype.kind not in "iu":
+        raise ValueError(f"members: expected ({num_candidates},) integers, got "
+                         f"{members.shape} {members.dtype}")
+    if num_candidates > 1 and (np.diff(members) < 0).any():
+        raise ValueError("members: must be sorted (group candidates by ensemble member)")
+    starts, owners = [], []
+    bounds = np.flatnonzero(np.diff(members)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, num_candidates]):
+        for s in range(int(lo), int(hi), rows):
+            starts.append(s)
+            owners.append(int(members[lo]))
+    return np.array(starts + [num_candidates], np.int64), np.array(owners, np.int64)
+
+
+class Workspace:
+    """Scratch arrays of the kernel for `num_chunks` chunks of `rows` rows (allocated once)."""
+
+    def __init__(self, packed: PackedModel, num_chunks: int, rows: int = DEFAULT_ROWS):
+        rows = check_positive_int(rows, "rows")
+        if rows % ROW_BLOCK:
+            raise ValueError(f"rows must be a multiple of {ROW_BLOCK}, got {rows}")
+        n, o, a = check_positive_int(num_chunks, "num_chunks"), packed.obs_dim, packed.act_dim
+        self.rows, self.num_chunks = rows, n
+        self.shape_key = (o, a, packed.width, packed.out_width)
+        f = np.float32
+        self.arrays = (
+            np.zeros((n, rows, o + a), f),  # x: network input
+            np.zeros((n, rows, packed.width), f),  # hidden ping
+            np.zeros((n, rows, packed.width), f),  # hidden pong
+            np.zeros((n, rows, packed.out_width), f),  # network output (delta)
+            np.zeros((n, rows, o), f),  # obs
+            np.zeros((n, rows, o), f),  # next obs
+            np.zeros((n, rows, a), f),  # actions of this step
+            np.zeros((n, rows), f),  # rewards
+            np.zeros((n, rows), np.bool_),  # terminated
+            np.zeros((n, rows), np.bool_),  # alive
+            np.zeros((n, rows), f),  # returns so far
+            np.zeros((n, packed.width if packed.layers.shape[0] > 1 else packed.out_width), f),
+        )
+
+    def fits(self, packed: PackedModel, num_chunks: int) -> bool:
+        return (num_chunks <= self.num_chunks
+                and self.shape_key == (packed.obs_dim, packed.act_dim, packed.width,
+                                       packed.out_width))
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def never_terminated(obs, act, next_obs, out):
+    """Termination function of tasks without terminal states."""
+    out[:] = False
+
+
+_NEG_INF = np.float32(-np.inf)
+
+
+def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chunk_member,
+             x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
+             ret_ws, base_ws, returns):
+    # Template: rollout_kernel() compiles a copy whose globals bind _reward and _terminated.
+    n_obs = obs0.shape[0]
+    horizon = actions.shape[1]
+    n_act = actions.shape[2]
+    n_layers = layers.shape[0]
+    rows = x_ws.shape[1]
+    in_ld = x_ws.shape[2]
+    fan0 = layers[0, 0]
+    panels0 = layers[0, 1]
+    w_off0 = layers[0, 2]
+    b_off0 = layers[0, 3]
+    for c in prange(chunk_member.shape[0]):
+        k0 = chunk_start[c]
+        n = chunk_start[c + 1] - k0
+        w = weights[chunk_member[c]]
+        b = biases[chunk_member[c]]
+        x, ha, hb, out = x_ws[c], ha_ws[c], hb_ws[c], out_ws[c]
+        obs, nxt, act = obs_ws[c], nxt_ws[c], act_ws[c]
+        rew, done, alive, ret, base = rew_ws[c], done_ws[c], alive_ws[c], ret_ws[c], base_ws[c]
+        first = out if n_layers == 1 else ha
+        for r in range(rows):
+            for o in range(n_obs):
+                obs[r, o] = obs0[o]
+            for a in range(n_act):
+                act[r, a] = 0
+                x[r, n_obs + a] = 0
+            alive[r] = r < n
+            ret[r] = 0
+        # The first step starts from obs0 for every row: its share of layer 0 is computed once.
+        for j in range(LANES * panels0):
+            v, lane = j // LANES, j % LANES
+            s = b[b_off0 + j]
+            for i in range(n_obs):
+                s += obs0[i] * w[w_off0 + (v * fan0 + i) * LANES + lane]
+            base[j] = s
+        for t in range(horizon):
+            for r in range(n):
+                for a in range(n_act):
+                    u = actions[k0 + r, t, a]
+                    act[r, a] = u
+                    x[r, n_obs + a] = u
+            if t == 0:
+                dense(first, first.shape[1], x, n_obs, in_ld, rows, w, w_off0 + n_obs * LANES,
+                      fan0 * LANES, n_act, base, 0, panels0)
+            else:
+                for r in range(rows):
+                    for o in range(n_obs):
+                        x[r, o] = obs[r, o]
+                dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
+                      b, b_off0, panels0)
+            src = first
+            for layer in range(1, n_layers):
+                activate(src, rows, LANES * layers[layer - 1, 1], act_code)
+                dst = out if layer == n_layers - 1 else (hb if layer % 2 == 1 else ha)
+                dense(dst, dst.shape[1], src, 0, src.shape[1], rows, w, layers[layer, 2],
+                      layers[layer, 0] * LANES, layers[layer, 0], b, layers[layer, 3],
+                      layers[layer, 1])
+                src = dst
+            for r in range(rows):
+                for o in range(n_obs):
+                    nxt[r, o] = obs[r, o] + out[r, o]
+            _reward(obs, act, nxt, rew)
+            _terminated(obs, act, nxt, done)
+            for r in range(n):
+                if alive[r]:
+                    s = np.float32(0)
+                    for o in range(n_obs):
+                        s += nxt[r, o]
+                    if not np.isfinite(s):
+                        alive[r] = False
+                        ret[r] = _NEG_INF
+                    else:
+                        ret[r] += rew[r]
+                        if done[r]:
+                            alive[r] = False
+            obs, nxt = nxt, obs
+        for r in range(n):
+            v = ret[r]
+            returns[k0 + r] = v if np.isfinite(v) else _NEG_INF
+
+
+_KERNELS: dict = {}
+
+
+def _tag(fn) -> str:
+    """File-name-safe identity of a numba function: module, name and a hash of its bytecode."""
+    py = fn.py_func
+    digest = hashlib.sha1(marshal.dumps(py.__code__)).hexdigest()[:10]
+    return re.sub(r"\W", "_", f"{py.__module__}_{py.__qualname__}") + "_" + digest
+
+
+def _check_numba_function(fn, name):
+    if not isinstance(fn, numba.core.registry.CPUDispatcher):
+        raise TypeError(f"{name}: expected a numba.njit function fn(obs, act, next_obs, out), "
+                        f"got {type(fn).__name__}")
+
+
+def rollout_kernel(reward, terminated=None):
+    """The compiled kernel specialised to (reward, terminated); cached in memory and on disk."""
+    _check_numba_function(reward, "reward")
+    if terminated is None:
+        terminated = never_terminated
+    _check_numba_function(terminated, "terminated")
+    key = (reward, terminated)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        scope = dict(globals(), _reward=reward, _terminated=terminated)
+        fn = pytypes.FunctionType(_rollout.__code__, scope, "_rollout")
+        # numba names cache files after the qualname: one file per reward/termination pair
+        fn.__qualname__ = f"_rollout__{_tag(reward)}__{_tag(terminated)}"
+        kernel = njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True,
+                      error_model="numpy")(fn)
+        _KERNELS[key] = kernel
+    return kernel
+
+
+def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns):
+    """Call a kernel with prepared arguments (no checks: the planners' hot path)."""
+    kernel(obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
+           chunks[0], chunks[1], *workspace.arrays, returns)
+    return returns
+
+
+def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, members=None,
+            rows: int = DEFAULT_ROWS, workspace: Workspace | None = None, out=None) -> np.ndarray:
+    """Returns (K,) of K action sequences `actions` (K, H, A) rolled out from `obs` (O,).
+
+    `members` (K,) optional sorted ensemble member per candidate (default: member 0).
+    """
+    if not isinstance(packed, PackedModel):
+        raise TypeError(f"packed: expected a PackedModel, got {type(packed).__name__}")
+    obs = as_array(obs, "obs", (packed.obs_dim,))
+    actions = np.ascontiguousarray(as_array(actions, "actions", (None, None, packed.act_dim)))
+    k = actions.shape[0]
+    if k == 0 or actions.shape[1] == 0:
+        raise ValueError(f"actions: expected at least one candidate and one step, got {actions.shape}")
+    if members is not None and np.max(members) >= packed.num_members:
+        raise ValueError(f"members: model has {packed.num_members} members")
+    chunks = make_chunks(k, rows, members)
+    n_chunks = chunks[1].shape[0]
+    if workspace is None:
+        workspace = Workspace(packed, n_chunks, rows)
+    elif workspace.rows != rows or not workspace.fits(packed, n_chunks):
+        raise ValueError("workspace: does not fit this model, number of candidates or rows")
+    if out is None:
+        out = np.empty(k, np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (k,)
+              and out.flags.c_contiguous):
+        raise ValueError(f"out: expected a contiguous float32 array of shape ({k},)")
+    return run_kernel(rollout_kernel(reward, terminated), packed, obs, actions, chunks,
+                      workspace, out)

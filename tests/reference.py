@@ -1,0 +1,92 @@
+"""Slow, obviously-right NumPy twins of the numba kernels (float64 where it matters)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from fastmbrl.kernels import FASTMATH
+
+
+def mlp_forward_reference(weights, biases, activation, x):
+    """Plain float64 MLP forward: hidden layers use `activation`, the output layer is linear."""
+    act = {
+        "relu": lambda v: np.maximum(v, 0.0),
+        "tanh": np.tanh,
+        "silu": lambda v: v / (1.0 + np.exp(-v)),
+        "swish": lambda v: v / (1.0 + np.exp(-v)),
+    }[activation]
+    h = np.asarray(x, np.float64)
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+        if i < len(weights) - 1:
+            h = act(h)
+    return h
+
+
+def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
+                      delta_std, obs, actions, reward, terminated=None):
+    """Returns (K,) of the delta model rolled out step by step; rewards/terminations are called
+    on float32 copies, as their contract says. Diverged candidates (non-finite state while
+    running, or non-finite return) score -inf; a terminated rollout keeps the reward of its
+    terminating step and earns nothing after."""
+    actions = np.asarray(actions, np.float64)
+    k, horizon, _ = actions.shape
+    state = np.repeat(np.asarray(obs, np.float64)[None], k, axis=0)
+    returns = np.zeros(k)
+    alive = np.ones(k, bool)
+    rew = np.empty(k, np.float32)
+    done = np.zeros(k, np.bool_)
+    for t in range(horizon):
+        a = actions[:, t]
+        net_in = (np.concatenate([state, a], axis=1) - input_mean) * input_scale
+        nxt = state + delta_mean + delta_std * mlp_forward_reference(weights, biases, activation,
+                                                                     net_in)
+        with np.errstate(invalid="ignore", over="ignore"):
+            f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
+            reward(*f32, rew)
+            done[:] = False
+            if terminated is not None:
+                terminated(*f32, done)
+            diverged = alive & ~np.isfinite(nxt).all(axis=1)
+            returns[diverged] = -np.inf
+            alive &= ~diverged
+            returns[alive] += rew[alive]
+            alive &= ~done
+        state = nxt
+    returns[~np.isfinite(returns)] = -np.inf
+    return returns
+
+
+# --- small reward/termination functions and a DynamicsModel stand-in for the planner tests ---
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def quadratic_reward(obs, act, next_obs, out):
+    for i in range(obs.shape[0]):
+        s = np.float32(0)
+        for j in range(next_obs.shape[1]):
+            s += next_obs[i, j] * next_obs[i, j]
+        for j in range(act.shape[1]):
+            s += np.float32(0.1) * act[i, j] * act[i, j]
+        out[i] = -s
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def leaves_box(obs, act, next_obs, out):
+    for i in range(obs.shape[0]):
+        out[i] = abs(next_obs[i, 0]) > np.float32(1.0)
+
+
+class _StandInNet:
+    def __init__(self, weights, biases):
+        self.weights, self.biases = weights, biases
+
+
+class StandInDynamics:
+    """Just the DynamicsModel attributes that pack_dynamics reads."""
+
+    def __init__(self, model):
+        self.net = _StandInNet(model["weights"], model["biases"])
+        self.activation = "relu"
+        self.input_mean, self.input_scale = model["input_mean"], model["input_scale"]
+        self.delta_mean, self.delta_std = model["delta_mean"], model["delta_std"]
+        self.version = 0

@@ -1,0 +1,133 @@
+"""The fused rollout kernel against its NumPy twin (tests/reference.py)."""
+import numba
+import numpy as np
+import pytest
+
+from fastmbrl.kernels import num_threads
+from fastmbrl.kernels.rollout import (PackedModel, Workspace, make_chunks, pack_dynamics,
+                                      pack_model, rollout)
+from tests.reference import StandInDynamics, leaves_box, quadratic_reward, rollout_reference
+
+THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
+
+
+def random_model(rng, obs_dim, act_dim, hidden, scale=1.0):
+    sizes = [obs_dim + act_dim, *hidden, obs_dim]
+    weights = [scale * rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+    biases = [0.1 * rng.standard_normal(b) for b in sizes[1:]]
+    in_mean = rng.standard_normal(obs_dim + act_dim)
+    in_scale = rng.uniform(0.5, 2.0, obs_dim + act_dim)
+    in_scale[0] = 0.0  # an ignored observation dimension
+    return dict(weights=weights, biases=biases, input_mean=in_mean, input_scale=in_scale,
+                delta_mean=0.01 * rng.standard_normal(obs_dim),
+                delta_std=rng.uniform(0.05, 0.2, obs_dim))
+
+
+def check(model, activation, obs, actions, terminated=None, threads=1, rows=32, members=None):
+    packed = pack_model(activation=activation, **model)
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, quadratic_reward, terminated, rows=rows, members=members)
+    want = rollout_reference(activation=activation, obs=obs, actions=actions,
+                             reward=quadratic_reward, terminated=terminated, **model)
+    assert got.dtype == np.float32 and got.shape == (actions.shape[0],)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    return got
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("activation,hidden", [("relu", (40, 70)), ("tanh", (100,)),
+                                               ("silu", (20, 10, 33)), ("relu", ())])
+def test_matches_reference(activation, hidden, threads):
+    rng = np.random.default_rng(len(hidden) + threads)
+    model = random_model(rng, 5, 2, hidden)
+    obs = rng.standard_normal(5).astype(np.float32)
+    actions = rng.uniform(-1, 1, (77, 6, 2)).astype(np.float32)  # 77: a partial last chunk
+    check(model, activation, obs, actions, threads=threads)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_termination_stops_reward(threads):
+    rng = np.random.default_rng(3)
+    model = random_model(rng, 3, 1, (24,), scale=3.0)
+    model["delta_std"] = np.full(3, 0.3)
+    obs = np.array([0.8, 0.0, 0.0], np.float32)
+    actions = rng.uniform(-1, 1, (50, 8, 1)).astype(np.float32)
+    got = check(model, "tanh", obs, actions, terminated=leaves_box, threads=threads, rows=16)
+    plain = rollout(pack_model(activation="tanh", **model), obs, actions, quadratic_reward)
+    early = got != plain
+    assert early.any() and not early.all()  # some rollouts terminated early
+
+
+def test_ensemble_members():
+    rng = np.random.default_rng(4)
+    a, b = random_model(rng, 4, 2, (30,)), random_model(rng, 4, 2, (30,))
+    stacked = {k: ([a[k], b[k]] if k in ("weights", "biases") else np.stack([a[k], b[k]]))
+               for k in a}
+    packed = pack_model(activation="relu", **stacked)
+    obs = rng.standard_normal(4).astype(np.float32)
+    actions = rng.uniform(-1, 1, (20, 5, 2)).astype(np.float32)
+    members = np.repeat([0, 1], 10)
+    got = rollout(packed, obs, actions, quadratic_reward, members=members, rows=8)
+    for m, model in enumerate((a, b)):
+        want = rollout_reference(activation="relu", obs=obs, actions=actions[members == m],
+                                 reward=quadratic_reward, **model)
+        np.testing.assert_allclose(got[members == m], want, rtol=1e-4, atol=1e-4)
+    starts, owners = make_chunks(20, 8, members)
+    assert list(starts) == [0, 8, 10, 18, 20] and list(owners) == [0, 0, 1, 1]
+
+
+def test_divergence_scores_minus_inf():
+    rng = np.random.default_rng(5)
+    model = random_model(rng, 3, 1, (16,), scale=1.0)
+    model["weights"][-1] = model["weights"][-1] * 1e30  # overflows to inf on some candidates
+    obs = np.ones(3, np.float32)
+    actions = rng.uniform(-1, 1, (24, 4, 1)).astype(np.float32)
+    got = rollout(pack_model(activation="relu", **model), obs, actions, quadratic_reward, rows=8)
+    want = rollout_reference(activation="relu", obs=obs, actions=actions,
+                             reward=quadratic_reward, **model)
+    assert np.isneginf(got).all() and np.isneginf(want).all()
+    model["weights"][-1][:] = np.nan
+    got = rollout(pack_model(activation="relu", **model), obs, actions, quadratic_reward, rows=8)
+    assert np.isneginf(got).all()
+
+
+def test_pack_dynamics_repacks_on_version_change():
+    rng = np.random.default_rng(6)
+    stand_in = StandInDynamics(random_model(rng, 3, 1, (16,)))
+    first = pack_dynamics(stand_in)
+    assert pack_dynamics(stand_in, first) is first
+    stand_in.net.weights[0] *= 2
+    stand_in.version += 1
+    second = pack_dynamics(stand_in, first)
+    assert second is not first and second.version == 1
+    assert not np.array_equal(second.weights, first.weights)
+    assert pack_dynamics(StandInDynamics(random_model(rng, 3, 1, (16,))), second) is not second
+
+
+def test_bad_inputs():
+    rng = np.random.default_rng(7)
+    model = random_model(rng, 3, 1, (16,))
+    with pytest.raises(ValueError, match="activation"):
+        pack_model(activation="gelu", **model)
+    bad = dict(model, weights=[model["weights"][0], model["weights"][1][:5]])
+    with pytest.raises(ValueError, match="chain"):
+        pack_model(activation="relu", **bad)
+    with pytest.raises(ValueError, match="delta_std"):
+        pack_model(activation="relu", **dict(model, delta_std=np.ones(4)))
+    packed = pack_model(activation="relu", **model)
+    actions = np.zeros((4, 2, 1), np.float32)
+    with pytest.raises(ValueError, match="obs"):
+        rollout(packed, np.zeros(4), actions, quadratic_reward)
+    with pytest.raises(ValueError, match="actions"):
+        rollout(packed, np.zeros(3), np.zeros((4, 2, 2)), quadratic_reward)
+    with pytest.raises(ValueError, match="NaN"):
+        rollout(packed, np.array([0, np.nan, 0]), actions, quadratic_reward)
+    with pytest.raises(TypeError, match="numba"):
+        rollout(packed, np.zeros(3), actions, lambda o, a, n, out: None)
+    with pytest.raises(ValueError, match="sorted"):
+        make_chunks(4, 8, np.array([1, 0, 0, 0]))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Workspace(packed, 1, rows=12)
+    with pytest.raises(TypeError, match="DynamicsModel"):
+        pack_dynamics(object())
+    assert isinstance(packed, PackedModel) and packed.flops_per_step() == 2 * (4 * 16 + 16 * 3)
