@@ -133,7 +133,7 @@ class Run:
         self.out = Path(out) if out is not None else None
         self.log = log
         cfg = self.config
-        self.buffer = ReplayBuffer(cfg.steps, self.task.obs_dim, self.task.act_dim)
+        self.buffer = ReplayBuffer(self.task.obs_dim, self.task.act_dim, capacity=cfg.steps)
         self.model = DynamicsModel(
             self.task.obs_dim, self.task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=self.task.defaults["ignore_obs_dims"], seed=cfg.seed,
@@ -192,7 +192,7 @@ class Run:
             t0 = time.perf_counter()
             history = self.model.fit(
                 self.buffer, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                validation_ratio=cfg.validation_ratio, patience=cfg.patience, seed=cfg.seed + self.iteration,
+                validation_ratio=cfg.validation_ratio, patience=cfg.patience,
             )
             fit_s = time.perf_counter() - t0
             if self.controller is None:

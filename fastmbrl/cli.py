@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(run(args) or 0)
-    except FastMBRLError as exc:
+    except (FastMBRLError, ValueError) as exc:
+        # ValueErrors name the bad setting or input; a traceback would add nothing for a user
         print(f"fastmbrl: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -218,7 +218,7 @@ class CEM(Planner):
     """Cross-entropy method (PETS / mbrl-lib defaults).
 
     population: samples per iteration (500). elites: count, or fraction of the population if
-    a float < 1 (50). iterations (5). alpha: weight of the old distribution in the update (0.1).
+    a float < 1 (0.1, i.e. 50 of 500). iterations (5). alpha: weight of the old distribution in the update (0.1).
     init_std: initial std, scalar or (H, A) (default (high - low) / 4, i.e. variance
     (ub - lb)^2 / 16). sampling: "truncated" (normal truncated at 2 std, std capped at half the
     distance to the bounds, as mbrl-lib) or "clipped" (normal, clipped to the bounds).
@@ -227,7 +227,7 @@ class CEM(Planner):
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 population=500, elites=50, iterations=5, alpha=0.1, init_std=None,
+                 population=500, elites=0.1, iterations=5, alpha=0.1, init_std=None,
                  sampling="truncated", return_mean=True, seed=0, warm_start=True,
                  rows=DEFAULT_ROWS):
         self.population = check_positive_int(population, "population")

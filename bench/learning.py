@@ -1,0 +1,71 @@
+"""Learning targets of the MBRL loop: train over seeds, evaluate, report returns and wall time.
+
+    python bench/learning.py Pendulum-v1 --seeds 0 1 2
+    python bench/learning.py HalfCheetah-v5 --seeds 0 --steps 50000 --json
+
+Not a CI test: a run takes minutes. CI runs the same loop with a tiny budget (tests/test_agent.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastmbrl.agent import train
+from fastmbrl.evaluate import evaluate
+
+# task -> (env steps, mean evaluation return to reach); issue 4's targets
+TARGETS = {
+    "Pendulum-v1": (5_000, -200.0),
+    "InvertedPendulum-v5": (5_000, 950.0),
+    "Reacher-v5": (20_000, -6.0),
+    "HalfCheetah-v5": (50_000, 1_000.0),
+    "MountainCarContinuous-v0": (None, 90.0),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("task")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, help="env steps (default: the target's budget)")
+    p.add_argument("--planner")
+    p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per seed")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    budget, target = TARGETS.get(args.task, (None, None))
+    settings = {}
+    if args.steps or budget:
+        settings["steps"] = args.steps or budget
+    if args.planner:
+        settings["planner"] = args.planner
+    rows = []
+    for seed in args.seeds:
+        out = Path(args.out) / f"{args.task}-s{seed}-{int(time.time())}"
+        t0 = time.perf_counter()
+        run = train(args.task, out=out, seed=seed, log=lambda m: None, **settings)
+        wall = time.perf_counter() - t0
+        ev = evaluate(out, episodes=args.episodes, seed=10_000 * (seed + 1))
+        row = {"task": args.task, "seed": seed, "env_steps": run.env_steps,
+               "planner": run.config.planner, "eval_mean_return": ev["mean_return"],
+               "eval_std_return": ev["std_return"], "train_wall_s": round(wall, 1),
+               "ms_per_act": round(ev["ms_per_act"], 3), "run_dir": str(out)}
+        rows.append(row)
+        print(json.dumps(row) if args.json else
+              f"seed {seed}: eval return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} "
+              f"after {run.env_steps} steps, {wall:.0f} s", flush=True)
+    means = [r["eval_mean_return"] for r in rows]
+    summary = {"task": args.task, "seeds": args.seeds, "mean_over_seeds": float(np.mean(means)),
+               "std_over_seeds": float(np.std(means)), "target": target,
+               "median_wall_s": float(np.median([r["train_wall_s"] for r in rows]))}
+    if target is not None:
+        summary["met"] = bool(summary["mean_over_seeds"] >= target)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
