@@ -85,8 +85,7 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"task", "seed"}
-LIBRARY_DEFAULTS = {"batch_size": 256, "lr": 1e-3, "patience": 5, "validation_ratio": 0.1,
-                    "planner_options": {}}
+LIBRARY_DEFAULTS = {"batch_size": 256, "lr": 1e-3, "patience": 5, "validation_ratio": 0.1}
 
 
 def task_defaults(task) -> dict:
@@ -98,6 +97,7 @@ def task_defaults(task) -> dict:
         "episode_length": d["episode_length"], "planner": d["planner"], "horizon": d["horizon"],
         "num_samples": d["num_samples"], "hidden": d["model_hidden"],
         "activation": d["model_activation"], "epochs": d["model_epochs"],
+        "planner_options": d["planner_options"],
     }
 
 
@@ -168,9 +168,11 @@ class Run:
             cap = target - self.env_steps
             if self.config.episode_length is not None:
                 cap = min(cap, self.config.episode_length)
+            seed = self._episode_seed()
             if self.controller is not None:
-                self.controller.reset()
-            ret, k, s = run_episode(self.env, act, self._episode_seed(), cap, self.buffer, self.rng)
+                # reseeding per episode makes a resumed run plan exactly as an uninterrupted one
+                self.controller.reset(seed)
+            ret, k, s = run_episode(self.env, act, seed, cap, self.buffer, self.rng)
             returns.append(ret)
             act_s += s
             n += k

@@ -68,8 +68,9 @@ class Controller:
         obs = as_array(obs, "obs", (self.task.obs_dim,))
         return self.planner.act(obs)
 
-    def reset(self) -> None:
-        self.planner.reset()
+    def reset(self, seed=None) -> None:
+        """Forget the warm start between episodes; a seed makes the episode reproducible."""
+        self.planner.reset(seed)
 
     def save(self, directory) -> Path:
         directory = Path(directory)

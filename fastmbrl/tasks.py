@@ -318,6 +318,7 @@ GENERIC_DEFAULTS = {
     "horizon": 20,                 # planning horizon H
     "num_samples": 400,            # candidate sequences per planning iteration (K / population)
     "ignore_obs_dims": (),         # observation entries the model does not see (absolute positions)
+    "planner_options": {},         # extra keyword arguments of the planner (e.g. CEM iterations)
 }
 
 
@@ -349,6 +350,9 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
             raise ValueError(
                 f"ignore_obs_dims must be distinct indices in [0, {obs_dim}), got {dims}")
         merged["ignore_obs_dims"] = dims
+        if not isinstance(merged["planner_options"], dict):
+            raise ValueError(f"planner_options must be a dict, got {merged['planner_options']!r}")
+        merged["planner_options"] = dict(merged["planner_options"])
     except (TypeError, ValueError) as exc:
         raise FastMBRLError(f"defaults: {exc}") from exc
     return merged
@@ -563,7 +567,8 @@ _X_VISIBLE = {"exclude_current_positions_from_observation": False}
 # sized so that random_steps + iterations * steps_per_iteration meets the budgets of issue 4.
 _builtin("Pendulum-v1", 3, 1, 2.0, pendulum_reward,
          random_steps=1000, iterations=10, steps_per_iteration=400, episode_length=200,
-         model_activation="silu", model_epochs=50, planner="cem", horizon=25, num_samples=400)
+         model_hidden=(64, 64), model_activation="silu", model_epochs=50, planner="cem",
+         horizon=25, num_samples=400)
 _builtin("MountainCarContinuous-v0", 2, 1, 1.0, mountain_car_reward, mountain_car_terminated,
          random_steps=2000, iterations=10, steps_per_iteration=999, episode_length=999,
          model_epochs=50, planner="icem", horizon=50, num_samples=400)
@@ -575,8 +580,9 @@ _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward,
          model_activation="silu", model_epochs=50, planner="cem", horizon=25, num_samples=400)
 _builtin("HalfCheetah-v5", 18, 6, 1.0, half_cheetah_reward, env_kwargs=_X_VISIBLE,
          random_steps=10000, iterations=8, steps_per_iteration=5000, episode_length=1000,
-         model_hidden=(200, 200, 200, 200), model_activation="silu", model_epochs=60,
-         planner="cem", horizon=30, num_samples=500, ignore_obs_dims=(0,))
+         model_hidden=(200, 200), model_activation="silu", model_epochs=60,
+         planner="cem", horizon=30, num_samples=400, planner_options={"iterations": 4},
+         ignore_obs_dims=(0,))
 _builtin("Hopper-v5", 12, 3, 1.0, hopper_reward, hopper_terminated, env_kwargs=_X_VISIBLE,
          random_steps=20000, iterations=5, steps_per_iteration=11000, episode_length=1000,
          model_epochs=40, planner="rs", horizon=40, num_samples=1000, ignore_obs_dims=(0,))
