@@ -22,6 +22,7 @@ from .buffer import ReplayBuffer
 from .controller import PLANNERS, Controller
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError, FormatError
+from .io import read_json, write_json
 from .tasks import get_task
 
 RUN_FORMAT = 1
@@ -198,9 +199,7 @@ class Run:
             )
             fit_s = time.perf_counter() - t0
             if self.controller is None:
-                self.controller = Controller(
-                    self.model, self.task, planner=cfg.planner, horizon=cfg.horizon,
-                    num_samples=cfg.num_samples, seed=cfg.seed, planner_options=cfg.planner_options)
+                self.controller = self._make_controller()
             t1 = time.perf_counter()
             returns, act_s, n = self._collect(cfg.steps_per_iteration, self.controller.act)
             row = {
@@ -222,6 +221,12 @@ class Run:
             self._save(row)
         return self.metrics
 
+    def _make_controller(self) -> Controller:
+        cfg = self.config
+        return Controller(self.model, self.task, planner=cfg.planner, horizon=cfg.horizon,
+                          num_samples=cfg.num_samples, seed=cfg.seed,
+                          planner_options=cfg.planner_options)
+
     # -- run directories ----------------------------------------------------------------------
     def _save(self, row=None):
         if self.out is None:
@@ -235,7 +240,7 @@ class Run:
         self.buffer.save(self.out / "buffer.npz")
         state = {"iteration": self.iteration, "episodes": self.episodes,
                  "env_steps": self.env_steps, "rng": self.rng.bit_generator.state}
-        _write_json(self.out / "state.json", state)
+        write_json(self.out / "state.json", state)
 
     def write_config(self):
         if self.out is None:
@@ -243,7 +248,7 @@ class Run:
         if (self.out / "config.json").exists():
             raise FastMBRLError(f"{self.out} already holds a run: use --resume {self.out} or another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out / "config.json", {
+        write_json(self.out / "config.json", {
             "fastmbrl_version": __version__, "run_format": RUN_FORMAT,
             "config": dataclasses.asdict(self.config)})
 
@@ -255,16 +260,13 @@ class Run:
         state_path = out / "state.json"
         if not state_path.exists():
             return run  # stopped before the random phase was saved: start over
-        state = json.loads(state_path.read_text())
+        state = read_json(state_path, f"no state.json in {out}")
         run.buffer = ReplayBuffer.load(out / "buffer.npz")
         run.iteration, run.episodes = state["iteration"], state["episodes"]
         run.rng.bit_generator.state = state["rng"]
         if run.iteration > 0:
             run.model = DynamicsModel.load(out / "model.npz")
-            cfg = run.config
-            run.controller = Controller(
-                run.model, run.task, planner=cfg.planner, horizon=cfg.horizon,
-                num_samples=cfg.num_samples, seed=cfg.seed, planner_options=cfg.planner_options)
+            run.controller = run._make_controller()
         # metrics.jsonl may hold a row written just before an interruption: keep finished ones
         rows = read_metrics(out)
         run.metrics = [r for r in rows if r["iteration"] <= run.iteration]
@@ -275,20 +277,9 @@ class Run:
         return run
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
-
-
 def read_run_config(out) -> dict:
-    path = Path(out) / "config.json"
-    if not path.exists():
-        raise FastMBRLError(f"{out} is not a fastmbrl run directory (no config.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is corrupt: {exc}") from exc
+    meta = read_json(Path(out) / "config.json",
+                     f"{out} is not a fastmbrl run directory (no config.json)")
     if meta.get("run_format") != RUN_FORMAT:
         raise FormatError(
             f"{out} was written by fastmbrl {meta.get('fastmbrl_version', '?')} with run format "

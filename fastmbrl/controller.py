@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from ._validate import as_array, check_positive_int
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError, FormatError
+from .io import read_json, write_json
 from .planners import CEM, ICEM, MPPI, RandomShooting
 from .tasks import get_task
 
@@ -77,9 +77,7 @@ class Controller:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / MODEL_FILE)
         meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings}
-        tmp = directory / (CONTROLLER_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(directory / CONTROLLER_FILE)
+        write_json(directory / CONTROLLER_FILE, meta)
         return directory
 
     @classmethod
@@ -91,12 +89,7 @@ class Controller:
         meta_path = directory / CONTROLLER_FILE
         if not model_path.exists():
             raise FastMBRLError(f"no saved model at {model_path}")
-        if not meta_path.exists():
-            raise FastMBRLError(f"no {CONTROLLER_FILE} beside {model_path}: not a fastmbrl run")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{meta_path} is corrupt: {exc}") from exc
+        meta = read_json(meta_path, f"no {CONTROLLER_FILE} beside {model_path}: not a fastmbrl run")
         if meta.get("format_version") != CONTROLLER_FORMAT:
             raise FormatError(
                 f"{meta_path} has controller format {meta.get('format_version')}; "

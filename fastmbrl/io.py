@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FastMBRLError, FormatError
 
 _HEADER_KEY = "__header__"
 
@@ -63,3 +63,26 @@ def load_npz(path, kind: str, supported_versions) -> tuple[dict, dict]:
             f"version(s) {', '.join(map(str, supported_versions))}"
         )
     return header, arrays
+
+
+def write_json(path, obj) -> Path:
+    """Write `obj` as JSON atomically (temp file then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path, missing: str) -> dict:
+    """Read a JSON object; FastMBRLError(`missing`) if absent, FormatError if corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise FastMBRLError(missing)
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is corrupt: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path} does not hold a JSON object")
+    return obj
