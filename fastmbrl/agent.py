@@ -1,0 +1,354 @@
+"""Algorithm 1: random trajectories, then alternate model fitting and MPC episodes.
+
+    D  <- random trajectories
+    repeat: fit f on D; run MPC episodes with f; add their transitions to D
+
+A run directory holds config.json, metrics.jsonl (one object per iteration), model.npz,
+controller.json, buffer.npz and state.json; it is rewritten after every iteration, so an
+interrupted run resumes from its last finished iteration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .buffer import ReplayBuffer
+from .controller import PLANNERS, Controller
+from .dynamics import DynamicsModel
+from .errors import FastMBRLError, FormatError
+from .tasks import get_task
+
+RUN_FORMAT = 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one MBRL run; fields left None take the task's defaults."""
+
+    task: str
+    seed: int = 0
+    #: total environment steps, random phase included
+    steps: int | None = None
+    #: steps of uniformly random actions collected before the first model fit
+    random_steps: int | None = None
+    #: MPC steps collected between two model fits
+    steps_per_iteration: int | None = None
+    #: episode cap (None: the environment's own time limit)
+    episode_length: int | None = None
+    #: planner name: rs, cem, mppi or icem
+    planner: str | None = None
+    horizon: int | None = None
+    #: candidate sequences per plan (population per iteration for cem/icem)
+    num_samples: int | None = None
+    planner_options: dict | None = None
+    hidden: tuple | None = None
+    activation: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    validation_ratio: float | None = None
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None replaced by the task's default (or the library's)."""
+        defaults = {**LIBRARY_DEFAULTS, **task_defaults(get_task(self.task))}
+        values = dataclasses.asdict(self)
+        for key, value in values.items():
+            if value is None and key in defaults:
+                values[key] = defaults[key]
+        values["hidden"] = tuple(values["hidden"])
+        values["planner_options"] = dict(values["planner_options"] or {})
+        cfg = TrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.planner not in PLANNERS:
+            raise FastMBRLError(f"unknown planner {self.planner!r}; choose one of {', '.join(PLANNERS)}")
+        # random_steps must be positive too: the first fit needs data
+        for name in ("steps", "random_steps", "steps_per_iteration", "horizon", "num_samples",
+                     "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise FastMBRLError(f"{name} must be a positive integer, got {value!r}")
+        if self.random_steps >= self.steps:
+            raise FastMBRLError(
+                f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
+        if self.episode_length is not None and self.episode_length <= 0:
+            raise FastMBRLError(f"episode_length must be positive, got {self.episode_length}")
+
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"task", "seed"}
+LIBRARY_DEFAULTS = {"batch_size": 256, "lr": 1e-3, "patience": 5, "validation_ratio": 0.1,
+                    "planner_options": {}}
+
+
+def task_defaults(task) -> dict:
+    """The task's defaults in TrainConfig's terms."""
+    d = task.defaults
+    return {
+        "steps": d["random_steps"] + d["iterations"] * d["steps_per_iteration"],
+        "random_steps": d["random_steps"], "steps_per_iteration": d["steps_per_iteration"],
+        "episode_length": d["episode_length"], "planner": d["planner"], "horizon": d["horizon"],
+        "num_samples": d["num_samples"], "hidden": d["model_hidden"],
+        "activation": d["model_activation"], "epochs": d["model_epochs"],
+    }
+
+
+def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
+    """Run one episode with `act(obs) -> action` (or uniform random actions when `act` is None).
+
+    Returns (return, steps, seconds spent in `act`). Transitions go into `buffer` if given.
+    """
+    obs, _ = env.reset(seed=int(seed))
+    total, steps, act_s = 0.0, 0, 0.0
+    low, high = env.action_space.low, env.action_space.high
+    while True:
+        t0 = time.perf_counter()
+        action = rng.uniform(low, high).astype(np.float32) if act is None else act(obs)
+        act_s += time.perf_counter() - t0
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        steps += 1
+        truncated = truncated or (max_steps is not None and steps >= max_steps)
+        if buffer is not None:
+            buffer.add(obs, action, next_obs, reward, terminated, truncated)
+        total += float(reward)
+        obs = next_obs
+        if terminated or truncated:
+            return total, steps, act_s
+
+
+class Run:
+    """One training run bound to a run directory (or to none, for library use)."""
+
+    def __init__(self, config: TrainConfig, out=None, log=print):
+        self.config = config.resolved()
+        self.task = get_task(self.config.task)
+        self.out = Path(out) if out is not None else None
+        self.log = log
+        cfg = self.config
+        self.buffer = ReplayBuffer(cfg.steps, self.task.obs_dim, self.task.act_dim)
+        self.model = DynamicsModel(
+            self.task.obs_dim, self.task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
+            ignore_obs_dims=self.task.defaults["ignore_obs_dims"], seed=cfg.seed,
+        )
+        self.iteration = 0
+        self.episodes = 0
+        self.metrics: list[dict] = []
+        self.rng = np.random.default_rng(cfg.seed)
+        self.controller = None
+        self._env = None
+
+    # -- the loop -----------------------------------------------------------------------------
+    @property
+    def env(self):
+        if self._env is None:
+            self._env = self.task.make_env()
+        return self._env
+
+    @property
+    def env_steps(self) -> int:
+        return len(self.buffer)
+
+    def _episode_seed(self) -> int:
+        self.episodes += 1
+        return self.config.seed * 100_003 + self.episodes
+
+    def _collect(self, steps, act):
+        """Run episodes until `steps` more transitions are stored (the last one cut short)."""
+        returns, act_s, n = [], 0.0, 0
+        target = min(self.env_steps + steps, self.config.steps)
+        while self.env_steps < target:
+            cap = target - self.env_steps
+            if self.config.episode_length is not None:
+                cap = min(cap, self.config.episode_length)
+            if self.controller is not None:
+                self.controller.reset()
+            ret, k, s = run_episode(self.env, act, self._episode_seed(), cap, self.buffer, self.rng)
+            returns.append(ret)
+            act_s += s
+            n += k
+            if act is not None:
+                self.log(f"  episode {self.episodes}: return {ret:9.2f} over {k} steps, "
+                         f"{1e3 * s / k:.2f} ms/plan")
+        return returns, act_s, n
+
+    def train(self):
+        cfg = self.config
+        if self.iteration == 0 and self.env_steps == 0:
+            t0 = time.perf_counter()
+            returns, _, _ = self._collect(cfg.random_steps, None)
+            self.log(f"random phase: {self.env_steps} steps, mean return "
+                     f"{np.mean(returns):.2f} ({time.perf_counter() - t0:.1f} s)")
+            self._save()
+        while self.env_steps < cfg.steps:
+            self.iteration += 1
+            t0 = time.perf_counter()
+            history = self.model.fit(
+                self.buffer, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                validation_ratio=cfg.validation_ratio, patience=cfg.patience, seed=cfg.seed + self.iteration,
+            )
+            fit_s = time.perf_counter() - t0
+            if self.controller is None:
+                self.controller = Controller(
+                    self.model, self.task, planner=cfg.planner, horizon=cfg.horizon,
+                    num_samples=cfg.num_samples, seed=cfg.seed, planner_options=cfg.planner_options)
+            t1 = time.perf_counter()
+            returns, act_s, n = self._collect(cfg.steps_per_iteration, self.controller.act)
+            row = {
+                "iteration": self.iteration,
+                "env_steps": self.env_steps,
+                "episode_returns": [round(r, 4) for r in returns],
+                "mean_return": float(np.mean(returns)) if returns else None,
+                "train_loss": float(history["train_loss"][-1]),
+                "val_loss": float(min(history["val_loss"])),
+                "fit_s": round(fit_s, 3),
+                "plan_ms": round(1e3 * act_s / max(n, 1), 4),
+                "wall_s": round(time.perf_counter() - t0, 3),
+            }
+            self.metrics.append(row)
+            self.log(f"iteration {self.iteration}: {self.env_steps}/{cfg.steps} steps, "
+                     f"return {row['mean_return']:.2f}, val loss {row['val_loss']:.3g}, "
+                     f"fit {fit_s:.1f} s, {row['plan_ms']:.2f} ms/plan, "
+                     f"{time.perf_counter() - t1:.1f} s acting")
+            self._save(row)
+        return self.metrics
+
+    # -- run directories ----------------------------------------------------------------------
+    def _save(self, row=None):
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if row is not None:
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if self.iteration > 0:
+            self.controller.save(self.out)
+        self.buffer.save(self.out / "buffer.npz")
+        state = {"iteration": self.iteration, "episodes": self.episodes,
+                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state}
+        _write_json(self.out / "state.json", state)
+
+    def write_config(self):
+        if self.out is None:
+            return
+        if (self.out / "config.json").exists():
+            raise FastMBRLError(f"{self.out} already holds a run: use --resume {self.out} or another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(self.out / "config.json", {
+            "fastmbrl_version": __version__, "run_format": RUN_FORMAT,
+            "config": dataclasses.asdict(self.config)})
+
+    @classmethod
+    def resume(cls, out, log=print) -> "Run":
+        out = Path(out)
+        meta = read_run_config(out)
+        run = cls(TrainConfig(**meta["config"]), out, log)
+        state_path = out / "state.json"
+        if not state_path.exists():
+            return run  # stopped before the random phase was saved: start over
+        state = json.loads(state_path.read_text())
+        run.buffer = ReplayBuffer.load(out / "buffer.npz")
+        run.iteration, run.episodes = state["iteration"], state["episodes"]
+        run.rng.bit_generator.state = state["rng"]
+        if run.iteration > 0:
+            run.model = DynamicsModel.load(out / "model.npz")
+            cfg = run.config
+            run.controller = Controller(
+                run.model, run.task, planner=cfg.planner, horizon=cfg.horizon,
+                num_samples=cfg.num_samples, seed=cfg.seed, planner_options=cfg.planner_options)
+        # metrics.jsonl may hold a row written just before an interruption: keep finished ones
+        rows = read_metrics(out)
+        run.metrics = [r for r in rows if r["iteration"] <= run.iteration]
+        if len(run.metrics) != len(rows):
+            with open(out / "metrics.jsonl", "w") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in run.metrics)
+        log(f"resuming {out} at iteration {run.iteration}, {run.env_steps} env steps")
+        return run
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def read_run_config(out) -> dict:
+    path = Path(out) / "config.json"
+    if not path.exists():
+        raise FastMBRLError(f"{out} is not a fastmbrl run directory (no config.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path} is corrupt: {exc}") from exc
+    if meta.get("run_format") != RUN_FORMAT:
+        raise FormatError(
+            f"{out} was written by fastmbrl {meta.get('fastmbrl_version', '?')} with run format "
+            f"{meta.get('run_format')}; this fastmbrl {__version__} reads format {RUN_FORMAT}")
+    return meta
+
+
+def read_metrics(out) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(task: str, out=None, log=print, **settings) -> Run:
+    """Run Algorithm 1 on `task`; `settings` are TrainConfig fields. Returns the finished Run."""
+    unknown = set(settings) - TRAIN_FIELDS - {"seed"}
+    if unknown:
+        raise FastMBRLError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    run = Run(TrainConfig(task=task, **settings), out, log)
+    run.write_config()
+    run.train()
+    return run
+
+
+# -- CLI: fastmbrl train -------------------------------------------------------------------------
+def add_arguments(p):
+    p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
+    p.add_argument("--planner", choices=sorted(PLANNERS), help="planner (default: the task's)")
+    p.add_argument("--steps", type=int, help="total environment steps")
+    p.add_argument("--random-steps", type=int, help="random-action steps before the first fit")
+    p.add_argument("--steps-per-iteration", type=int, help="MPC steps between model fits")
+    p.add_argument("--horizon", type=int, help="planning horizon")
+    p.add_argument("--num-samples", type=int, help="candidates per plan (population for cem/icem)")
+    p.add_argument("--epochs", type=int, help="model epochs per fit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def run(args) -> int:
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    if args.resume:
+        if args.task:
+            raise FastMBRLError("give either a task or --resume DIR, not both")
+        r = Run.resume(args.resume, log)
+    else:
+        if not args.task:
+            raise FastMBRLError("a task name is required, e.g. fastmbrl train Pendulum-v1")
+        settings = {k: getattr(args, k) for k in ("planner", "steps", "random_steps",
+                    "steps_per_iteration", "horizon", "num_samples", "epochs")
+                    if getattr(args, k) is not None}
+        cfg = TrainConfig(task=args.task, seed=args.seed, **settings).resolved()
+        out = args.out or f"runs/{cfg.task}-{cfg.planner}-s{cfg.seed}"
+        r = Run(cfg, out, log)
+        r.write_config()
+        log(f"training {cfg.task} with {cfg.planner} for {cfg.steps} steps into {out}")
+    t0 = time.perf_counter()
+    r.train()
+    last = r.metrics[-1] if r.metrics else {}
+    print(f"done: {r.env_steps} steps in {time.perf_counter() - t0:.0f} s, last mean return "
+          f"{last.get('mean_return', float('nan')):.2f}; evaluate with: fastmbrl eval {r.out}",
+          file=sys.stdout)
+    return 0

@@ -1,0 +1,107 @@
+"""The embeddable MPC controller: a saved dynamics model, a task's reward and planner settings.
+
+`Controller.load(run_dir)` needs neither gymnasium nor the training code, only this package.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._validate import as_array, check_positive_int
+from .dynamics import DynamicsModel
+from .errors import FastMBRLError, FormatError
+from .planners import CEM, ICEM, MPPI, RandomShooting
+from .tasks import get_task
+
+PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
+# The constructor argument that sets each planner's sample budget.
+_BUDGET_ARG = {"rs": "num_samples", "cem": "population", "mppi": "num_samples", "icem": "population"}
+
+CONTROLLER_FILE = "controller.json"
+MODEL_FILE = "model.npz"
+CONTROLLER_FORMAT = 1
+
+
+def build_planner(name, model, task, horizon, num_samples, seed, options=None):
+    """Construct the planner called `name` on `model` with `task`'s reward and bounds."""
+    if name not in PLANNERS:
+        raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
+    kwargs = dict(options or {})
+    kwargs[_BUDGET_ARG[name]] = check_positive_int(num_samples, "num_samples")
+    return PLANNERS[name](
+        model,
+        task.reward,
+        task.terminated,
+        horizon=check_positive_int(horizon, "horizon"),
+        action_low=task.action_low,
+        action_high=task.action_high,
+        seed=seed,
+        **kwargs,
+    )
+
+
+class Controller:
+    """Model predictive control with a learned dynamics model: `act(obs) -> action`."""
+
+    def __init__(self, model: DynamicsModel, task, planner="rs", horizon=20, num_samples=1000,
+                 seed=0, planner_options=None):
+        self.task = get_task(task) if isinstance(task, str) else task
+        if (model.obs_dim, model.act_dim) != (self.task.obs_dim, self.task.act_dim):
+            raise FastMBRLError(
+                f"model sizes (obs {model.obs_dim}, act {model.act_dim}) do not fit task "
+                f"{self.task.name} (obs {self.task.obs_dim}, act {self.task.act_dim})"
+            )
+        self.model = model
+        self.settings = {
+            "planner": planner,
+            "horizon": int(horizon),
+            "num_samples": int(num_samples),
+            "seed": int(seed),
+            "planner_options": dict(planner_options or {}),
+        }
+        self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
+                                     planner_options)
+
+    def act(self, obs) -> np.ndarray:
+        obs = as_array(obs, "obs", (self.task.obs_dim,))
+        return self.planner.act(obs)
+
+    def reset(self) -> None:
+        self.planner.reset()
+
+    def save(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save(directory / MODEL_FILE)
+        meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings}
+        tmp = directory / (CONTROLLER_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(directory / CONTROLLER_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, path, **overrides) -> "Controller":
+        """Load from a run directory (or its model.npz); `overrides` replace saved settings."""
+        path = Path(path)
+        directory = path if path.is_dir() else path.parent
+        model_path = path if path.is_file() else directory / MODEL_FILE
+        meta_path = directory / CONTROLLER_FILE
+        if not model_path.exists():
+            raise FastMBRLError(f"no saved model at {model_path}")
+        if not meta_path.exists():
+            raise FastMBRLError(f"no {CONTROLLER_FILE} beside {model_path}: not a fastmbrl run")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"{meta_path} is corrupt: {exc}") from exc
+        if meta.get("format_version") != CONTROLLER_FORMAT:
+            raise FormatError(
+                f"{meta_path} has controller format {meta.get('format_version')}; "
+                f"this fastmbrl reads {CONTROLLER_FORMAT}"
+            )
+        settings = {k: meta[k] for k in ("task", "planner", "horizon", "num_samples", "seed",
+                                          "planner_options")}
+        settings.update(overrides)
+        return cls(DynamicsModel.load(model_path), **settings)

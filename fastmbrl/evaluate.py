@@ -1,0 +1,55 @@
+"""`fastmbrl eval DIR`: run a saved controller on fresh episodes of its task."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .agent import run_episode
+from .controller import Controller
+
+
+def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
+    """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes."""
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    controller = Controller.load(path, **overrides)
+    env = controller.task.make_env()
+    returns, act_s, steps = [], 0.0, 0
+    for i in range(episodes):
+        controller.reset()
+        ret, k, s = run_episode(env, controller.act, seed + i)
+        returns.append(ret)
+        act_s += s
+        steps += k
+        if log:
+            log(f"episode {i + 1}/{episodes}: return {ret:.2f} over {k} steps")
+    env.close()
+    return {
+        "task": controller.task.name,
+        "planner": controller.settings["planner"],
+        "episodes": episodes,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "returns": [float(r) for r in returns],
+        "ms_per_act": 1e3 * act_s / max(steps, 1),
+    }
+
+
+def add_arguments(p):
+    p.add_argument("run_dir", metavar="DIR", help="run directory (or its model.npz)")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1_000_000, help="seed of the first episode")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    result = evaluate(args.run_dir, args.episodes, args.seed,
+                      log=None if args.json else (lambda m: print(m, flush=True)))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']}: mean return {result['mean_return']:.2f} ± "
+              f"{result['std_return']:.2f} over {args.episodes} episodes "
+              f"({result['ms_per_act']:.2f} ms per action)")
+    return 0

@@ -1,0 +1,116 @@
+"""The MBRL loop, run directories and the CLI, end to end with a tiny budget on Pendulum-v1."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium")
+
+from fastmbrl.agent import Run, TrainConfig, read_metrics, train  # noqa: E402
+from fastmbrl.cli import main  # noqa: E402
+from fastmbrl.controller import Controller  # noqa: E402
+from fastmbrl.errors import FastMBRLError  # noqa: E402
+
+TINY = dict(steps=500, random_steps=200, steps_per_iteration=150, episode_length=150,
+            horizon=8, num_samples=64, hidden=(32, 32), epochs=3, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pendulum"
+    run = train("Pendulum-v1", out=out, log=lambda m: None, planner="rs", seed=3, **TINY)
+    return out, run
+
+
+def test_loop_collects_budget_and_logs_iterations(finished_run):
+    out, run = finished_run
+    assert run.env_steps == TINY["steps"]
+    rows = read_metrics(out)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert rows[-1]["env_steps"] == TINY["steps"]
+    for r in rows:
+        assert np.isfinite(r["val_loss"]) and r["plan_ms"] > 0 and r["episode_returns"]
+    for name in ("config.json", "metrics.jsonl", "model.npz", "controller.json", "buffer.npz",
+                 "state.json"):
+        assert (out / name).exists(), name
+
+
+def test_controller_loads_and_acts_within_bounds(finished_run):
+    out, _ = finished_run
+    ctrl = Controller.load(out)
+    obs = np.array([1.0, 0.0, 0.0], np.float32)
+    a = ctrl.act(obs)
+    assert a.shape == (1,) and a.dtype == np.float32
+    assert -2.0 <= a[0] <= 2.0
+    same = Controller.load(out / "model.npz")
+    assert np.array_equal(same.act(obs), Controller.load(out).act(obs))
+    with pytest.raises(ValueError, match="obs"):
+        ctrl.act(np.zeros(4))
+
+
+def test_resume_keeps_finished_iterations(tmp_path):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+
+    def interrupt_in_second_iteration(msg):
+        if msg.startswith("  episode") and "iteration 1" in calls:
+            raise KeyboardInterrupt
+        if msg.startswith("iteration 1"):
+            calls["iteration 1"] = True
+
+    with pytest.raises(KeyboardInterrupt):
+        train("Pendulum-v1", out=out, log=interrupt_in_second_iteration, planner="rs", **TINY)
+    first = read_metrics(out)
+    assert [r["iteration"] for r in first] == [1]
+    run = Run.resume(out, log=lambda m: None)
+    assert run.iteration == 1 and run.env_steps == first[0]["env_steps"]
+    run.train()
+    rows = read_metrics(out)
+    assert rows[0] == first[0]
+    assert [r["iteration"] for r in rows] == [1, 2] and run.env_steps == TINY["steps"]
+
+
+def test_config_defaults_and_errors():
+    cfg = TrainConfig(task="Pendulum-v1").resolved()
+    assert cfg.planner in ("rs", "cem", "mppi", "icem") and cfg.steps > cfg.random_steps
+    with pytest.raises(FastMBRLError, match="unknown planner"):
+        TrainConfig(task="Pendulum-v1", planner="bogus").resolved()
+    with pytest.raises(FastMBRLError, match="random_steps"):
+        TrainConfig(task="Pendulum-v1", steps=100, random_steps=100).resolved()
+    with pytest.raises(FastMBRLError, match="unknown setting"):
+        train("Pendulum-v1", horizn=3)
+    with pytest.raises(FastMBRLError, match="No-Such-Task"):
+        TrainConfig(task="No-Such-Task").resolved()
+
+
+def test_cli_train_eval_plot(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["train", "Pendulum-v1", "--planner", "cem", "--steps", "400", "--random-steps", "200",
+            "--steps-per-iteration", "200", "--horizon", "6", "--num-samples", "32",
+            "--epochs", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "fastmbrl eval" in capsys.readouterr().out
+    # a second train into the same directory is refused, not overwritten
+    assert main(argv) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["eval", str(out), "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["returns"]) == 2
+    assert result["mean_return"] == pytest.approx(np.mean(result["returns"]))
+    assert result["std_return"] == pytest.approx(np.std(result["returns"]))
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(out)]) == 0
+    assert (out / "learning_curve.png").stat().st_size > 1000
+
+
+def test_cli_errors_are_messages(tmp_path, capsys):
+    assert main(["train", "No-Such-Task"]) == 1
+    err = capsys.readouterr().err
+    assert "No-Such-Task" in err and "Traceback" not in err
+    assert main(["eval", str(tmp_path)]) == 1
+    assert "no saved model" in capsys.readouterr().err
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"run_format": 99, "fastmbrl_version": "9.0"}))
+    assert main(["train", "--resume", str(old)]) == 1
+    assert "run format 99" in capsys.readouterr().err
