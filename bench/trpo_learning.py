@@ -1,0 +1,58 @@
+"""TRPO learning curves: train on a task for N env steps over seeds, print returns and wall time.
+
+    PYTHONPATH=. python bench/trpo_learning.py InvertedPendulum-v5 --steps 100000 --seeds 0 1 2
+
+Per seed: the best and final mean episode return (mean of the last 5 iterations that finished an
+episode), the env steps at which the mean return first reached --target, wall time, and the time
+split between env stepping, acting, policy update and value fit. Runs go to --out/TASK-sSEED when
+--out is given (resumable with fastmbrl's run-directory rules).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from fastmbrl.trpo import train
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("task")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--target", type=float, help="report the first env step reaching this return")
+    p.add_argument("--out", help="parent directory for the run directories")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="other TRPOConfig settings, e.g. max_kl=0.02 (values parsed as Python)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    settings = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        settings[key] = eval(value, {})  # a benchmark script: settings come from its user
+    finals = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        out = f"{args.out}/{args.task}-s{seed}" if args.out else None
+        run = train(args.task, out=out, log=print if args.verbose else (lambda *a: None),
+                    seed=seed, steps=args.steps, **settings)
+        wall = time.perf_counter() - t0
+        rows = [r for r in run.metrics if r["mean_return"] is not None]
+        curve = [r["mean_return"] for r in rows]
+        final = statistics.mean(curve[-5:])
+        finals.append(final)
+        reached = next((r["env_steps"] for r in rows if args.target is not None
+                        and r["mean_return"] >= args.target), None)
+        split = {k: sum(r[k] for r in run.metrics) for k in ("env_s", "act_s", "policy_s", "value_s")}
+        print(f"{args.task} seed {seed}: final {final:.1f}, best {max(curve):.1f}, "
+              f"reached {args.target} at {reached} steps, wall {wall:.0f} s "
+              f"(env {split['env_s']:.0f} s, act {split['act_s']:.0f} s, "
+              f"policy update {split['policy_s']:.0f} s, value fit {split['value_s']:.0f} s, "
+              f"{len(run.metrics)} iterations)", flush=True)
+    print(f"{args.task}: median final return {statistics.median(finals):.1f} over "
+          f"{len(finals)} seed(s)")
+
+
+if __name__ == "__main__":
+    main()
