@@ -9,11 +9,17 @@ split between env stepping, acting, policy update and value fit. Runs go to --ou
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import os
 
-from fastmbrl.trpo import train
+# TRPO's matrices are too small to gain from a second BLAS thread, and on cores shared with other
+# work OpenBLAS's spinning threads made updates up to 15x slower here: one thread unless told.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+from fastmbrl.trpo import train  # noqa: E402
 
 
 def main(argv=None):
