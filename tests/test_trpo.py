@@ -238,3 +238,29 @@ def test_bad_inputs(tmp_path):
         policy.set_flat(np.zeros(3))
     with pytest.raises(FileNotFoundError):
         PolicyController.load(tmp_path / "missing")
+
+
+def test_fisher_stride_uses_every_kth_state():
+    policy, batch = tiny_batch(seed=6, n=9)
+    sub = PolicyBatch(policy, batch.obs, batch.actions, batch.adv, fisher_stride=3)
+    every_third = PolicyBatch(policy, batch.obs[::3], batch.actions[::3], batch.adv[::3])
+    v = np.random.default_rng(7).normal(size=policy.num_params)
+    np.testing.assert_allclose(sub.fisher_vector_product(v), every_third.fisher_vector_product(v),
+                               rtol=1e-12)
+    # the gradient still averages over the whole batch
+    np.testing.assert_allclose(sub.surrogate_gradient(), batch.surrogate_gradient(), rtol=1e-12)
+
+
+def test_running_norm_matches_batch_statistics():
+    from fastmbrl.trpo import RunningNorm
+    rng = np.random.default_rng(0)
+    data = rng.normal([1.0, -5.0], [2.0, 0.1], size=(300, 2))
+    norm = RunningNorm(2)
+    for chunk in np.array_split(data, 7):
+        norm.update(chunk)
+    np.testing.assert_allclose(norm.mean, data.mean(axis=0), rtol=1e-5)
+    # the 1e-4 prior weight (mean 0, var 1) shifts the variance by about 1e-4 · mean² / n
+    np.testing.assert_allclose(norm.var, data.var(axis=0), rtol=1e-5, atol=2e-5)
+    z = norm.normalize(data)
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-5)
+    assert np.abs(norm.normalize(np.array([[1e9, -1e9]]))).max() == norm.clip
