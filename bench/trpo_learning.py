@@ -3,8 +3,9 @@
     PYTHONPATH=. python bench/trpo_learning.py InvertedPendulum-v5 --steps 100000 --seeds 0 1 2
 
 Per seed: the best and final mean episode return (mean of the last 5 iterations that finished an
-episode), the env steps at which the mean return first reached --target, wall time, and the time
-split between env stepping, acting, policy update and value fit. Runs go to --out/TASK-sSEED when
+episode), the env steps at which the mean return first reached --target, the deterministic
+policy's mean return over --eval-episodes fresh episodes, wall time, and the median seconds per
+iteration spent in env stepping, acting (policy forward + sampling), policy update and value fit. Runs go to --out/TASK-sSEED when
 --out is given (resumable with fastmbrl's run-directory rules).
 """
 from __future__ import annotations
@@ -19,7 +20,24 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-from fastmbrl.trpo import train  # noqa: E402
+from fastmbrl.trpo import PolicyController, train  # noqa: E402
+
+
+def evaluate(run, episodes):
+    """Mean return of the run's deterministic policy (mean action) on fresh episodes."""
+    controller = PolicyController(run.policy, run.task.name, run.task.action_low,
+                                  run.task.action_high)
+    env, returns = run.task.make_env(), []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=1_000_000 + i)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(controller.act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return statistics.mean(returns)
 
 
 def main(argv=None):
@@ -29,6 +47,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--target", type=float, help="report the first env step reaching this return")
     p.add_argument("--out", help="parent directory for the run directories")
+    p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="other TRPOConfig settings, e.g. max_kl=0.02 (values parsed as Python)")
     p.add_argument("--verbose", action="store_true")
@@ -50,12 +69,14 @@ def main(argv=None):
         finals.append(final)
         reached = next((r["env_steps"] for r in rows if args.target is not None
                         and r["mean_return"] >= args.target), None)
-        split = {k: sum(r[k] for r in run.metrics) for k in ("env_s", "act_s", "policy_s", "value_s")}
+        ms = {k: 1e3 * statistics.median(r[k] for r in run.metrics)
+              for k in ("env_s", "act_s", "policy_s", "value_s")}
         print(f"{args.task} seed {seed}: final {final:.1f}, best {max(curve):.1f}, "
-              f"reached {args.target} at {reached} steps, wall {wall:.0f} s "
-              f"(env {split['env_s']:.0f} s, act {split['act_s']:.0f} s, "
-              f"policy update {split['policy_s']:.0f} s, value fit {split['value_s']:.0f} s, "
-              f"{len(run.metrics)} iterations)", flush=True)
+              f"reached {args.target} at {reached} steps, deterministic eval "
+              f"{evaluate(run, args.eval_episodes):.1f}, wall {wall:.0f} s over "
+              f"{len(run.metrics)} iterations; median ms per iteration: env {ms['env_s']:.0f}, "
+              f"act {ms['act_s']:.0f}, policy update {ms['policy_s']:.0f}, "
+              f"value fit {ms['value_s']:.0f}", flush=True)
     print(f"{args.task}: median final return {statistics.median(finals):.1f} over "
           f"{len(finals)} seed(s)")
 
