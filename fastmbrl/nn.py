@@ -231,6 +231,36 @@ class MLP:
             return None
         return np.matmul(g, self.weights[0].T)
 
+    def jvp(self, tangent) -> np.ndarray:
+        """Forward-mode derivative of the last `forward`'s outputs along a parameter direction.
+
+        `tangent` is laid out like `flat_params`; returns d(output)/d(params) · tangent, shape
+        (N, out_dim). With `backward` (the transposed product) it gives J^T M J v products
+        without building the Jacobian, e.g. Fisher-vector products for natural gradients.
+        """
+        if self._ws is None:
+            raise RuntimeError("jvp called before forward")
+        t = np.asarray(tangent)
+        if t.shape != self.flat_params.shape:
+            raise ValueError(f"tangent: expected shape {self.flat_params.shape}, got {t.shape}")
+        t = np.ascontiguousarray(t, dtype=self.dtype)
+        x, ws = self._x, self._ws
+        dw, db, start = [], [], 0
+        for p in self.params:  # views of `t` shaped like the parameters
+            stop = start + p.size
+            (dw if p.ndim == 2 else db).append(t[start:stop].reshape(p.shape))
+            start = stop
+        dh = None  # tangent of the layer input; the network input x has none
+        for i in range(self.num_layers):
+            h = x if i == 0 else ws.a[i - 1]
+            dz = h @ dw[i]
+            if dh is not None:
+                dz += dh @ self.weights[i]
+            dz += db[i]
+            if i == self.num_layers - 1:
+                return dz
+            dh = self._act.backward(ws.z[i], ws.a[i], dz)  # f'(z) * dz, in place
+
     def state_dict(self) -> dict:
         """Copies of the parameters keyed "W0", "b0", "W1", ..."""
         out = {}
