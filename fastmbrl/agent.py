@@ -10,23 +10,20 @@ interrupted run resumes from its last finished iteration.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .buffer import ReplayBuffer
+from . import trpo
 from .controller import PLANNERS, Controller
 from .dynamics import DynamicsModel
-from .errors import FastMBRLError, FormatError
+from .errors import FastMBRLError
 from .io import read_json, write_json
+from .rundir import append_metrics, finished_metrics, read_run_config, write_run_config
 from .tasks import get_task
-
-RUN_FORMAT = 1
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -233,8 +230,7 @@ class Run:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         if row is not None:
-            with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            append_metrics(self.out, row)
         if self.iteration > 0:
             self.controller.save(self.out)
         self.buffer.save(self.out / "buffer.npz")
@@ -245,18 +241,14 @@ class Run:
     def write_config(self):
         if self.out is None:
             return
-        if (self.out / "config.json").exists():
-            raise FastMBRLError(f"{self.out} already holds a run: use --resume {self.out} or another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "config.json", {
-            "fastmbrl_version": __version__, "run_format": RUN_FORMAT,
-            "config": dataclasses.asdict(self.config)})
+        write_run_config(self.out, {"algo": "mbrl", **dataclasses.asdict(self.config)})
 
     @classmethod
     def resume(cls, out, log=print) -> "Run":
         out = Path(out)
-        meta = read_run_config(out)
-        run = cls(TrainConfig(**meta["config"]), out, log)
+        config = dict(read_run_config(out, "mbrl"))
+        config.pop("algo")
+        run = cls(TrainConfig(**config), out, log)
         state_path = out / "state.json"
         if not state_path.exists():
             return run  # stopped before the random phase was saved: start over
@@ -267,31 +259,9 @@ class Run:
         if run.iteration > 0:
             run.model = DynamicsModel.load(out / "model.npz")
             run.controller = run._make_controller()
-        # metrics.jsonl may hold a row written just before an interruption: keep finished ones
-        rows = read_metrics(out)
-        run.metrics = [r for r in rows if r["iteration"] <= run.iteration]
-        if len(run.metrics) != len(rows):
-            with open(out / "metrics.jsonl", "w") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in run.metrics)
+        run.metrics = finished_metrics(out, run.iteration)
         log(f"resuming {out} at iteration {run.iteration}, {run.env_steps} env steps")
         return run
-
-
-def read_run_config(out) -> dict:
-    meta = read_json(Path(out) / "config.json",
-                     f"{out} is not a fastmbrl run directory (no config.json)")
-    if meta.get("run_format") != RUN_FORMAT:
-        raise FormatError(
-            f"{out} was written by fastmbrl {meta.get('fastmbrl_version', '?')} with run format "
-            f"{meta.get('run_format')}; this fastmbrl {__version__} reads format {RUN_FORMAT}")
-    return meta
-
-
-def read_metrics(out) -> list[dict]:
-    path = Path(out) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def train(task: str, out=None, log=print, **settings) -> Run:
@@ -306,8 +276,13 @@ def train(task: str, out=None, log=print, **settings) -> Run:
 
 
 # -- CLI: fastmbrl train -------------------------------------------------------------------------
+_PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs")
+
+
 def add_arguments(p):
     p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
+    p.add_argument("--algo", choices=("mbrl", "trpo"), default="mbrl",
+                   help="mbrl: model-based RL with MPC (default); trpo: model-free TRPO")
     p.add_argument("--planner", choices=sorted(PLANNERS), help="planner (default: the task's)")
     p.add_argument("--steps", type=int, help="total environment steps")
     p.add_argument("--random-steps", type=int, help="random-action steps before the first fit")
@@ -319,9 +294,16 @@ def add_arguments(p):
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    trpo.add_arguments(p, common=False)
 
 
 def run(args) -> int:
+    algo = read_run_config(args.resume)["algo"] if args.resume else args.algo
+    if algo == "trpo":
+        given = [f"--{k.replace('_', '-')}" for k in _PLANNING_ARGS if getattr(args, k) is not None]
+        if given:
+            raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl")
+        return trpo.run(args)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
     if args.resume:
         if args.task:

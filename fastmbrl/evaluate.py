@@ -2,18 +2,32 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
 from .agent import run_episode
 from .controller import Controller
+from .errors import FastMBRLError
+from .rundir import read_run_config
+from .trpo import PolicyController
+
+
+def load_controller(path, **overrides):
+    """The acting object saved at `path`: an MPC Controller, or a TRPO policy."""
+    directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    if (directory / "config.json").exists() and read_run_config(directory)["algo"] == "trpo":
+        if overrides:
+            raise FastMBRLError("a TRPO policy has no planner settings to override")
+        return PolicyController.load(path)
+    return Controller.load(path, **overrides)
 
 
 def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
     """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    controller = Controller.load(path, **overrides)
+    controller = load_controller(path, **overrides)
     env = controller.task.make_env()
     returns, act_s, steps = [], 0.0, 0
     for i in range(episodes):

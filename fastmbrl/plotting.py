@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .agent import read_metrics, read_run_config
+from .rundir import read_metrics, read_run_config
 from .errors import FastMBRLError, require
 
 
@@ -17,12 +17,12 @@ def plot_runs(run_dirs, path, title=None) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for d in run_dirs:
-        cfg = read_run_config(d)["config"]
+        cfg = read_run_config(d)
         rows = [r for r in read_metrics(d) if r.get("mean_return") is not None]
         if not rows:
             raise FastMBRLError(f"{d} has no finished iteration to plot yet")
         ax.plot([r["env_steps"] for r in rows], [r["mean_return"] for r in rows], marker="o",
-                label=f"{cfg['task']} {cfg['planner']} seed {cfg['seed']}")
+                label=f"{cfg['task']} {cfg.get('planner', cfg['algo'])} seed {cfg['seed']}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("mean episode return")
     ax.set_title(title or "fastmbrl learning curve")

@@ -22,7 +22,6 @@ state.json; an interrupted run resumes from its last finished iteration, on a fr
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -30,17 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from ._validate import as_array, check_positive_int
 from .errors import FastMBRLError, FormatError
-from .io import load_npz, save_npz
+from .io import load_npz, read_json, save_npz, write_json
 from .kernels import trpo as _k
 from .nn import MLP, Adam
+from .rundir import append_metrics, finished_metrics, read_run_config, write_run_config
 from .tasks import get_task
 
 POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
 STATE_KIND, STATE_VERSION = "trpo_state", 1
-RUN_FORMAT = 1  # the run-directory format of agent.RUN_FORMAT (agent.py is not importable here yet)
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
 
 
@@ -616,8 +614,7 @@ class TRPORun:
         if self.out is None:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_metrics(self.out, row)
         self.policy.save(self.out / "policy.npz", self.task.name, self.task.action_low,
                          self.task.action_high)
         save_npz(self.out / "trpo_state.npz", STATE_KIND, STATE_VERSION,
@@ -625,29 +622,23 @@ class TRPORun:
                  {**self.value.arrays(), **self.ret_norm.arrays("ret")})
         state = {"iteration": self.iteration, "episodes": self.episodes,
                  "env_steps": self.env_steps, "rng": self.rng.bit_generator.state}
-        _write_json(self.out / "state.json", state)  # written last: the iteration's commit point
+        write_json(self.out / "state.json", state)  # written last: the iteration's commit point
 
     def write_config(self) -> None:
         if self.out is None:
             return
-        if (self.out / "config.json").exists():
-            raise FastMBRLError(
-                f"{self.out} already holds a run: use --resume {self.out} or another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out / "config.json", {
-            "fastmbrl_version": __version__, "run_format": RUN_FORMAT,
-            "config": {"algo": "trpo", **dataclasses.asdict(self.config)}})
+        write_run_config(self.out, {"algo": "trpo", **dataclasses.asdict(self.config)})
 
     @classmethod
     def resume(cls, out, log=print) -> "TRPORun":
         out = Path(out)
-        config = dict(read_trpo_config(out))
+        config = dict(read_run_config(out, "trpo"))
         config.pop("algo")
         run = cls(TRPOConfig(**config), out, log)
         state_path = out / "state.json"
         if not state_path.exists():
             return run  # stopped before the first iteration was saved: start over
-        state = json.loads(state_path.read_text())
+        state = read_json(state_path, f"no state.json in {out}")
         policy, header, _ = GaussianPolicy.load(out / "policy.npz")
         if header["task"] != run.task.name or policy.net.hidden != run.config.hidden:
             raise FormatError(f"{out}/policy.npz does not match the run's configuration")
@@ -663,40 +654,9 @@ class TRPORun:
         run.iteration, run.episodes = state["iteration"], state["episodes"]
         run.env_steps = state["env_steps"]
         run.rng.bit_generator.state = state["rng"]
-        path = out / "metrics.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()
-                if line.strip()] if path.exists() else []
-        run.metrics = [r for r in rows if r["iteration"] <= run.iteration]
-        if len(run.metrics) != len(rows):  # a row written just before an interruption
-            with open(path, "w") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in run.metrics)
+        run.metrics = finished_metrics(out, run.iteration)
         log(f"resuming {out} at iteration {run.iteration}, {run.env_steps} env steps")
         return run
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
-
-
-def read_trpo_config(out) -> dict:
-    """The "config" entry of a TRPO run directory's config.json (with "algo": "trpo")."""
-    path = Path(out) / "config.json"
-    if not path.exists():
-        raise FastMBRLError(f"{out} is not a fastmbrl run directory (no config.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is corrupt: {exc}") from exc
-    if meta.get("run_format") != RUN_FORMAT:
-        raise FormatError(f"{out} has run format {meta.get('run_format')}; this fastmbrl "
-                          f"{__version__} reads format {RUN_FORMAT}")
-    config = meta.get("config")
-    if not isinstance(config, dict) or config.get("algo") != "trpo":
-        raise FormatError(f"{out} is not a TRPO run (config algo is "
-                          f"{config.get('algo') if isinstance(config, dict) else None!r})")
-    return config
 
 
 def train(task: str, out=None, log=print, **settings) -> TRPORun:

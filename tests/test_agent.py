@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from fastmbrl.agent import Run, TrainConfig, read_metrics, train  # noqa: E402
+from fastmbrl.agent import Run, TrainConfig, train  # noqa: E402
+from fastmbrl.rundir import read_metrics  # noqa: E402
 from fastmbrl.cli import main  # noqa: E402
 from fastmbrl.controller import Controller  # noqa: E402
 from fastmbrl.errors import FastMBRLError  # noqa: E402
@@ -114,3 +115,16 @@ def test_cli_errors_are_messages(tmp_path, capsys):
     (old / "config.json").write_text(json.dumps({"run_format": 99, "fastmbrl_version": "9.0"}))
     assert main(["train", "--resume", str(old)]) == 1
     assert "run format 99" in capsys.readouterr().err
+
+
+def test_cli_trpo_train_eval_and_resume_dispatch(tmp_path, capsys):
+    out = tmp_path / "trpo"
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--steps", "400",
+                 "--steps-per-iteration", "200", "--out", str(out), "--quiet"]) == 0
+    assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["planner"] == "policy" and len(result["returns"]) == 1
+    # resuming a finished TRPO run dispatches to TRPO and has nothing left to do
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--horizon", "5"]) == 1
+    assert "only apply to --algo mbrl" in capsys.readouterr().err

@@ -6,9 +6,10 @@ import pytest
 
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.nn import MLP
+from fastmbrl.rundir import read_run_config
 from fastmbrl.trpo import (
     GaussianPolicy, PolicyBatch, PolicyController, TRPOConfig, TRPORun, add_arguments,
-    conjugate_gradient, gae, gaussian_kl, line_search, read_trpo_config, run, train, trpo_update,
+    conjugate_gradient, gae, gaussian_kl, line_search, run, train, trpo_update,
 )
 from reference import gae_reference
 
@@ -177,7 +178,7 @@ def test_smoke_run_writes_run_directory_and_resumes(tmp_path):
     first.write_config()
     row = first.iterate()
     first._save(row)
-    assert read_trpo_config(out)["algo"] == "trpo"
+    assert read_run_config(out, "trpo")["algo"] == "trpo"
     assert {"config.json", "metrics.jsonl", "policy.npz", "trpo_state.npz", "state.json"} <= \
         {p.name for p in out.iterdir()}
     for key in ("iteration", "env_steps", "mean_return", "kl", "surrogate_improvement",
@@ -204,7 +205,7 @@ def test_cli_trains_and_reports(tmp_path, capsys):
                          "--max-kl", "0.02", "--out", str(tmp_path / "r"), "--quiet"])
     assert run(args) == 0
     assert "done: 400 steps" in capsys.readouterr().out
-    assert read_trpo_config(tmp_path / "r")["max_kl"] == 0.02
+    assert read_run_config(tmp_path / "r", "trpo")["max_kl"] == 0.02
     with pytest.raises(FastMBRLError, match="either a task or --resume"):
         run(p.parse_args(["Pendulum-v1", "--resume", str(tmp_path / "r")]))
     narrow = argparse.ArgumentParser()
@@ -227,7 +228,7 @@ def test_bad_inputs(tmp_path):
         TRPORun.resume(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(
         {"fastmbrl_version": "0", "run_format": 1, "config": {"task": "Pendulum-v1"}}))
-    with pytest.raises(FormatError, match="not a TRPO run"):
+    with pytest.raises(FormatError, match="not a trpo run"):
         TRPORun.resume(tmp_path)
     policy, batch = tiny_batch()
     with pytest.raises(ValueError, match="actions"):
