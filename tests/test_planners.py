@@ -92,7 +92,7 @@ def test_shapes_bounds_and_thread_determinism(packed, name):
     for n in THREADS:
         planner.reset(seed=3)
         with num_threads(n):
-            plans.append([planner.plan(X0 * s) for s in (1.0, -3.0, 30.0)])
+            plans.append([planner.plan(X0 * s).copy() for s in (1.0, -3.0, 30.0)])
     for plan in plans[0]:
         assert plan.shape == (H, 1) and plan.dtype == np.float32
         assert (plan >= -BOUND).all() and (plan <= BOUND).all()
@@ -122,7 +122,7 @@ def test_follows_model_version():
     model = linear_model()
     stand_in = StandInDynamics(model)
     planner = make("cem", stand_in, warm_start=False)
-    first = planner.plan(X0)
+    first = planner.plan(X0).copy()
     stand_in.net.weights[1][[2, 5]] *= -1  # reversed controls: vel -= DT u
     stand_in.version += 1
     planner.reset(seed=0)
