@@ -10,7 +10,7 @@ with the middle of the action box), seeds the next call.
 Embedding: no allocation per call
 ---------------------------------
 Every buffer is allocated, and every numba function compiled or loaded from the cache, when the
-planner is built (a warm-up plan runs then, on its own throwaway random generator). After that a
+planner is built (two warm-up plans run then, on a throwaway random generator). After that a
 call of ``plan``/``act`` allocates no NumPy array: the arithmetic runs in small numba helpers
 (``kernels.planner_ops``) on preallocated buffers, random numbers are drawn with ``out=``.
 What remains is a constant handful of short-lived Python scalars (the statistics below).
@@ -190,8 +190,9 @@ class Planner:
             self._reset_state()
 
     def _warm_up(self):
-        """Build every kernel argument tuple and compile (or load) every numba function now,
-        with a throwaway random generator so that the first real call is like any other."""
+        """Build every kernel argument tuple and compile (or load) every numba function now:
+        two plans with a throwaway random generator, so that the first real call is like any
+        other."""
         for k in self._candidate_counts():
             self._slot(k)
         for dtype in _OBS_DTYPES:
@@ -199,7 +200,10 @@ class Planner:
         rng, self.rng = self.rng, np.random.default_rng(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            self.act(self._obs, np.empty_like(self._first_action))
+            for _ in range(2):  # the second call takes the warm-start paths
+                self.act(self._obs)
+        ops.finish_plan(self._solution, self.action_low, self.action_high,
+                        np.empty_like(self._first_action))  # act(obs, out) writes one row
         self.rng, self._warned = rng, False
         self.reset()
 
