@@ -159,10 +159,9 @@ class Planner:
 
     # --- helpers for subclasses ----------------------------------------------------------
     def _run(self, obs, out):
-        if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES):
-            obs = as_array(obs, "obs", self._obs.shape, finite=False)
-        if obs.shape[0] != self._obs.shape[0]:
-            raise ValueError(f"obs: expected shape ({self._obs.shape[0]},), got {obs.shape}")
+        if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES
+                and obs.shape[0] == self._obs.shape[0]):
+            obs = as_array(obs, "obs", self._obs.shape, finite=False)  # converts, or says why not
         if not ops.load_obs(obs, self._obs):
             raise ValueError("obs: contains NaN or infinite values")
         if self._model is not None and self._model.version != self.packed.version:
