@@ -29,6 +29,7 @@ import numpy as np
 from ..controller import Controller
 from ..dynamics import DynamicsModel
 from ..errors import FastMBRLError
+from ..kernels import num_threads
 
 F32 = np.float32
 
@@ -181,6 +182,8 @@ def add_arguments(parser):
                         help="which configurations to run (default: all)")
     parser.add_argument("--calls", type=int, default=300,
                         help="timed act() calls per configuration (default 300)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="numba threads for the timed calls (default: all cores)")
     parser.add_argument("--no-startup", action="store_true",
                         help="skip the fresh-process time to first action")
 
@@ -188,6 +191,11 @@ def add_arguments(parser):
 def run(args) -> int:
     if args.calls < 1:
         raise FastMBRLError("--calls must be >= 1")
+    with num_threads(args.threads or numba.config.NUMBA_NUM_THREADS):
+        return _run(args)
+
+
+def _run(args) -> int:
     if not args.json:
         print(f"numba threads: {numba.get_num_threads()}; Controller.act on float64 observations")
         print(f"{'config':<12}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}{'B/call':>8}"
