@@ -4,7 +4,12 @@ Latency of Controller.act is reported, never asserted (shared cores make timings
 import numpy as np
 import pytest
 
-from fastmbrl.benchmarks.controller import CONFIGS, allocations, make_controller, observations
+from fastmbrl.benchmarks.controller import (
+    CONFIGS,
+    allocations,
+    make_controller,
+    observations,
+)
 
 pytest.importorskip("pytest_benchmark")
 

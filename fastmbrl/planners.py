@@ -35,8 +35,15 @@ import numpy as np
 
 from ._validate import as_array, check_positive_int
 from .kernels import planner_ops as ops
-from .kernels.rollout import (DEFAULT_ROWS, PackedModel, Workspace, kernel_args, make_chunks,
-                              pack_dynamics, rollout_kernel)
+from .kernels.rollout import (
+    DEFAULT_ROWS,
+    PackedModel,
+    Workspace,
+    kernel_args,
+    make_chunks,
+    pack_dynamics,
+    rollout_kernel,
+)
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -224,9 +231,7 @@ class Planner:
         best, n_inf = ops.score_stats(returns)
         self.last_num_evaluated += returns.shape[0]
         self.last_num_diverged += n_inf
-        value = returns.item(best)
-        if value > self.last_best_return:
-            self.last_best_return = value
+        self.last_best_return = max(self.last_best_return, returns.item(best))
         return best
 
     def _default_std(self, init_std):
