@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
+from ._validate import check_positive_int
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError, FormatError
 from .io import read_json, write_json
@@ -64,9 +64,14 @@ class Controller:
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options)
 
-    def act(self, obs) -> np.ndarray:
-        obs = as_array(obs, "obs", (self.task.obs_dim,))
-        return self.planner.act(obs)
+    def act(self, obs, out=None) -> np.ndarray:
+        """The action (A,) for observation `obs` (O,).
+
+        Returns `out` (a float32 (A,) array) if given, else a read-only array owned by the
+        controller that the next call overwrites (copy it to keep it). With `obs` a float32 or
+        float64 ndarray of shape (O,), a call allocates no NumPy array (see fastmbrl.planners).
+        """
+        return self.planner.act(obs, out)
 
     def reset(self, seed=None) -> None:
         """Forget the warm start between episodes; a seed makes the episode reproducible."""

@@ -5,7 +5,21 @@ it draws candidate sequences with its own ``numpy.random.Generator`` (so one see
 answer whatever the number of threads), scores them all with one kernel call per iteration and
 updates its sampling distribution. ``plan(obs)`` returns the (H, A) solution, ``act(obs)`` its
 first action. With ``warm_start`` the previous solution, shifted by one step (the tail refilled
-with the middle of the action box), seeds the next call. Candidate buffers are allocated once.
+with the middle of the action box), seeds the next call.
+
+Embedding: no allocation per call
+---------------------------------
+Every buffer is allocated, and every numba function compiled or loaded from the cache, when the
+planner is built (two warm-up plans run then, on a throwaway random generator). After that a
+call of ``plan``/``act`` allocates no NumPy array: the arithmetic runs in small numba helpers
+(``kernels.planner_ops``) on preallocated buffers, random numbers are drawn with ``out=``.
+What remains is a constant handful of short-lived Python scalars (the statistics below).
+
+The returned array is owned by the planner and **overwritten by the next call**: it is
+read-only; copy it (``planner.plan(obs).copy()``) to keep it, or pass ``out=``, a float32
+C-contiguous array of shape (H, A) for ``plan`` or (A,) for ``act``, to receive the result in
+your own buffer. The zero-allocation path takes ``obs`` as a 1-D float32 or float64 ndarray of
+length O (anything else is converted first, which allocates).
 
 After each call, ``last_best_return`` holds the best return found, ``last_num_diverged`` how many
 candidates diverged (the model produced inf/NaN: they score -inf) and ``last_num_evaluated`` how
@@ -20,10 +34,21 @@ import warnings
 import numpy as np
 
 from ._validate import as_array, check_positive_int
-from .kernels.rollout import (DEFAULT_ROWS, PackedModel, Workspace, make_chunks, pack_dynamics,
-                              rollout_kernel, run_kernel)
+from .kernels import planner_ops as ops
+from .kernels.rollout import (
+    DEFAULT_ROWS,
+    PackedModel,
+    Workspace,
+    kernel_args,
+    make_chunks,
+    pack_dynamics,
+    rollout_kernel,
+)
 
 F32 = np.float32
+_NEG_INF = -math.inf
+_NO_SMOOTHING = -1.0
+_OBS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
@@ -38,6 +63,13 @@ def _check_positive(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def _check_out(out, shape):
+    if not (isinstance(out, np.ndarray) and out.dtype == F32 and out.shape == shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out: expected a writeable C-contiguous float32 array of shape {shape}, "
+                         f"got {getattr(out, 'shape', type(out).__name__)}")
 
 
 class Planner:
@@ -64,28 +96,38 @@ class Planner:
         self.rng = np.random.default_rng(seed)
         self._rows = check_positive_int(rows, "rows")
         self._kernel = rollout_kernel(reward_fn, terminated_fn)
-        self._span = self.action_high - self.action_low
-        self._middle = np.broadcast_to((self.action_low + self.action_high) / F32(2),
-                                       (self.horizon, a)).astype(F32)
+        shape = (self.horizon, a)
+        self._low = np.ascontiguousarray(np.broadcast_to(self.action_low, shape))
+        self._span = np.ascontiguousarray(np.broadcast_to(self.action_high - self.action_low, shape))
+        self._middle = np.ascontiguousarray(
+            np.broadcast_to((self.action_low + self.action_high) / F32(2), shape))
+        self._middle_last = self._middle[-1]
+        self._obs = np.zeros(self.packed.obs_dim, F32)
+        self._mean = self._middle.copy()
+        self._solution = np.empty(shape, F32)
+        self._mean3, self._solution3 = self._mean[None], self._solution[None]
+        self._result = self._solution.view()
+        self._result.flags.writeable = False
+        self._first_action = self._result[0]
         k = self._max_candidates()
         self._cand = np.empty((k, self.horizon, a), F32)
         self._returns = np.empty(k, F32)
-        self._chunks = {}
         self._workspace = Workspace(self.packed, -(-k // self._rows), self._rows)
-        self._solution = np.empty((self.horizon, a), F32)
+        self._slots = {}
         self._warned = False
         self.reset()
-        # compile (or load from numba's cache) now, not at the first real call
-        self._cand[0] = self._middle
-        self._evaluate(np.zeros(self.packed.obs_dim, F32), 1)
-        self.reset()
+        self._warm_up()
 
     # --- subclass interface -------------------------------------------------------------
     def _max_candidates(self) -> int:
         raise NotImplementedError
 
-    def _optimize(self, obs) -> bool:
-        """Fill self._solution; return False if every candidate diverged."""
+    def _candidate_counts(self):
+        """Every number of candidates one kernel call may score."""
+        return (self._cand.shape[0],)
+
+    def _optimize(self) -> bool:
+        """Fill self._solution from self._obs; return False if every candidate diverged."""
         raise NotImplementedError
 
     def _reset_state(self):
@@ -100,72 +142,101 @@ class Planner:
         if seed is not None:
             self.seed = seed
             self.rng = np.random.default_rng(seed)
-        self._mean = self._middle.copy()
-        self.last_best_return = -math.inf
+        np.copyto(self._mean, self._middle)
+        self.last_best_return = _NEG_INF
         self.last_num_diverged = 0
         self.last_num_evaluated = 0
         self._reset_state()
 
-    def plan(self, obs) -> np.ndarray:
-        """Best action sequence (H, A) float32 from observation `obs` (O,)."""
-        obs = as_array(obs, "obs", (self.packed.obs_dim,))
-        if self._model is not None:
+    def plan(self, obs, out=None) -> np.ndarray:
+        """Best action sequence (H, A) float32 from observation `obs` (O,).
+
+        Returns `out` if given, else a read-only array that the next call overwrites."""
+        if out is not None:
+            _check_out(out, self._solution.shape)
+        self._run(obs, self._solution if out is None else out)
+        return self._result if out is None else out
+
+    def act(self, obs, out=None) -> np.ndarray:
+        """First action (A,) of plan(obs); `out` and the returned array as in `plan`."""
+        if out is not None:
+            _check_out(out, self._first_action.shape)
+        self._run(obs, self._solution if out is None else out)
+        return self._first_action if out is None else out
+
+    # --- helpers for subclasses ----------------------------------------------------------
+    def _run(self, obs, out):
+        if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES
+                and obs.shape[0] == self._obs.shape[0]):
+            obs = as_array(obs, "obs", self._obs.shape, finite=False)  # converts, or says why not
+        if not ops.load_obs(obs, self._obs):
+            raise ValueError("obs: contains NaN or infinite values")
+        if self._model is not None and self._model.version != self.packed.version:
             packed = pack_dynamics(self._model, self.packed)
-            if packed is not self.packed:
-                if not self._workspace.fits(packed, self._workspace.num_chunks):
-                    raise ValueError("model: its shape changed since the planner was built")
-                self.packed = packed
-        self.last_best_return = -math.inf
+            if not self._workspace.fits(packed, self._workspace.num_chunks):
+                raise ValueError("model: its shape changed since the planner was built")
+            self.packed = packed
+            self._slots.clear()
+        self.last_best_return = _NEG_INF
         self.last_num_diverged = 0
         self.last_num_evaluated = 0
-        if not self._optimize(obs):
+        if not self._optimize():
             if not self._warned:
                 warnings.warn(f"{type(self).__name__}: every candidate diverged (inf/NaN in the "
                               "model's rollouts); returning the sampling mean", RuntimeWarning,
-                              stacklevel=2)
+                              stacklevel=3)
                 self._warned = True
-            self._solution[:] = self._mean
-        np.clip(self._solution, self.action_low, self.action_high, out=self._solution)
-        result = self._solution.copy()
+            np.copyto(self._solution, self._mean)
+        ops.finish_plan(self._solution, self.action_low, self.action_high, out)
         if self.warm_start:
-            self._mean[:-1] = self._solution[1:]
-            self._mean[-1] = self._middle[-1]
+            ops.shift_rows(self._solution3, self._mean3, 1, self._middle_last)
             self._shift_state()
         else:
-            self._mean[:] = self._middle
+            np.copyto(self._mean, self._middle)
             self._reset_state()
-        return result
 
-    def act(self, obs) -> np.ndarray:
-        """First action (A,) of plan(obs)."""
-        return self.plan(obs)[0]
+    def _warm_up(self):
+        """Build every kernel argument tuple and compile (or load) every numba function now:
+        two plans with a throwaway random generator, so that the first real call is like any
+        other."""
+        for k in self._candidate_counts():
+            self._slot(k)
+        for dtype in _OBS_DTYPES:
+            ops.load_obs(np.zeros(self._obs.shape, dtype), self._obs)
+        rng, self.rng = self.rng, np.random.default_rng(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for _ in range(2):  # the second call takes the warm-start paths
+                self.act(self._obs)
+        ops.finish_plan(self._solution, self.action_low, self.action_high,
+                        np.empty_like(self._first_action))  # act(obs, out) writes one row
+        self.rng, self._warned = rng, False
+        self.reset()
 
-    # --- helpers for subclasses ----------------------------------------------------------
-    def _evaluate(self, obs, k) -> np.ndarray:
-        """Returns (k,) of the first k candidates; updates the last_* statistics."""
-        chunks = self._chunks.get(k)
-        if chunks is None:
-            chunks = self._chunks[k] = make_chunks(k, self._rows)
-        returns = run_kernel(self._kernel, self.packed, obs, self._cand[:k], chunks,
-                             self._workspace, self._returns[:k])
-        self.last_num_evaluated += k
-        self.last_num_diverged += int(np.count_nonzero(returns == -np.inf))
-        best = float(returns.max())
-        if best > self.last_best_return:
-            self.last_best_return = best
-        return returns
+    def _slot(self, k):
+        """(candidates (k, H, A), returns (k,), kernel arguments) for k candidates: views and
+        tuples built once, so that a call allocates nothing."""
+        slot = self._slots.get(k)
+        if slot is None:
+            cand, returns = self._cand[:k], self._returns[:k]
+            chunks = make_chunks(k, self._rows)
+            args = kernel_args(self.packed, self._obs, cand, chunks, self._workspace, returns)
+            slot = self._slots[k] = (cand, returns, args)
+        return slot
 
-    def _clip(self, cand):
-        np.clip(cand, self.action_low, self.action_high, out=cand)
-
-    def _uniform(self, cand):
-        self.rng.random(out=cand, dtype=F32)
-        cand *= self._span
-        cand += self.action_low
+    def _evaluate(self, slot) -> int:
+        """Score a slot's candidates; returns the index of the best; updates the statistics."""
+        self._kernel(*slot[2])
+        returns = slot[1]
+        best, n_inf = ops.score_stats(returns)
+        self.last_num_evaluated += returns.shape[0]
+        self.last_num_diverged += n_inf
+        self.last_best_return = max(self.last_best_return, returns.item(best))
+        return best
 
     def _default_std(self, init_std):
         if init_std is None:
-            return np.broadcast_to(self._span / F32(4), self._middle.shape).astype(F32)
+            return np.ascontiguousarray(self._span / F32(4))
         std = as_array(np.broadcast_to(np.asarray(init_std, F32), self._middle.shape),
                        "init_std", self._middle.shape).copy()
         if (std <= 0).any():
@@ -195,23 +266,17 @@ class RandomShooting(Planner):
     def _shift_state(self):
         self._have_previous = True
 
-    def _optimize(self, obs):
-        k = self.num_samples
-        cand = self._cand[:k]
-        self._uniform(cand)
+    def _optimize(self):
+        slot = self._slot(self.num_samples)
+        cand = slot[0]
+        self.rng.random(out=cand, dtype=F32)
+        ops.affine_clip(cand, self._low, self._span, self.action_low, self.action_high,
+                        _NO_SMOOTHING)
         if self._have_previous:
-            cand[0] = self._mean
-        returns = self._evaluate(obs, k)
-        best = int(np.argmax(returns))
-        self._solution[:] = cand[best]
-        return returns[best] > -np.inf
-
-
-def _elites(returns, n, out_idx):
-    """Indices of the n best returns, best first, written to out_idx[:n]."""
-    idx = np.argpartition(returns, returns.size - n)[returns.size - n:]
-    out_idx[:n] = idx[np.argsort(returns[idx])[::-1]]
-    return out_idx[:n]
+            ops.put_row(cand, 0, self._mean)
+        best = self._evaluate(slot)
+        ops.take_row(cand, best, self._solution)
+        return self.last_best_return > _NEG_INF
 
 
 class CEM(Planner):
@@ -250,62 +315,44 @@ class CEM(Planner):
     def _max_candidates(self):
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
-        self._tmp = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
         self._elite_idx = np.empty(self.num_elites, np.intp)
-        self._elite_buf = np.empty((self.num_elites,) + self._init_std.shape, F32)
-        self._mask = np.empty((self.population,) + self._init_std.shape, np.bool_)
-        self._mask2 = np.empty_like(self._mask)
+        # replacements for the ~4.6 % of normals beyond 2 std, about twice what one round needs
+        self._spare = np.empty(max(64, self.population * self._init_std.size // 10), F32)
         return self.population
 
-    def _sample_normal(self, cand, mask):
+    def _sample_normal(self, cand):
         self.rng.standard_normal(out=cand, dtype=F32)
         if self.sampling == "truncated":
-            for _ in range(20):  # each round redraws ~5 % of the entries
-                np.greater(cand, 2, out=mask)
-                np.less(cand, -2, out=self._mask2)
-                np.logical_or(mask, self._mask2, out=mask)
-                n_bad = int(np.count_nonzero(mask))
-                if not n_bad:
+            for _ in range(20):  # almost always one round; what is left is clipped at the bounds
+                self.rng.standard_normal(out=self._spare, dtype=F32)
+                if not ops.truncate_normals(cand, self._spare):
                     break
-                cand[mask] = self.rng.standard_normal(n_bad, dtype=F32)
-            np.clip(cand, -2, 2, out=cand)
 
-    def _optimize(self, obs):
-        mean, std, tmp = self._mean, self._std, self._tmp
-        std[:] = self._init_std
-        best_return = -np.inf
-        k = self.population
-        cand = self._cand[:k]
+    def _optimize(self):
+        mean, std = self._mean, self._std
+        np.copyto(std, self._init_std)
+        best_return = _NEG_INF
+        slot = self._slot(self.population)
+        cand, returns = slot[0], slot[1]
         for _ in range(self.iterations):
             if self.sampling == "truncated":  # keep mean +- 2 std inside the bounds
-                np.subtract(mean, self.action_low, out=tmp)
-                np.minimum(std, tmp / 2, out=std)
-                np.subtract(self.action_high, mean, out=tmp)
-                np.minimum(std, tmp / 2, out=std)
-            self._sample_normal(cand, self._mask)
-            cand *= std
-            cand += mean
-            self._clip(cand)
-            returns = self._evaluate(obs, k)
-            idx = _elites(returns, self.num_elites, self._elite_idx)
-            if returns[idx[0]] > best_return:
-                best_return = returns[idx[0]]
-                self._best[:] = cand[idx[0]]
-            if returns[idx[0]] == -np.inf:
+                ops.cap_std(std, mean, self.action_low, self.action_high)
+            self._sample_normal(cand)
+            ops.affine_clip(cand, mean, std, self.action_low, self.action_high, _NO_SMOOTHING)
+            self._evaluate(slot)
+            ops.top_k(returns, self.num_elites, self._elite_idx)
+            first = self._elite_idx.item(0)
+            value = returns.item(first)
+            if value > best_return:
+                best_return = value
+                ops.take_row(cand, first, self._best)
+            if value == _NEG_INF:
                 continue  # every candidate diverged: keep the distribution
-            elites = np.take(cand, idx, axis=0, out=self._elite_buf)
-            np.mean(elites, axis=0, out=tmp)
-            mean *= self.alpha
-            mean += (1 - self.alpha) * tmp
-            np.var(elites, axis=0, out=tmp)
-            np.multiply(std, std, out=std)
-            std *= self.alpha
-            std += (1 - self.alpha) * tmp
-            np.sqrt(std, out=std)
-        if best_return == -np.inf:
+            ops.elite_update(cand, self._elite_idx, self.num_elites, mean, std, self.alpha, True)
+        if best_return == _NEG_INF:
             return False
-        self._solution[:] = mean if self.return_mean else self._best
+        np.copyto(self._solution, mean if self.return_mean else self._best)
         return True
 
 
@@ -333,36 +380,22 @@ class MPPI(Planner):
     def _max_candidates(self):
         self._noise = self._default_std(self._noise_arg)
         self._weights = np.empty(self.num_samples, F32)
-        self._flat = np.empty((1, self._noise.size), F32)
+        self._beta = _NO_SMOOTHING if self.smoothing is None else self.smoothing
         return self.num_samples
 
-    def _optimize(self, obs):
-        k = self.num_samples
-        cand = self._cand[:k]
-        w = self._weights
+    def _optimize(self):
+        slot = self._slot(self.num_samples)
+        cand, returns = slot[0], slot[1]
         ok = False
         for _ in range(self.iterations):
             self.rng.standard_normal(out=cand, dtype=F32)
-            cand *= self._noise
-            cand += self._mean
-            if self.smoothing is not None:
-                beta = F32(self.smoothing)
-                for t in range(1, self.horizon):
-                    cand[:, t] *= beta
-                    cand[:, t] += (1 - beta) * cand[:, t - 1]
-            self._clip(cand)
-            returns = self._evaluate(obs, k)
-            top = returns.max()
-            if top == -np.inf:
-                continue
-            ok = True
-            np.subtract(returns, top, out=w)
-            w /= F32(self.temperature)
-            np.exp(w, out=w)  # diverged candidates get weight exp(-inf) = 0
-            w /= w.sum()
-            np.matmul(w[None], cand.reshape(k, -1), out=self._flat)
-            self._mean[:] = self._flat.reshape(self._mean.shape)
-        self._solution[:] = self._mean
+            ops.affine_clip(cand, self._mean, self._noise, self.action_low, self.action_high,
+                            self._beta)
+            self._evaluate(slot)
+            # diverged candidates get weight exp(-inf) = 0
+            if ops.mppi_update(cand, returns, self.temperature, self._weights, self._mean):
+                ok = True
+        np.copyto(self._solution, self._mean)
         return ok
 
 
@@ -423,72 +456,63 @@ class ICEM(Planner):
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows)
 
-    def _sizes(self):
-        return [max(int(self.population / self.decay ** i), 2 * self.num_elites)
-                if i else self.population for i in range(self.iterations)]
-
     def _max_candidates(self):
         h, a = self.horizon, self.packed.act_dim
+        self._sizes = [max(int(self.population / self.decay ** i), 2 * self.num_elites)
+                       if i else self.population for i in range(self.iterations)]
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
-        self._tmp = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
         self._coloring = colored_noise_matrix(h, self.noise_beta).T.copy()  # (M, H)
-        m = self._coloring.shape[0]
-        self._white = np.empty((self.population, a, m), F32)
+        white = np.empty((max(self._sizes), a, self._coloring.shape[0]), F32)
+        self._white = [white[:n] for n in self._sizes]
         self._kept = np.empty((self.num_keep, h, a), F32)
         self._elite_idx = np.empty(self.num_elites, np.intp)
-        self._elite_buf = np.empty((self.num_elites, h, a), F32)
-        return self.population + self.num_keep + 1
+        self._rank = np.arange(self.num_keep, dtype=np.intp)
+        return max(self._sizes) + self.num_keep + 1
+
+    def _candidate_counts(self):
+        # elites are never more than the candidates (sizes >= 2 x elites after the first), so
+        # after the first call the kept count is always num_keep
+        last = len(self._sizes) - 1
+        return {n + kept + (i == last) for i, n in enumerate(self._sizes)
+                for kept in (0, self.num_keep)}
 
     def _reset_state(self):
         self._num_kept = 0
 
     def _shift_state(self):
-        if self._num_kept:
-            kept = self._kept[: self._num_kept]
-            kept[:, :-1] = kept[:, 1:]
-            kept[:, -1] = self._middle[-1]
+        ops.shift_rows(self._kept, self._kept, self._num_kept, self._middle_last)
 
-    def _optimize(self, obs):
-        mean, std, tmp = self._mean, self._std, self._tmp
-        std[:] = self._init_std
-        best_return = -np.inf
-        sizes = self._sizes()
-        for it, n in enumerate(sizes):
-            white = self._white[:n]
+    def _optimize(self):
+        mean, std = self._mean, self._std
+        np.copyto(std, self._init_std)
+        best_return = _NEG_INF
+        last = len(self._sizes) - 1
+        for it in range(last + 1):
+            n, white = self._sizes[it], self._white[it]
             self.rng.standard_normal(out=white, dtype=F32)
-            cand = self._cand[:n]
-            np.matmul(white, self._coloring, out=cand.transpose(0, 2, 1))
-            cand *= std
-            cand += mean
-            k = n
-            if self._num_kept:
-                self._cand[k: k + self._num_kept] = self._kept[: self._num_kept]
-                k += self._num_kept
-            if it == len(sizes) - 1:
-                self._cand[k] = mean
-                k += 1
-            cand = self._cand[:k]
-            self._clip(cand)
-            returns = self._evaluate(obs, k)
-            n_elite = min(self.num_elites, k)
-            idx = _elites(returns, n_elite, self._elite_idx)
-            if returns[idx[0]] > best_return:
-                best_return = returns[idx[0]]
-                self._best[:] = cand[idx[0]]
-            if returns[idx[0]] == -np.inf:
+            slot = self._slot(n + self._num_kept + (it == last))
+            cand, returns = slot[0], slot[1]
+            ops.color_clip(cand, white, self._coloring, mean, std, self.action_low,
+                           self.action_high)
+            ops.gather_rows(self._kept, self._rank, self._num_kept, cand, n)
+            if it == last:
+                ops.put_row(cand, n + self._num_kept, mean)
+            self._evaluate(slot)
+            n_elite = min(self.num_elites, returns.shape[0])
+            ops.top_k(returns, n_elite, self._elite_idx)
+            first = self._elite_idx.item(0)
+            value = returns.item(first)
+            if value > best_return:
+                best_return = value
+                ops.take_row(cand, first, self._best)
+            if value == _NEG_INF:
                 continue
             self._num_kept = min(self.num_keep, n_elite)
-            np.take(cand, idx[: self._num_kept], axis=0, out=self._kept[: self._num_kept])
-            elites = np.take(cand, idx, axis=0, out=self._elite_buf[:n_elite])
-            np.mean(elites, axis=0, out=tmp)
-            mean *= self.alpha
-            mean += (1 - self.alpha) * tmp
-            np.std(elites, axis=0, out=tmp)
-            std *= self.alpha
-            std += (1 - self.alpha) * tmp
-        if best_return == -np.inf:
+            ops.gather_rows(cand, self._elite_idx, self._num_kept, self._kept, 0)
+            ops.elite_update(cand, self._elite_idx, n_elite, mean, std, self.alpha, False)
+        if best_return == _NEG_INF:
             return False
-        self._solution[:] = mean if self.return_mean else self._best
+        np.copyto(self._solution, mean if self.return_mean else self._best)
         return True

@@ -92,7 +92,7 @@ def test_shapes_bounds_and_thread_determinism(packed, name):
     for n in THREADS:
         planner.reset(seed=3)
         with num_threads(n):
-            plans.append([planner.plan(X0 * s) for s in (1.0, -3.0, 30.0)])
+            plans.append([planner.plan(X0 * s).copy() for s in (1.0, -3.0, 30.0)])
     for plan in plans[0]:
         assert plan.shape == (H, 1) and plan.dtype == np.float32
         assert (plan >= -BOUND).all() and (plan <= BOUND).all()
@@ -122,7 +122,7 @@ def test_follows_model_version():
     model = linear_model()
     stand_in = StandInDynamics(model)
     planner = make("cem", stand_in, warm_start=False)
-    first = planner.plan(X0)
+    first = planner.plan(X0).copy()
     stand_in.net.weights[1][[2, 5]] *= -1  # reversed controls: vel -= DT u
     stand_in.version += 1
     planner.reset(seed=0)
@@ -168,3 +168,111 @@ def test_bad_arguments(packed):
     planner = RandomShooting(packed, quadratic_reward, num_samples=8, **kw)
     with pytest.raises(ValueError, match="obs"):
         planner.plan(np.zeros(3))
+
+
+# --- no allocation per call after warm-up (the embedded path) ----------------------------------
+from fastmbrl.benchmarks.controller import allocations
+from fastmbrl.kernels import planner_ops as ops
+
+
+def test_allocation_probe_sees_numpy_temporaries():
+    x = np.zeros(7)
+    assert allocations(lambda: np.isfinite(x).all(), calls=3)["numpy_bytes_per_call"] >= 7
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_steady_state_allocates_no_numpy_array(packed, name):
+    planner = make(name, packed)
+    obs64, buf = X0.astype(np.float64), np.empty((H, 1), np.float32)
+    # the only transient memory of a call: numba unboxing the rollout kernel's array arguments
+    # (48 bytes each), plus a few Python scalars
+    kernel = allocations(lambda: planner._kernel(*planner._slot(planner._cand.shape[0])[2]))
+    for call in (lambda: planner.plan(X0), lambda: planner.act(obs64),
+                 lambda: planner.plan(obs64, out=buf)):
+        got = allocations(call, calls=5, numpy_calls=1)
+        assert got["numpy_bytes_per_call"] == 0, got
+        assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_returned_buffer_and_out(packed, name):
+    a, b = make(name, packed, seed=5), make(name, packed, seed=5)
+    plan = a.plan(X0)
+    assert not plan.flags.writeable and a.plan(X0) is plan
+    out = np.full((H, 1), np.nan, np.float32)
+    assert b.plan(X0) is not out and b.plan(X0, out=out) is out
+    np.testing.assert_array_equal(out, plan)
+    first = np.empty(1, np.float32)
+    assert b.act(X0, out=first) is first and np.isfinite(first).all()
+    assert a.act(X0) is a.act(X0)
+    for bad in (np.empty((H, 2), np.float32), np.empty((H, 1)), [0.0] * H):
+        with pytest.raises(ValueError, match=r"out: expected .*\(8, 1\)"):
+            a.plan(X0, out=bad)
+
+
+def test_obs_checks(packed):
+    planner = make("rs", packed)
+    with pytest.raises(ValueError, match=r"obs: expected shape \(2,?\), got \(3,\)"):
+        planner.act(np.zeros(3))
+    with pytest.raises(ValueError, match=r"obs: expected shape \(2,?\), got \(1, 2\)"):
+        planner.act(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="obs: contains NaN"):
+        planner.act(np.array([0.0, np.inf]))
+    planner.reset(seed=1)
+    from_list = planner.act([0.5, 0.0]).copy()
+    planner.reset(seed=1)
+    np.testing.assert_array_equal(from_list, planner.act(X0.astype(np.float64)))
+
+
+def test_planner_ops_match_numpy():
+    rng = np.random.default_rng(0)
+    returns = rng.integers(-5, 5, 300).astype(np.float32)  # many ties
+    returns[rng.choice(300, 40, replace=False)] = -np.inf
+    idx = np.empty(25, np.intp)
+    ops.top_k(returns, 25, idx)
+    np.testing.assert_array_equal(idx, np.argsort(-returns, kind="stable")[:25])
+    assert ops.score_stats(returns) == (int(np.argmax(returns)), 40)
+
+    cand = rng.standard_normal((300, 6, 2)).astype(np.float32)
+    mean, std = rng.standard_normal((6, 2)).astype(np.float32), np.full((6, 2), 0.7, np.float32)
+    elites = cand[idx].astype(np.float64)
+    for blend in (True, False):
+        m, s = mean.copy(), std.copy()
+        ops.elite_update(cand, idx, 25, m, s, 0.1, blend)
+        np.testing.assert_allclose(m, 0.1 * mean + 0.9 * elites.mean(0), rtol=1e-5, atol=1e-6)
+        want = (np.sqrt(0.1 * std ** 2 + 0.9 * elites.var(0)) if blend
+                else 0.1 * std + 0.9 * elites.std(0))
+        np.testing.assert_allclose(s, want, rtol=1e-5)
+
+    weights = np.empty(300, np.float32)
+    m = mean.copy()
+    assert ops.mppi_update(cand, returns, 0.5, weights, m)
+    w = np.exp((returns.astype(np.float64) - returns.max()) / 0.5)
+    np.testing.assert_allclose(m, np.tensordot(w / w.sum(), cand, 1), rtol=1e-4, atol=1e-6)
+    assert not ops.mppi_update(cand, np.full(300, -np.inf, np.float32), 0.5, weights, m)
+
+    low, high = np.array([-1, -0.5], np.float32), np.array([1, 0.5], np.float32)
+    z = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    got = z.copy()
+    ops.affine_clip(got, mean, std, low, high, 0.3)
+    want = mean + std * z
+    for t in range(1, 6):
+        want[:, t] = 0.3 * want[:, t] + 0.7 * want[:, t - 1]
+    np.testing.assert_allclose(got, np.clip(want, low, high), rtol=1e-5, atol=1e-6)
+
+    white = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    coloring = rng.standard_normal((5, 6)).astype(np.float32)
+    got = np.zeros((4, 6, 2), np.float32)
+    ops.color_clip(got, white, coloring, mean, std, low, high)
+    want = np.clip(mean + std * np.einsum("kam,mt->kta", white, coloring), low, high)
+    np.testing.assert_allclose(got[:3], want, rtol=1e-5, atol=1e-5)
+    assert (got[3] == 0).all()
+
+    z = rng.standard_normal(5000).astype(np.float32)
+    spare = rng.standard_normal(500).astype(np.float32)
+    bad = np.abs(z) > 2
+    good_spare = spare[np.abs(spare) <= 2]
+    got = z.copy()
+    assert ops.truncate_normals(got, spare) == 0
+    np.testing.assert_array_equal(got[~bad], z[~bad])
+    np.testing.assert_array_equal(got[bad], good_spare[: bad.sum()])

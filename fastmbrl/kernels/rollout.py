@@ -366,10 +366,16 @@ def rollout_kernel(reward, terminated=None):
     return kernel
 
 
+def kernel_args(packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns) -> tuple:
+    """The kernel's argument tuple (no checks). Planners build it once per candidate count and
+    call ``kernel(*args)``, which allocates nothing per call."""
+    return (obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
+            chunks[0], chunks[1], *workspace.arrays, returns)
+
+
 def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns):
-    """Call a kernel with prepared arguments (no checks: the planners' hot path)."""
-    kernel(obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
-           chunks[0], chunks[1], *workspace.arrays, returns)
+    """Call a kernel with prepared arguments (no checks)."""
+    kernel(*kernel_args(packed, obs0, actions, chunks, workspace, returns))
     return returns
 
 

@@ -1,0 +1,223 @@
+"""Small numba helpers that keep the planners' per-call path free of NumPy temporaries.
+
+Each one works in place on buffers the planner allocated at construction. They are sequential
+(the work is tiny next to the rollout kernel) and therefore deterministic: random numbers are
+drawn by the planner's numpy Generator before they are called.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+
+_F0 = np.float32(0)
+_F1 = np.float32(1)
+_TWO = np.float32(2)
+_NEG_INF = np.float32(-np.inf)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def load_obs(src, dst):
+    """dst[:] = src cast to float32; True if every value is finite."""
+    ok = True
+    for i in range(dst.shape[0]):
+        v = np.float32(src[i])
+        dst[i] = v
+        if not np.isfinite(v):
+            ok = False
+    return ok
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def affine_clip(cand, shift, scale, low, high, beta):
+    """cand[k] = clip(shift + scale * cand[k], low, high) for (K, H, A) cand and (H, A) shift
+    and scale; with 0 <= beta <= 1 the values are low-pass filtered along the horizon first
+    (a_t = beta a_t + (1 - beta) a_{t-1}, before clipping)."""
+    smooth = beta >= 0
+    for k in range(cand.shape[0]):
+        for a in range(cand.shape[2]):
+            prev = _F0
+            for t in range(cand.shape[1]):
+                v = shift[t, a] + scale[t, a] * cand[k, t, a]
+                if smooth and t > 0:
+                    v = beta * v + (_F1 - beta) * prev
+                prev = v
+                cand[k, t, a] = min(max(v, low[a]), high[a])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def color_clip(cand, white, coloring, mean, std, low, high):
+    """cand[k, t, a] = clip(mean + std * sum_m coloring[m, t] white[k, a, m]) for the first
+    white.shape[0] candidates: colored noise along the horizon (coloring is (M, H))."""
+    for k in range(white.shape[0]):
+        for t in range(cand.shape[1]):
+            for a in range(cand.shape[2]):
+                s = _F0
+                for m in range(coloring.shape[0]):
+                    s += coloring[m, t] * white[k, a, m]
+                v = mean[t, a] + std[t, a] * s
+                cand[k, t, a] = min(max(v, low[a]), high[a])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def truncate_normals(z, spare):
+    """Replace entries of z outside [-2, 2] by the next entries of `spare` inside it, in order.
+    Returns how many are still outside (spare ran out: draw it again and call again)."""
+    j = 0
+    n_spare = spare.shape[0]
+    left = 0
+    flat = z.reshape(-1)
+    for i in range(flat.shape[0]):
+        if abs(flat[i]) > _TWO:
+            while j < n_spare and abs(spare[j]) > _TWO:
+                j += 1
+            if j < n_spare:
+                flat[i] = spare[j]
+                j += 1
+            else:
+                left += 1
+    return left
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def cap_std(std, mean, low, high):
+    """std = min(std, (mean - low) / 2, (high - mean) / 2): mean +- 2 std stays in bounds."""
+    for t in range(std.shape[0]):
+        for a in range(std.shape[1]):
+            room = min(mean[t, a] - low[a], high[a] - mean[t, a]) / _TWO
+            std[t, a] = min(std[t, a], room)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def score_stats(returns):
+    """(index of the best return, number of -inf returns); the first index on ties."""
+    best = 0
+    n_inf = 0
+    for i in range(returns.shape[0]):
+        v = returns[i]
+        if v == _NEG_INF:
+            n_inf += 1
+        if v > returns[best]:
+            best = i
+    return best, n_inf
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def top_k(returns, n, idx):
+    """Write the indices of the n best returns to idx[:n], best first (earlier index first on
+    ties), by insertion into the sorted prefix: O(K n) at worst, O(K + n^2 log K) typically."""
+    size = 0
+    for i in range(returns.shape[0]):
+        v = returns[i]
+        if size == n and not v > returns[idx[n - 1]]:
+            continue
+        j = size if size < n else n - 1
+        while j > 0 and v > returns[idx[j - 1]]:
+            idx[j] = idx[j - 1]
+            j -= 1
+        idx[j] = i
+        if size < n:
+            size += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def elite_update(cand, idx, n, mean, std, alpha, blend_variance):
+    """Moment update from the elites cand[idx[:n]]: mean = alpha mean + (1 - alpha) elite mean;
+    std = sqrt(alpha std^2 + (1 - alpha) elite var) if blend_variance (CEM) else
+    alpha std + (1 - alpha) elite std (iCEM). Population statistics, accumulated in float64."""
+    for t in range(mean.shape[0]):
+        for a in range(mean.shape[1]):
+            s = 0.0
+            for e in range(n):
+                s += cand[idx[e], t, a]
+            mu = s / n
+            q = 0.0
+            for e in range(n):
+                d = cand[idx[e], t, a] - mu
+                q += d * d
+            var = q / n
+            sd = std[t, a]
+            if blend_variance:
+                sd = np.sqrt(alpha * sd * sd + (1.0 - alpha) * var)
+            else:
+                sd = alpha * sd + (1.0 - alpha) * np.sqrt(var)
+            mean[t, a] = alpha * mean[t, a] + (1.0 - alpha) * mu
+            std[t, a] = sd
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mppi_update(cand, returns, temperature, weights, mean):
+    """mean = sum_k w_k cand[k] with w_k ∝ exp((R_k - max R) / temperature) (-inf scores get
+    weight 0). Returns False, leaving mean alone, if every return is -inf."""
+    top = _NEG_INF
+    for k in range(returns.shape[0]):
+        top = max(top, returns[k])
+    if top == _NEG_INF:
+        return False
+    total = 0.0
+    for k in range(returns.shape[0]):
+        w = np.exp((returns[k] - top) / temperature)
+        weights[k] = w
+        total += w
+    for t in range(mean.shape[0]):
+        for a in range(mean.shape[1]):
+            s = 0.0
+            for k in range(returns.shape[0]):
+                s += weights[k] * cand[k, t, a]
+            mean[t, a] = s / total
+    return True
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def take_row(src, i, dst):
+    """dst[:] = src[i] for a (K, H, A) src."""
+    for t in range(dst.shape[0]):
+        for a in range(dst.shape[1]):
+            dst[t, a] = src[i, t, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def put_row(dst, i, src):
+    """dst[i] = src for a (K, H, A) dst."""
+    for t in range(src.shape[0]):
+        for a in range(src.shape[1]):
+            dst[i, t, a] = src[t, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def gather_rows(src, idx, n, dst, start):
+    """dst[start + j] = src[idx[j]] for j < n."""
+    for j in range(n):
+        for t in range(src.shape[1]):
+            for a in range(src.shape[2]):
+                dst[start + j, t, a] = src[idx[j], t, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def finish_plan(solution, low, high, out):
+    """Clip the (H, A) solution to the bounds in place and copy it to `out` ((H, A) or the
+    first action, (A,))."""
+    for t in range(solution.shape[0]):
+        for a in range(solution.shape[1]):
+            solution[t, a] = min(max(solution[t, a], low[a]), high[a])
+    if out.ndim == 1:
+        for a in range(out.shape[0]):
+            out[a] = solution[0, a]
+    else:
+        for t in range(out.shape[0]):
+            for a in range(out.shape[1]):
+                out[t, a] = solution[t, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def shift_rows(src, dst, n, fill):
+    """Warm start: dst[j, :-1] = src[j, 1:], dst[j, -1] = fill for j < n ((N, H, A) arrays;
+    src may be dst)."""
+    h = src.shape[1]
+    for j in range(n):
+        for t in range(h - 1):
+            for a in range(src.shape[2]):
+                dst[j, t, a] = src[j, t + 1, a]
+        for a in range(src.shape[2]):
+            dst[j, h - 1, a] = fill[a]

@@ -1,0 +1,48 @@
+"""Controller.act on the embedded path: checks on obs, the returned buffer, no allocation."""
+import numpy as np
+import pytest
+
+from fastmbrl import Controller, DynamicsModel
+from fastmbrl.benchmarks.controller import allocations
+
+
+@pytest.fixture(scope="module")
+def controller():
+    model = DynamicsModel(3, 1, (16, 16), "silu", seed=0)
+    return Controller(model, "Pendulum-v1", planner="cem", horizon=6, num_samples=64,
+                      planner_options={"iterations": 2})
+
+
+def test_act_checks_obs(controller):
+    with pytest.raises(ValueError, match=r"obs: expected shape \(3,?\), got \(4,\)"):
+        controller.act(np.zeros(4))
+    with pytest.raises(ValueError, match=r"obs: expected shape \(3,?\), got \(\)"):
+        controller.act(1.0)
+    with pytest.raises(ValueError, match="obs: contains NaN"):
+        controller.act(np.array([1.0, np.nan, 0.0]))
+    with pytest.raises(ValueError, match="obs: cannot be cast"):
+        controller.act(["a", "b", "c"])
+
+
+def test_act_returns_bounded_action_in_a_reused_buffer(controller):
+    controller.reset(seed=2)
+    action = controller.act(np.array([1.0, 0.0, 0.5]))
+    assert action.shape == (1,) and action.dtype == np.float32 and not action.flags.writeable
+    assert np.abs(action).max() <= 2.0
+    kept = action.copy()
+    controller.reset(seed=2)
+    out = np.empty(1, np.float32)
+    assert controller.act(np.array([1.0, 0.0, 0.5], np.float32), out=out) is out
+    np.testing.assert_array_equal(out, kept)
+    assert controller.act(np.zeros(3)) is action  # the same buffer, overwritten
+
+
+def test_act_allocates_no_numpy_array(controller):
+    planner = controller.planner
+    kernel = allocations(lambda: planner._kernel(*planner._slot(planner._cand.shape[0])[2]))
+    obs = np.array([0.3, -0.9, 1.5])  # float64, as gymnasium returns
+    out = np.empty(1, np.float32)
+    for call in (lambda: controller.act(obs), lambda: controller.act(obs, out)):
+        got = allocations(call, calls=5, numpy_calls=1)
+        assert got["numpy_bytes_per_call"] == 0, got
+        assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
