@@ -574,7 +574,8 @@ _builtin("MountainCarContinuous-v0", 2, 1, 1.0, mountain_car_reward, mountain_ca
          model_epochs=50, planner="icem", horizon=50, num_samples=400)
 _builtin("InvertedPendulum-v5", 4, 1, 3.0, inverted_pendulum_reward, inverted_pendulum_terminated,
          random_steps=1000, iterations=4, steps_per_iteration=1000, episode_length=1000,
-         model_epochs=50, planner="cem", horizon=15, num_samples=400)
+         model_hidden=(64, 64), model_activation="silu", model_epochs=50, planner="cem",
+         horizon=30, num_samples=400)
 _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward,
          random_steps=2000, iterations=18, steps_per_iteration=1000, episode_length=50,
          model_activation="silu", model_epochs=50, planner="cem", horizon=25, num_samples=400)
