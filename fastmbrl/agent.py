@@ -22,7 +22,8 @@ from .controller import PLANNERS, Controller
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError
 from .io import read_json, write_json
-from .rundir import append_metrics, finished_metrics, read_run_config, write_run_config
+from .rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
+                     write_run_config)
 from .tasks import get_task
 
 @dataclasses.dataclass
@@ -56,11 +57,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by the task's default (or the library's)."""
         defaults = {**LIBRARY_DEFAULTS, **task_defaults(get_task(self.task))}
-        values = dataclasses.asdict(self)
-        for key, value in values.items():
-            if value is None and key in defaults:
-                values[key] = defaults[key]
-        values["hidden"] = tuple(values["hidden"])
+        values = fill_defaults(self, defaults, ("hidden",))
         values["planner_options"] = dict(values["planner_options"] or {})
         cfg = TrainConfig(**values)
         cfg.validate()

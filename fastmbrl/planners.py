@@ -59,6 +59,16 @@ def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
     return float(value)
 
 
+def _elite_count(elites, population: int) -> int:
+    """`elites` as a count, or as a fraction of the population if a float in (0, 1)."""
+    if isinstance(elites, float) and 0 < elites < 1:
+        elites = max(1, int(round(elites * population)))
+    elites = check_positive_int(elites, "elites")
+    if elites > population:
+        raise ValueError(f"elites ({elites}) must not exceed population ({population})")
+    return elites
+
+
 def _check_positive(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -296,12 +306,7 @@ class CEM(Planner):
                  sampling="truncated", return_mean=True, seed=0, warm_start=True,
                  rows=DEFAULT_ROWS):
         self.population = check_positive_int(population, "population")
-        if isinstance(elites, float) and 0 < elites < 1:
-            elites = max(1, int(round(elites * self.population)))
-        self.num_elites = check_positive_int(elites, "elites")
-        if self.num_elites > self.population:
-            raise ValueError(f"elites ({self.num_elites}) must not exceed population "
-                             f"({self.population})")
+        self.num_elites = _elite_count(elites, self.population)
         self.iterations = check_positive_int(iterations, "iterations")
         self.alpha = _check_fraction(alpha, "alpha")
         if sampling not in ("truncated", "clipped"):
@@ -437,10 +442,7 @@ class ICEM(Planner):
                  keep_fraction=0.3, alpha=0.1, init_std=None, return_mean=False, seed=0,
                  warm_start=True, rows=DEFAULT_ROWS):
         self.population = check_positive_int(population, "population")
-        self.num_elites = check_positive_int(elites, "elites")
-        if self.num_elites > self.population:
-            raise ValueError(f"elites ({self.num_elites}) must not exceed population "
-                             f"({self.population})")
+        self.num_elites = _elite_count(elites, self.population)
         self.iterations = check_positive_int(iterations, "iterations")
         self.decay = _check_positive(decay, "decay")
         if self.decay < 1:

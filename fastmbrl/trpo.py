@@ -34,7 +34,8 @@ from .errors import FastMBRLError, FormatError
 from .io import load_npz, read_json, save_npz, write_json
 from .kernels import trpo as _k
 from .nn import MLP, Adam
-from .rundir import append_metrics, finished_metrics, read_run_config, write_run_config
+from .rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
+                     write_run_config)
 from .tasks import get_task
 
 POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
@@ -408,13 +409,7 @@ class TRPOConfig:
         """A copy with every None replaced by the task's TRPO default (or the generic one)."""
         get_task(self.task)  # unknown task names fail here, with the registry's message
         defaults = {**TRPO_DEFAULTS, **TRPO_TASK_DEFAULTS.get(self.task, {})}
-        values = dataclasses.asdict(self)
-        for key, value in values.items():
-            if value is None and key in defaults:
-                values[key] = defaults[key]
-        values["hidden"] = tuple(values["hidden"])
-        values["value_hidden"] = tuple(values["value_hidden"])
-        cfg = TRPOConfig(**values)
+        cfg = TRPOConfig(**fill_defaults(self, defaults, ("hidden", "value_hidden")))
         cfg.validate()
         return cfg
 
