@@ -187,6 +187,7 @@ class Run:
         while self.env_steps < cfg.steps:
             self.iteration += 1
             t0 = time.perf_counter()
+            self.log(f"iteration {self.iteration}: fitting the model on {self.env_steps} transitions")
             history = self.model.fit(
                 self.buffer, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                 validation_ratio=cfg.validation_ratio, patience=cfg.patience,

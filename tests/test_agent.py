@@ -56,7 +56,7 @@ def test_resume_keeps_finished_iterations(tmp_path):
     def interrupt_in_second_iteration(msg):
         if msg.startswith("  episode") and "iteration 1" in calls:
             raise KeyboardInterrupt
-        if msg.startswith("iteration 1"):
+        if msg.startswith("iteration 1:") and "return" in msg:  # the summary line
             calls["iteration 1"] = True
 
     with pytest.raises(KeyboardInterrupt):
