@@ -582,8 +582,7 @@ _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward,
 _builtin("HalfCheetah-v5", 18, 6, 1.0, half_cheetah_reward, env_kwargs=_X_VISIBLE,
          random_steps=10000, iterations=8, steps_per_iteration=5000, episode_length=1000,
          model_hidden=(200, 200), model_activation="silu", model_epochs=60,
-         planner="cem", horizon=30, num_samples=400, planner_options={"iterations": 4},
-         ignore_obs_dims=(0,))
+         planner="rs", horizon=20, num_samples=1000, ignore_obs_dims=(0,))
 _builtin("Hopper-v5", 12, 3, 1.0, hopper_reward, hopper_terminated, env_kwargs=_X_VISIBLE,
          random_steps=20000, iterations=5, steps_per_iteration=11000, episode_length=1000,
          model_epochs=40, planner="rs", horizon=40, num_samples=1000, ignore_obs_dims=(0,))
