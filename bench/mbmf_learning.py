@@ -52,13 +52,17 @@ def run_one(algo, task, seed, steps, settings, out, verbose):
 
 
 def mean_curve(curves, grid):
-    """Mean over seeds of each curve, linearly interpolated on `grid` (within its range)."""
+    """Mean over seeds of the curves, each linearly interpolated on `grid` within its own range
+    (NaN where no seed has a point)."""
     values = []
     for rows in curves:
         x = np.array([r["env_steps"] for r in rows], float)
         y = np.array([r["mean_return"] for r in rows], float)
-        values.append(np.where(grid <= x[-1], np.interp(grid, x, y), np.nan))
-    return np.nanmean(values, axis=0)
+        values.append(np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan))
+    values = np.array(values)
+    count = np.sum(~np.isnan(values), axis=0)
+    total = np.nansum(values, axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def plot(results, task, target, path):
@@ -69,8 +73,8 @@ def plot(results, task, target, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    end = max(r["env_steps"] for curves in results.values() for rows in curves for r in rows)
-    grid = np.linspace(0, end, 400)
+    rows = [r for curves in results.values() for c in curves for r in c]
+    grid = np.linspace(min(r["env_steps"] for r in rows), max(r["env_steps"] for r in rows), 400)
     for (algo, curves), color in zip(results.items(), ("tab:red", "tab:blue")):
         for rows in curves:
             ax.plot([r["env_steps"] for r in rows], [r["mean_return"] for r in rows],

@@ -20,7 +20,7 @@ from fastmbrl.trpo import GaussianPolicy, PolicyController, TRPOConfig, TRPORun 
 QUIET = lambda *a: None  # noqa: E731
 TINY = dict(
     steps=1400, dagger_rounds=2, dagger_steps=100, bc_epochs=3,
-    mbrl=dict(steps=500, random_steps=200, steps_per_iteration=150, episode_length=150,
+    mbrl=dict(steps=500, random_steps=200, steps_per_iteration=150, episode_length=150, planner="rs",
               horizon=6, num_samples=32, hidden=(16, 16), epochs=2, batch_size=64),
     trpo=dict(steps_per_iteration=200, hidden=(16,), value_hidden=(16,), value_epochs=2),
 )
