@@ -27,7 +27,6 @@ import numpy as np  # noqa: E402
 
 from fastmbrl import mbmf, trpo  # noqa: E402
 from fastmbrl.errors import require  # noqa: E402
-from fastmbrl.rundir import read_metrics  # noqa: E402
 
 
 def parse_settings(items):

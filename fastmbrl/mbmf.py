@@ -37,7 +37,7 @@ DATA_KIND, DATA_VERSION = "mbmf_imitation", 1
 FINE_TUNE_LOG_STD = -1.0
 
 
-# -- imitation --------------------------------------------------------------------------------------
+# -- imitation ------------------------------------------------------------------------------------
 def behaviour_clone(policy: GaussianPolicy, obs, actions, epochs, batch_size=256, lr=1e-3,
                     rng=None) -> float:
     """Fit the policy's mean network to `actions` on raw states `obs` by minibatch Adam on the
@@ -130,8 +130,9 @@ class MBMFConfig:
                 raise FastMBRLError(f"{name} settings must not repeat task or seed")
         unknown = set(trpo) - {f.name for f in dataclasses.fields(TRPOConfig)}
         if unknown or "steps" in trpo:
-            raise FastMBRLError(f"unknown trpo setting(s): {', '.join(sorted(unknown or {'steps'}))}"
-                                " (the fine-tuning gets the steps the other phases leave)")
+            names = ", ".join(sorted(unknown or {"steps"}))
+            raise FastMBRLError(f"unknown trpo setting(s): {names} (the fine-tuning gets the "
+                                "steps the other phases leave)")
         try:
             mb = TrainConfig(task=self.task, seed=self.seed, **mbrl).resolved()
         except TypeError as exc:
@@ -390,12 +391,15 @@ class MBMFRun:
                 run.data_act = as_array(arrays["actions"], "actions",
                                         (run.data_obs.shape[0], run.task.act_dim), np.float64)
             except (KeyError, ValueError) as exc:
-                raise FormatError(f"{out}/imitation.npz is not valid imitation data: {exc}") from exc
+                raise FormatError(f"{out}/imitation.npz is not valid imitation data: {exc}") \
+                    from exc
         run.phase, run.iteration = state["phase"], state["iteration"]
-        run.env_steps, run.rounds, run.episodes = state["env_steps"], state["rounds"], state["episodes"]
+        run.env_steps, run.rounds = state["env_steps"], state["rounds"]
+        run.episodes = state["episodes"]
         run.rng.bit_generator.state = state["rng"]
         run.metrics = finished_metrics(out, run.iteration)
-        log(f"resuming {out} in phase {run.phase} at row {run.iteration}, {run.env_steps} env steps")
+        log(f"resuming {out} in phase {run.phase} at row {run.iteration}, "
+            f"{run.env_steps} env steps")
         return run
 
 
@@ -410,7 +414,7 @@ def train(task: str, out=None, log=print, **settings) -> MBMFRun:
     return run
 
 
-# -- CLI: fastmbrl train ENV --algo mbmf ------------------------------------------------------------
+# -- CLI: fastmbrl train ENV --algo mbmf ----------------------------------------------------------
 _MBRL_ARGS = ("planner", "random_steps", "steps_per_iteration", "horizon", "num_samples", "epochs")
 _TRPO_ARGS = ("gamma", "lam", "max_kl", "damping", "cg_iters", "value_epochs")
 
@@ -434,7 +438,8 @@ def run(args) -> int:
         r = MBMFRun.resume(args.resume, log)
     else:
         if not args.task:
-            raise FastMBRLError("a task name is required, e.g. fastmbrl train Pendulum-v1 --algo mbmf")
+            raise FastMBRLError(
+                "a task name is required, e.g. fastmbrl train Pendulum-v1 --algo mbmf")
         mbrl = {k: getattr(args, k) for k in _MBRL_ARGS if getattr(args, k, None) is not None}
         if args.mbrl_steps is not None:
             mbrl["steps"] = args.mbrl_steps
