@@ -50,6 +50,12 @@ def run_one(algo, task, seed, steps, settings, out, verbose):
     return [r for r in run.metrics if r["mean_return"] is not None], time.perf_counter() - t0
 
 
+def first_reaching(rows, target, skip_phase=None):
+    """env_steps of the first row (not of phase `skip_phase`) with a return >= target, or None."""
+    return next((r["env_steps"] for r in rows if target is not None
+                 and r.get("phase") != skip_phase and r["mean_return"] >= target), None)
+
+
 def mean_curve(curves, grid):
     """Mean over seeds of the curves, each linearly interpolated on `grid` within its own range
     (NaN where no seed has a point)."""
@@ -117,25 +123,27 @@ def main(argv=None):
             rows, wall = run_one(algo, args.task, seed, args.steps, settings[algo], out,
                                  args.verbose)
             results[algo].append(rows)
-            reached = next((r["env_steps"] for r in rows if args.target is not None
-                            and r["mean_return"] >= args.target), None)
+            reached = first_reaching(rows, args.target)
             final = statistics.mean(r["mean_return"] for r in rows[-5:])
             phases = ""
             if algo == "mbmf":
                 ends = {}
                 for r in rows:
                     ends[r["phase"]] = (r["env_steps"], r["mean_return"])
-                phases = "; phase ends (env steps, return): " + ", ".join(
-                    f"{k} ({s}, {v:.0f})" for k, (s, v) in ends.items())
+                phases = (f"; the policy (DAgger or TRPO, not MPC) reached it at "
+                          f"{first_reaching(rows, args.target, 'mbrl')}; phase ends (env steps, "
+                          "return): "
+                          + ", ".join(f"{k} ({s}, {v:.0f})" for k, (s, v) in ends.items()))
             print(f"{algo} {args.task} seed {seed}: reached {args.target} at {reached} env steps, "
                   f"final {final:.1f}, best {max(r['mean_return'] for r in rows):.1f}, "
                   f"wall {wall:.0f} s{phases}", flush=True)
     for algo, curves in results.items():
-        hits = [next((r["env_steps"] for r in rows if args.target is not None
-                      and r["mean_return"] >= args.target), None) for rows in curves]
-        got = [h for h in hits if h is not None]
-        print(f"{algo}: reached {args.target} in {len(got)}/{len(hits)} seed(s), median "
-              f"{statistics.median(got) if got else None} env steps")
+        views = (("", None), (" (policy only)", "mbrl")) if algo == "mbmf" else (("", None),)
+        for who, skip in views:
+            hits = [first_reaching(rows, args.target, skip) for rows in curves]
+            got = [h for h in hits if h is not None]
+            print(f"{algo}{who}: reached {args.target} in {len(got)}/{len(hits)} seed(s) at "
+                  f"{hits} env steps, median {statistics.median(got) if got else None}")
     png = args.png or str(Path(args.out or ".") / f"{args.task}-mbmf-vs-trpo.png")
     plot(results, args.task, args.target, png)
     print(f"wrote {png}")
