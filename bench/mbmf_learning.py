@@ -53,7 +53,8 @@ def run_one(algo, task, seed, steps, settings, out, verbose):
 def first_reaching(rows, target, skip_phase=None):
     """env_steps of the first row (not of phase `skip_phase`) with a return >= target, or None."""
     return next((r["env_steps"] for r in rows if target is not None
-                 and r.get("phase") != skip_phase and r["mean_return"] >= target), None)
+                 and (skip_phase is None or r.get("phase") != skip_phase)
+                 and r["mean_return"] >= target), None)
 
 
 def mean_curve(curves, grid):
