@@ -279,8 +279,9 @@ _PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs")
 
 def add_arguments(p):
     p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
-    p.add_argument("--algo", choices=("mbrl", "trpo"), default="mbrl",
-                   help="mbrl: model-based RL with MPC (default); trpo: model-free TRPO")
+    p.add_argument("--algo", choices=("mbrl", "trpo", "mbmf"), default="mbrl",
+                   help="mbrl: model-based RL with MPC (default); trpo: model-free TRPO; "
+                        "mbmf: MPC imitated by a policy, then fine-tuned by TRPO")
     p.add_argument("--planner", choices=sorted(PLANNERS), help="planner (default: the task's)")
     p.add_argument("--steps", type=int, help="total environment steps")
     p.add_argument("--random-steps", type=int, help="random-action steps before the first fit")
@@ -293,6 +294,8 @@ def add_arguments(p):
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     trpo.add_arguments(p, common=False)
+    from . import mbmf  # mbmf imports this module
+    mbmf.add_arguments(p)
 
 
 def run(args) -> int:
@@ -302,6 +305,9 @@ def run(args) -> int:
         if given:
             raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl")
         return trpo.run(args)
+    if algo == "mbmf":
+        from . import mbmf
+        return mbmf.run(args)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
     if args.resume:
         if args.task:

@@ -14,11 +14,12 @@ from .trpo import PolicyController
 
 
 def load_controller(path, **overrides):
-    """The acting object saved at `path`: an MPC Controller, or a TRPO policy."""
+    """The acting object saved at `path`: an MPC Controller, or a TRPO (or MB-MF) policy."""
     directory = Path(path) if Path(path).is_dir() else Path(path).parent
-    if (directory / "config.json").exists() and read_run_config(directory)["algo"] == "trpo":
+    if (directory / "config.json").exists() and read_run_config(directory)["algo"] in ("trpo",
+                                                                                       "mbmf"):
         if overrides:
-            raise FastMBRLError("a TRPO policy has no planner settings to override")
+            raise FastMBRLError("a policy has no planner settings to override")
         return PolicyController.load(path)
     return Controller.load(path, **overrides)
 

@@ -462,9 +462,14 @@ TRPO_TASK_DEFAULTS = {
 
 # -- the run --------------------------------------------------------------------------------------
 class TRPORun:
-    """One TRPO training run bound to a run directory (or to none, for library use)."""
+    """One TRPO training run bound to a run directory (or to none, for library use).
 
-    def __init__(self, config: TRPOConfig, out=None, log=print):
+    `initial_policy` (a GaussianPolicy of the configured sizes, trained in place) replaces the
+    freshly initialised policy, e.g. one imitating a model-based controller (MB-MF); its log σ
+    and observation statistics are kept as they are.
+    """
+
+    def __init__(self, config: TRPOConfig, out=None, log=print, initial_policy=None):
         self.config = cfg = config.resolved()
         self.task = get_task(cfg.task)
         self.out = Path(out) if out is not None else None
@@ -475,6 +480,16 @@ class TRPORun:
                                      cfg.activation, cfg.init_log_std, rng=init)
         self.value = ValueBaseline(self.task.obs_dim, cfg.value_hidden, cfg.activation,
                                    cfg.value_lr, rng=init)
+        if initial_policy is not None:
+            p = initial_policy
+            if ((p.obs_dim, p.act_dim, p.net.hidden, p.net.activation)
+                    != (self.task.obs_dim, self.task.act_dim, cfg.hidden, cfg.activation)):
+                raise FastMBRLError(
+                    f"initial_policy (obs {p.obs_dim}, act {p.act_dim}, hidden {p.net.hidden}, "
+                    f"{p.net.activation}) does not match the configuration (obs "
+                    f"{self.task.obs_dim}, act {self.task.act_dim}, hidden {cfg.hidden}, "
+                    f"{cfg.activation})")
+            self.policy = p
         self.ret_norm = RunningNorm(1, clip=np.inf)  # statistics of the discounted return
         self.iteration = 0
         self.episodes = 0
