@@ -10,7 +10,6 @@ interrupted run resumes from its last finished iteration.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -293,41 +292,45 @@ def add_arguments(p):
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
-    trpo.add_arguments(p, common=False)
+    trpo.add_arguments(p)
     from . import mbmf  # mbmf imports this module
     mbmf.add_arguments(p)
 
 
+def new_run(args, log) -> Run:
+    """A new run directory from `fastmbrl train` arguments."""
+    settings = {k: getattr(args, k) for k in ("planner", "steps", "random_steps",
+                "steps_per_iteration", "horizon", "num_samples", "epochs")
+                if getattr(args, k) is not None}
+    cfg = TrainConfig(task=args.task, seed=args.seed, **settings).resolved()
+    out = args.out or f"runs/{cfg.task}-{cfg.planner}-s{cfg.seed}"
+    r = Run(cfg, out, log)
+    r.write_config()
+    log(f"training {cfg.task} with {cfg.planner} for {cfg.steps} steps into {out}")
+    return r
+
+
 def run(args) -> int:
+    from . import mbmf
+
+    algos = {"mbrl": (Run, new_run), "trpo": (trpo.TRPORun, trpo.new_run),
+             "mbmf": (mbmf.MBMFRun, mbmf.new_run)}
     algo = read_run_config(args.resume)["algo"] if args.resume else args.algo
     if algo == "trpo":
         given = [f"--{k.replace('_', '-')}" for k in _PLANNING_ARGS if getattr(args, k) is not None]
         if given:
-            raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl")
-        return trpo.run(args)
-    if algo == "mbmf":
-        from . import mbmf
-        return mbmf.run(args)
-    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    if args.resume:
-        if args.task:
-            raise FastMBRLError("give either a task or --resume DIR, not both")
-        r = Run.resume(args.resume, log)
-    else:
-        if not args.task:
-            raise FastMBRLError("a task name is required, e.g. fastmbrl train Pendulum-v1")
-        settings = {k: getattr(args, k) for k in ("planner", "steps", "random_steps",
-                    "steps_per_iteration", "horizon", "num_samples", "epochs")
-                    if getattr(args, k) is not None}
-        cfg = TrainConfig(task=args.task, seed=args.seed, **settings).resolved()
-        out = args.out or f"runs/{cfg.task}-{cfg.planner}-s{cfg.seed}"
-        r = Run(cfg, out, log)
-        r.write_config()
-        log(f"training {cfg.task} with {cfg.planner} for {cfg.steps} steps into {out}")
+            raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl or mbmf")
+    if args.resume and args.task:
+        raise FastMBRLError("give either a task or --resume DIR, not both")
+    if not args.resume and not args.task:
+        raise FastMBRLError(f"a task name is required, e.g. fastmbrl train Pendulum-v1 --algo {algo}")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    run_class, start = algos[algo]
+    r = run_class.resume(args.resume, log) if args.resume else start(args, log)
     t0 = time.perf_counter()
     r.train()
-    last = r.metrics[-1] if r.metrics else {}
+    last = next((m["mean_return"] for m in reversed(r.metrics) if m.get("mean_return") is not None),
+                float("nan"))
     print(f"done: {r.env_steps} steps in {time.perf_counter() - t0:.0f} s, last mean return "
-          f"{last.get('mean_return', float('nan')):.2f}; evaluate with: fastmbrl eval {r.out}",
-          file=sys.stdout)
+          f"{last:.2f}; evaluate with: fastmbrl eval {r.out}")
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -430,32 +429,17 @@ def add_arguments(p) -> None:
     g.add_argument("--bc-epochs", type=int, help="imitation passes per fit")
 
 
-def run(args) -> int:
-    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    if args.resume:
-        if args.task:
-            raise FastMBRLError("give either a task or --resume DIR, not both")
-        r = MBMFRun.resume(args.resume, log)
-    else:
-        if not args.task:
-            raise FastMBRLError(
-                "a task name is required, e.g. fastmbrl train Pendulum-v1 --algo mbmf")
-        mbrl = {k: getattr(args, k) for k in _MBRL_ARGS if getattr(args, k, None) is not None}
-        if args.mbrl_steps is not None:
-            mbrl["steps"] = args.mbrl_steps
-        trpo = {k: getattr(args, k) for k in _TRPO_ARGS if getattr(args, k, None) is not None}
-        settings = {k: getattr(args, k) for k in ("steps", "dagger_rounds", "dagger_steps",
-                                                  "bc_epochs") if getattr(args, k) is not None}
-        cfg = MBMFConfig(task=args.task, seed=args.seed, mbrl=mbrl, trpo=trpo,
-                         **settings).resolved()
-        out = args.out or f"runs/{cfg.task}-mbmf-s{cfg.seed}"
-        r = MBMFRun(cfg, out, log)
-        r.write_config()
-        log(f"training {cfg.task} with MB-MF for {cfg.steps} steps into {out}")
-    t0 = time.perf_counter()
-    r.train()
-    last = next((m["mean_return"] for m in reversed(r.metrics) if m["mean_return"] is not None),
-                float("nan"))
-    print(f"done: {r.env_steps} steps in {time.perf_counter() - t0:.0f} s, last mean return "
-          f"{last:.2f}; evaluate with: fastmbrl eval {r.out}", file=sys.stdout)
-    return 0
+def new_run(args, log) -> "MBMFRun":
+    """A new run directory from `fastmbrl train ... --algo mbmf` arguments."""
+    mbrl = {k: getattr(args, k) for k in _MBRL_ARGS if getattr(args, k, None) is not None}
+    if args.mbrl_steps is not None:
+        mbrl["steps"] = args.mbrl_steps
+    trpo = {k: getattr(args, k) for k in _TRPO_ARGS if getattr(args, k, None) is not None}
+    settings = {k: getattr(args, k) for k in ("steps", "dagger_rounds", "dagger_steps",
+                                              "bc_epochs") if getattr(args, k) is not None}
+    cfg = MBMFConfig(task=args.task, seed=args.seed, mbrl=mbrl, trpo=trpo, **settings).resolved()
+    out = args.out or f"runs/{cfg.task}-mbmf-s{cfg.seed}"
+    r = MBMFRun(cfg, out, log)
+    r.write_config()
+    log(f"training {cfg.task} with MB-MF for {cfg.steps} steps into {out}")
+    return r

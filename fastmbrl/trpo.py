@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -721,16 +720,8 @@ _CLI_SETTINGS = ("steps", "steps_per_iteration", "gamma", "lam", "max_kl", "damp
                  "value_epochs")
 
 
-def add_arguments(p, common: bool = True) -> None:
-    """TRPO's options; with common=False only those the MBRL `train` parser lacks."""
-    if common:
-        p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
-        p.add_argument("--steps", type=int, help="total environment steps")
-        p.add_argument("--steps-per-iteration", type=int, help="transitions per policy update")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", help="run directory (default: runs/TASK-trpo-sSEED)")
-        p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
-        p.add_argument("--quiet", action="store_true", help="print only the summary")
+def add_arguments(p) -> None:
+    """TRPO's own options, for `fastmbrl train --algo trpo` (agent.py has the shared ones)."""
     g = p.add_argument_group("TRPO (with --algo trpo)")
     g.add_argument("--gamma", type=float, help="discount")
     g.add_argument("--lam", type=float, help="GAE lambda")
@@ -740,25 +731,12 @@ def add_arguments(p, common: bool = True) -> None:
     g.add_argument("--value-epochs", type=int, help="value-baseline passes per batch")
 
 
-def run(args) -> int:
-    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    if args.resume:
-        if args.task:
-            raise FastMBRLError("give either a task or --resume DIR, not both")
-        r = TRPORun.resume(args.resume, log)
-    else:
-        if not args.task:
-            raise FastMBRLError("a task name is required, e.g. fastmbrl train Pendulum-v1 --algo trpo")
-        settings = {k: getattr(args, k) for k in _CLI_SETTINGS if getattr(args, k, None) is not None}
-        cfg = TRPOConfig(task=args.task, seed=args.seed, **settings).resolved()
-        out = args.out or f"runs/{cfg.task}-trpo-s{cfg.seed}"
-        r = TRPORun(cfg, out, log)
-        r.write_config()
-        log(f"training {cfg.task} with TRPO for {cfg.steps} steps into {out}")
-    t0 = time.perf_counter()
-    r.train()
-    last = next((m["mean_return"] for m in reversed(r.metrics) if m["mean_return"] is not None),
-                float("nan"))
-    print(f"done: {r.env_steps} steps in {time.perf_counter() - t0:.0f} s, last mean return "
-          f"{last:.2f}; evaluate with: fastmbrl eval {r.out}", file=sys.stdout)
-    return 0
+def new_run(args, log) -> TRPORun:
+    """A new run directory from `fastmbrl train ... --algo trpo` arguments."""
+    settings = {k: getattr(args, k) for k in _CLI_SETTINGS if getattr(args, k, None) is not None}
+    cfg = TRPOConfig(task=args.task, seed=args.seed, **settings).resolved()
+    out = args.out or f"runs/{cfg.task}-trpo-s{cfg.seed}"
+    r = TRPORun(cfg, out, log)
+    r.write_config()
+    log(f"training {cfg.task} with TRPO for {cfg.steps} steps into {out}")
+    return r

@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import numpy as np
@@ -6,10 +5,11 @@ import pytest
 
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.nn import MLP
+from fastmbrl.cli import main
 from fastmbrl.rundir import read_run_config
 from fastmbrl.trpo import (
-    GaussianPolicy, PolicyBatch, PolicyController, TRPOConfig, TRPORun, add_arguments,
-    conjugate_gradient, gae, gaussian_kl, line_search, run, train, trpo_update,
+    GaussianPolicy, PolicyBatch, PolicyController, TRPOConfig, TRPORun,
+    conjugate_gradient, gae, gaussian_kl, line_search, train, trpo_update,
 )
 from reference import gae_reference
 
@@ -199,18 +199,13 @@ def test_smoke_run_writes_run_directory_and_resumes(tmp_path):
 
 
 def test_cli_trains_and_reports(tmp_path, capsys):
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    args = p.parse_args(["Pendulum-v1", "--steps", "400", "--steps-per-iteration", "200",
-                         "--max-kl", "0.02", "--out", str(tmp_path / "r"), "--quiet"])
-    assert run(args) == 0
+    out = str(tmp_path / "r")
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--steps", "400",
+                 "--steps-per-iteration", "200", "--max-kl", "0.02", "--out", out, "--quiet"]) == 0
     assert "done: 400 steps" in capsys.readouterr().out
-    assert read_run_config(tmp_path / "r", "trpo")["max_kl"] == 0.02
-    with pytest.raises(FastMBRLError, match="either a task or --resume"):
-        run(p.parse_args(["Pendulum-v1", "--resume", str(tmp_path / "r")]))
-    narrow = argparse.ArgumentParser()
-    add_arguments(narrow, common=False)  # only TRPO's own options, for the MBRL train parser
-    assert narrow.parse_args(["--max-kl", "0.05"]).max_kl == 0.05
+    assert read_run_config(out, "trpo")["max_kl"] == 0.02
+    assert main(["train", "Pendulum-v1", "--resume", out]) == 1
+    assert "either a task or --resume" in capsys.readouterr().err
 
 
 def test_bad_inputs(tmp_path):
