@@ -175,6 +175,16 @@ class Planner:
         return self._first_action if out is None else out
 
     # --- helpers for subclasses ----------------------------------------------------------
+    def _rank_elites(self, cand, returns, n_elite, best_return) -> float:
+        """Put the top `n_elite` indices in self._elite_idx; keep the best row seen in
+        self._best when it beats `best_return`. Returns the top return."""
+        ops.top_k(returns, n_elite, self._elite_idx)
+        first = self._elite_idx.item(0)
+        value = returns.item(first)
+        if value > best_return:
+            ops.take_row(cand, first, self._best)
+        return value
+
     def _run(self, obs, out):
         if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES
                 and obs.shape[0] == self._obs.shape[0]):
@@ -346,12 +356,8 @@ class CEM(Planner):
             self._sample_normal(cand)
             ops.affine_clip(cand, mean, std, self.action_low, self.action_high, _NO_SMOOTHING)
             self._evaluate(slot)
-            ops.top_k(returns, self.num_elites, self._elite_idx)
-            first = self._elite_idx.item(0)
-            value = returns.item(first)
-            if value > best_return:
-                best_return = value
-                ops.take_row(cand, first, self._best)
+            value = self._rank_elites(cand, returns, self.num_elites, best_return)
+            best_return = max(best_return, value)
             if value == _NEG_INF:
                 continue  # every candidate diverged: keep the distribution
             ops.elite_update(cand, self._elite_idx, self.num_elites, mean, std, self.alpha, True)
@@ -503,12 +509,8 @@ class ICEM(Planner):
                 ops.put_row(cand, n + self._num_kept, mean)
             self._evaluate(slot)
             n_elite = min(self.num_elites, returns.shape[0])
-            ops.top_k(returns, n_elite, self._elite_idx)
-            first = self._elite_idx.item(0)
-            value = returns.item(first)
-            if value > best_return:
-                best_return = value
-                ops.take_row(cand, first, self._best)
+            value = self._rank_elites(cand, returns, n_elite, best_return)
+            best_return = max(best_return, value)
             if value == _NEG_INF:
                 continue
             self._num_kept = min(self.num_keep, n_elite)
