@@ -20,4 +20,5 @@ def test_train_epoch(benchmark, name, impl):
     benchmark.group = name
     benchmark.extra_info.update(samples=SAMPLES, blas=blas_info())
     benchmark.pedantic(run, rounds=5, iterations=1)
-    benchmark.extra_info["samples_per_s"] = SAMPLES / benchmark.stats.stats.median
+    if benchmark.stats is not None:  # None under --benchmark-disable (CI's smoke run)
+        benchmark.extra_info["samples_per_s"] = SAMPLES / benchmark.stats.stats.median
