@@ -41,7 +41,7 @@ def read_run_config(out, algo=None) -> dict:
     config = meta.get("config")
     if not isinstance(config, dict):
         raise FormatError(f"{out}/config.json has no config entry")
-    found = config.setdefault("algo", "mbrl")  # the first MBRL runs did not name it
+    found = config.get("algo")
     if found not in ALGOS or (algo is not None and found != algo):
         raise FormatError(f"{out} is not a {algo or 'fastmbrl'} run (its algo is {found!r})")
     return config
