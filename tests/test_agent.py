@@ -128,3 +128,12 @@ def test_cli_trpo_train_eval_and_resume_dispatch(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert main(["train", "Pendulum-v1", "--algo", "trpo", "--horizon", "5"]) == 1
     assert "only apply to --algo mbrl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("planner", ["mppi", "icem"])
+def test_loop_runs_with_every_planner(tmp_path, planner):
+    run = train("InvertedPendulum-v5", out=tmp_path / planner, log=lambda m: None, planner=planner,
+                steps=300, random_steps=200, steps_per_iteration=100, horizon=5, num_samples=40,
+                hidden=(16, 16), epochs=1)
+    assert run.env_steps == 300 and run.metrics[-1]["plan_ms"] > 0
+    assert Controller.load(tmp_path / planner).settings["planner"] == planner
