@@ -17,7 +17,8 @@ import numpy as np
 
 from .buffer import ReplayBuffer
 from . import trpo
-from .controller import PLANNERS, Controller
+from .controller import Controller
+from .planners import PLANNERS
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError
 from .io import read_json, write_json

@@ -12,12 +12,9 @@ from ._validate import check_positive_int
 from .dynamics import DynamicsModel
 from .errors import FastMBRLError, FormatError
 from .io import read_json, write_json
-from .planners import CEM, ICEM, MPPI, RandomShooting
+from .planners import BUDGET_ARG, PLANNERS
 from .tasks import get_task
 
-PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
-# The constructor argument that sets each planner's sample budget.
-_BUDGET_ARG = {"rs": "num_samples", "cem": "population", "mppi": "num_samples", "icem": "population"}
 
 CONTROLLER_FILE = "controller.json"
 MODEL_FILE = "model.npz"
@@ -29,7 +26,7 @@ def build_planner(name, model, task, horizon, num_samples, seed, options=None):
     if name not in PLANNERS:
         raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
     kwargs = dict(options or {})
-    kwargs[_BUDGET_ARG[name]] = check_positive_int(num_samples, "num_samples")
+    kwargs[BUDGET_ARG[name]] = check_positive_int(num_samples, "num_samples")
     return PLANNERS[name](
         model,
         task.reward,

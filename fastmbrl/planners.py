@@ -520,3 +520,9 @@ class ICEM(Planner):
             return False
         np.copyto(self._solution, mean if self.return_mean else self._best)
         return True
+
+
+#: planner names used by tasks, configs and the CLI
+PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
+#: the constructor argument that sets each planner's sample budget
+BUDGET_ARG = {"rs": "num_samples", "cem": "population", "mppi": "num_samples", "icem": "population"}

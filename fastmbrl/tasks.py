@@ -32,6 +32,8 @@ import numpy as np
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FastMBRLError, MissingExtraError, require
 from fastmbrl.kernels import FASTMATH
+from fastmbrl.nn import ACTIVATIONS
+from fastmbrl.planners import PLANNERS
 
 __all__ = ["Task", "register_task", "get_task", "list_tasks"]
 
@@ -301,8 +303,6 @@ def pusher_reward(obs, act, next_obs, out):
 # ---------------------------------------------------------------------------------------------
 # Task, defaults, registry
 
-PLANNERS = ("rs", "cem", "mppi", "icem")
-ACTIVATIONS = ("relu", "tanh", "silu", "swish")
 
 # Hyperparameters of the MBRL loop (Algorithm 1) that a task may set; the rest take these values.
 # The env-step budget of a run is random_steps + iterations * steps_per_iteration.
@@ -341,10 +341,10 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
         merged["model_hidden"] = tuple(check_positive_int(h, "model_hidden entries")
                                        for h in merged["model_hidden"])
         if merged["model_activation"] not in ACTIVATIONS:
-            raise ValueError(f"model_activation must be one of {ACTIVATIONS}, "
+            raise ValueError(f"model_activation must be one of {tuple(ACTIVATIONS)}, "
                              f"got {merged['model_activation']!r}")
         if merged["planner"] not in PLANNERS:
-            raise ValueError(f"planner must be one of {PLANNERS}, got {merged['planner']!r}")
+            raise ValueError(f"planner must be one of {tuple(PLANNERS)}, got {merged['planner']!r}")
         dims = tuple(operator.index(d) for d in merged["ignore_obs_dims"])
         if any(not 0 <= d < obs_dim for d in dims) or len(set(dims)) != len(dims):
             raise ValueError(
