@@ -49,6 +49,8 @@ class TrainConfig:
     hidden: tuple | None = None
     activation: str | None = None
     epochs: int | None = None
+    #: members of the bootstrap model ensemble (1: a single network)
+    ensemble_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     patience: int | None = None
@@ -68,7 +70,7 @@ class TrainConfig:
             raise FastMBRLError(f"unknown planner {self.planner!r}; choose one of {', '.join(PLANNERS)}")
         # random_steps must be positive too: the first fit needs data
         for name in ("steps", "random_steps", "steps_per_iteration", "horizon", "num_samples",
-                     "epochs", "batch_size"):
+                     "epochs", "ensemble_size", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FastMBRLError(f"{name} must be a positive integer, got {value!r}")
@@ -92,6 +94,7 @@ def task_defaults(task) -> dict:
         "episode_length": d["episode_length"], "planner": d["planner"], "horizon": d["horizon"],
         "num_samples": d["num_samples"], "hidden": d["model_hidden"],
         "activation": d["model_activation"], "epochs": d["model_epochs"],
+        "ensemble_size": d["model_ensemble"],
         "planner_options": d["planner_options"],
     }
 
@@ -132,6 +135,7 @@ class Run:
         self.model = DynamicsModel(
             self.task.obs_dim, self.task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=self.task.defaults["ignore_obs_dims"], seed=cfg.seed,
+            ensemble_size=cfg.ensemble_size,
         )
         self.iteration = 0
         self.episodes = 0
@@ -274,7 +278,7 @@ def train(task: str, out=None, log=print, **settings) -> Run:
 
 
 # -- CLI: fastmbrl train -------------------------------------------------------------------------
-_PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs")
+_PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs", "ensemble_size")
 
 
 def add_arguments(p):
@@ -289,6 +293,8 @@ def add_arguments(p):
     p.add_argument("--horizon", type=int, help="planning horizon")
     p.add_argument("--num-samples", type=int, help="candidates per plan (population for cem/icem)")
     p.add_argument("--epochs", type=int, help="model epochs per fit")
+    p.add_argument("--ensemble-size", type=int, metavar="B",
+                   help="bootstrap ensemble of B models; plans average over them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
@@ -301,7 +307,7 @@ def add_arguments(p):
 def new_run(args, log) -> Run:
     """A new run directory from `fastmbrl train` arguments."""
     settings = {k: getattr(args, k) for k in ("planner", "steps", "random_steps",
-                "steps_per_iteration", "horizon", "num_samples", "epochs")
+                "steps_per_iteration", "horizon", "num_samples", "epochs", "ensemble_size")
                 if getattr(args, k) is not None}
     cfg = TrainConfig(task=args.task, seed=args.seed, **settings).resolved()
     out = args.out or f"runs/{cfg.task}-{cfg.planner}-s{cfg.seed}"

@@ -3,6 +3,11 @@
 Inputs (obs, action) and targets (the delta s' - s) are normalised by statistics of the
 training rows; the network predicts the normalised delta:
     next_obs = obs + delta_mean + delta_std * net((concat(obs, act) - input_mean) * input_scale)
+
+With `ensemble_size` B > 1 the model is a bootstrap ensemble (as the deterministic ensembles of
+PETS): B networks sharing the statistics, each fitted on its own resample of the training rows.
+The planners score every candidate under every member and average, so plans avoid what the
+members disagree on; `predict` and `rollout` step with the members' mean prediction.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from .io import load_npz, save_npz
 from .nn import MLP, Adam, train_mse_epoch
 
 _KIND = "dynamics_model"
-_VERSION = 1
+_VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load
 _STATS = ("input_mean", "input_scale", "delta_mean", "delta_std")
 _MIN_STD = 1e-6  # below this a dimension is treated as constant (scale 1, not 1/std)
 _EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
@@ -31,7 +36,7 @@ class DynamicsModel:
     """
 
     def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
-                 ignore_obs_dims=(), seed=0, dtype=np.float32):
+                 ignore_obs_dims=(), seed=0, dtype=np.float32, ensemble_size=1):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         dims = sorted({int(d) for d in ignore_obs_dims})
@@ -40,8 +45,11 @@ class DynamicsModel:
                              f"got {tuple(ignore_obs_dims)!r}")
         self.ignore_obs_dims = tuple(dims)
         self.seed = int(seed)
-        self.net = MLP(self.obs_dim + self.act_dim, self.obs_dim, hidden, activation, dtype,
-                       rng=np.random.default_rng(self.seed))
+        self.ensemble_size = check_positive_int(ensemble_size, "ensemble_size")
+        self.nets = [MLP(self.obs_dim + self.act_dim, self.obs_dim, hidden, activation, dtype,
+                         rng=np.random.default_rng(self.seed if m == 0 else [self.seed, 2, m]))
+                     for m in range(self.ensemble_size)]
+        self.net = self.nets[0]
         self.hidden, self.activation, self.dtype = self.net.hidden, self.net.activation, self.net.dtype
         in_dim = self.obs_dim + self.act_dim
         self.input_mean = np.zeros(in_dim, self.dtype)
@@ -54,7 +62,8 @@ class DynamicsModel:
 
     def __repr__(self):
         return (f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, hidden={self.hidden}, "
-                f"activation={self.activation!r}, version={self.version})")
+                f"activation={self.activation!r}, ensemble_size={self.ensemble_size}, "
+                f"version={self.version})")
 
     # ----------------------------------------------------------------------------- prediction
     def _inputs(self, obs, act):
@@ -63,11 +72,20 @@ class DynamicsModel:
         x *= self.input_scale
         return x
 
-    def _net_out(self, x):
-        """Network outputs for normalised inputs, in chunks so memory stays bounded."""
+    def _net_out(self, x, net=None):
+        """Outputs of `net` (default: the members' mean) for normalised inputs, in chunks so
+        memory stays bounded."""
+        if net is None:
+            if self.ensemble_size == 1:
+                return self._net_out(x, self.net)
+            out = self._net_out(x, self.nets[0])
+            for other in self.nets[1:]:
+                out += self._net_out(x, other)
+            out /= self.dtype.type(self.ensemble_size)
+            return out
         if x.shape[0] <= _EVAL_CHUNK:
-            return self.net.forward(x)
-        return np.concatenate([self.net.forward(x[i:i + _EVAL_CHUNK])
+            return net.forward(x)
+        return np.concatenate([net.forward(x[i:i + _EVAL_CHUNK])
                                for i in range(0, x.shape[0], _EVAL_CHUNK)])
 
     def _step(self, obs, act):
@@ -159,9 +177,10 @@ class DynamicsModel:
         t /= self.delta_std
         return t
 
-    def _evaluate(self, x, t):
-        """(normalised MSE, raw next-obs MSE) of the network on normalised inputs/targets."""
-        err = (self._net_out(x) - t).astype(np.float64) ** 2
+    def _evaluate(self, x, t, net=None):
+        """(normalised MSE, raw next-obs MSE) of `net` (default: the members' mean) on
+        normalised inputs/targets."""
+        err = (self._net_out(x, net) - t).astype(np.float64) ** 2
         per_dim = err.mean(axis=0)
         return float(per_dim.mean()), float((per_dim * self.delta_std.astype(np.float64) ** 2).mean())
 
@@ -173,8 +192,10 @@ class DynamicsModel:
         The buffer's seeded split (`buffer.split(validation_ratio, seed)`) gives the validation
         rows; statistics come from the training rows. Validation runs every epoch; training stops
         after `patience` epochs without improvement (None: never) and the best weights are
-        restored. Returns the history: per-epoch "train_loss", "val_loss" (normalised MSE),
-        "val_mse" (next-observation MSE), "seconds", plus "best_epoch" and "stopped_early".
+        restored. An ensemble trains member m on a bootstrap resample of the training rows; its
+        losses are the members' mean, and each member keeps its own best epoch's weights.
+        Returns the history: per-epoch "train_loss", "val_loss" (normalised MSE), "val_mse"
+        (next-observation MSE), "seconds", plus "best_epoch" and "stopped_early".
         A non-finite loss restores the model as it was before the call and raises FastMBRLError
         naming the epoch.
         """
@@ -202,16 +223,30 @@ class DynamicsModel:
         if val_idx.size:
             va = buffer.get(val_idx)
             x_va, t_va = self._inputs(va.obs, va.action), self._targets(va.obs, va.next_obs)
-        opt = Adam(self.net.params, lr=lr, weight_decay=weight_decay)
+        b = self.ensemble_size
+        opts = [Adam(net.params, lr=lr, weight_decay=weight_decay) for net in self.nets]
+        if b == 1:
+            data = [(x_tr, t_tr)]
+        else:
+            boot = [self._rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)]
+            data = [(x_tr[i], t_tr[i]) for i in boot]
         history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
                    "best_epoch": None, "stopped_early": False}
-        best, best_params, waited = np.inf, None, 0
+        best, waited = np.inf, 0
+        member_best = [np.inf] * b
+        best_params = [None] * b
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
+            member_val = []
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught just below
-                train_loss = train_mse_epoch(self.net, opt, x_tr, t_tr, batch_size, self._rng,
-                                             input_noise)
-                val_loss, val_mse = self._evaluate(x_va, t_va) if val_idx.size else (np.nan, np.nan)
+                train_loss = np.mean([
+                    train_mse_epoch(net, opt, x, t, batch_size, self._rng, input_noise)
+                    for net, opt, (x, t) in zip(self.nets, opts, data)])
+                if val_idx.size:
+                    member_val = [self._evaluate(x_va, t_va, net) for net in self.nets]
+                    val_loss, val_mse = np.mean(member_val, axis=0)
+                else:
+                    val_loss, val_mse = np.nan, np.nan
             seconds = time.perf_counter() - t0
             if not np.isfinite(train_loss) or (val_idx.size and not np.isfinite(val_loss)):
                 self.load_state(before)
@@ -223,25 +258,33 @@ class DynamicsModel:
             if verbose:
                 print(f"epoch {epoch:>4}/{epochs}  train {train_loss:.5f}  val {val_loss:.5f}  "
                       f"val mse {val_mse:.3g}  {seconds:.2f}s", flush=True)
+            for m, (loss, _) in enumerate(member_val):
+                if loss < member_best[m]:
+                    member_best[m] = loss
+                    best_params[m] = self.nets[m].flat_params.copy()
             score = val_loss if val_idx.size else train_loss
             if score < best:
                 best, waited, history["best_epoch"] = score, 0, epoch
-                if val_idx.size:
-                    best_params = self.net.flat_params.copy()
             else:
                 waited += 1
                 if patience is not None and waited >= patience:
                     history["stopped_early"] = epoch < epochs
                     break
-        if best_params is not None:
-            self.net.flat_params[:] = best_params
+        for net, params in zip(self.nets, best_params):
+            if params is not None:
+                net.flat_params[:] = params
         self.version += 1
         return history
 
     # ------------------------------------------------------------------------------ state, I/O
     def state_dict(self) -> dict:
-        """Copies of the weights ("W0", "b0", ...) and the four statistics arrays."""
-        state = self.net.state_dict()
+        """Copies of the weights ("W0", "b0", ...; "m0_W0", "m1_W0", ... for an ensemble) and
+        the four statistics arrays."""
+        if self.ensemble_size == 1:
+            state = self.net.state_dict()
+        else:
+            state = {f"m{m}_{k}": v for m, net in enumerate(self.nets)
+                     for k, v in net.state_dict().items()}
         for name in _STATS:
             state[name] = getattr(self, name).copy()
         return state
@@ -257,7 +300,22 @@ class DynamicsModel:
             stats[name] = as_array(state.pop(name), f"state[{name!r}]", (size,), self.dtype)
         if (stats["input_scale"] < 0).any() or (stats["delta_std"] <= 0).any():
             raise ValueError("state: input_scale must be >= 0 and delta_std > 0")
-        self.net.load_state_dict(state)
+        if self.ensemble_size == 1:
+            parts = [state]
+        else:
+            parts = [{k[len(f"m{m}_"):]: v for k, v in state.items() if k.startswith(f"m{m}_")}
+                     for m in range(self.ensemble_size)]
+            if sum(map(len, parts)) != len(state):
+                raise ValueError(f"state: keys {sorted(state)} do not name members "
+                                 f"0..{self.ensemble_size - 1}")
+        before = [net.state_dict() for net in self.nets]
+        try:
+            for net, part in zip(self.nets, parts):
+                net.load_state_dict(part)
+        except ValueError:
+            for net, old in zip(self.nets, before):  # a bad member leaves every member as it was
+                net.load_state_dict(old)
+            raise
         for name, value in stats.items():
             getattr(self, name)[:] = value
         self.version += 1
@@ -266,17 +324,17 @@ class DynamicsModel:
         """Write weights, statistics and a JSON header (sizes, activation) to one .npz file."""
         header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
                   "activation": self.activation, "ignore_obs_dims": list(self.ignore_obs_dims),
-                  "seed": self.seed, "dtype": self.dtype.name}
+                  "seed": self.seed, "dtype": self.dtype.name, "ensemble_size": self.ensemble_size}
         return save_npz(path, _KIND, _VERSION, header, self.state_dict())
 
     @classmethod
     def load(cls, path) -> "DynamicsModel":
         """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
-        header, arrays = load_npz(path, _KIND, (_VERSION,))
+        header, arrays = load_npz(path, _KIND, (1, _VERSION))
         try:
             model = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
                         header["activation"], tuple(header["ignore_obs_dims"]), header["seed"],
-                        np.dtype(header["dtype"]))
+                        np.dtype(header["dtype"]), header.get("ensemble_size", 1))
             model.load_state(arrays)
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: not a valid dynamics model ({exc})") from exc

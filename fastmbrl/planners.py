@@ -21,6 +21,13 @@ C-contiguous array of shape (H, A) for ``plan`` or (A,) for ``act``, to receive 
 your own buffer. The zero-allocation path takes ``obs`` as a 1-D float32 or float64 ndarray of
 length O (anything else is converted first, which allocates).
 
+Ensembles
+---------
+With a model of B > 1 members (``DynamicsModel(ensemble_size=B)``) every candidate is rolled out
+under each member and scored by the mean of its B returns, as PETS's trajectory sampling with one
+particle per member: a sequence that only some members believe in scores low, which keeps the
+planner from exploiting one network's errors. A plan then costs B times the model steps.
+
 After each call, ``last_best_return`` holds the best return found, ``last_num_diverged`` how many
 candidates diverged (the model produced inf/NaN: they score -inf) and ``last_num_evaluated`` how
 many were scored. If every candidate diverges the planner still returns a finite in-bounds plan
@@ -105,6 +112,7 @@ class Planner:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._rows = check_positive_int(rows, "rows")
+        self.num_members = self.packed.num_members
         self._kernel = rollout_kernel(reward_fn, terminated_fn)
         shape = (self.horizon, a)
         self._low = np.ascontiguousarray(np.broadcast_to(self.action_low, shape))
@@ -122,7 +130,9 @@ class Planner:
         k = self._max_candidates()
         self._cand = np.empty((k, self.horizon, a), F32)
         self._returns = np.empty(k, F32)
-        self._workspace = Workspace(self.packed, -(-k // self._rows), self._rows)
+        self._member_returns = np.empty(self.num_members * k if self.num_members > 1 else 0, F32)
+        self._workspace = Workspace(self.packed, self.num_members * -(-k // self._rows),
+                                    self._rows)
         self._slots = {}
         self._warned = False
         self.reset()
@@ -193,7 +203,8 @@ class Planner:
             raise ValueError("obs: contains NaN or infinite values")
         if self._model is not None and self._model.version != self.packed.version:
             packed = pack_dynamics(self._model, self.packed)
-            if not self._workspace.fits(packed, self._workspace.num_chunks):
+            if (packed.num_members != self.num_members
+                    or not self._workspace.fits(packed, self._workspace.num_chunks)):
                 raise ValueError("model: its shape changed since the planner was built")
             self.packed = packed
             self._slots.clear()
@@ -234,20 +245,25 @@ class Planner:
         self.reset()
 
     def _slot(self, k):
-        """(candidates (k, H, A), returns (k,), kernel arguments) for k candidates: views and
-        tuples built once, so that a call allocates nothing."""
+        """(candidates (k, H, A), returns (k,), kernel arguments, per-member returns (B k,) or
+        None) for k candidates: views and tuples built once, so that a call allocates nothing."""
         slot = self._slots.get(k)
         if slot is None:
             cand, returns = self._cand[:k], self._returns[:k]
-            chunks = make_chunks(k, self._rows)
-            args = kernel_args(self.packed, self._obs, cand, chunks, self._workspace, returns)
-            slot = self._slots[k] = (cand, returns, args)
+            b = self.num_members
+            raw = self._member_returns[:b * k] if b > 1 else None
+            chunks = make_chunks(k, self._rows, every_member=b if b > 1 else None)
+            args = kernel_args(self.packed, self._obs, cand, chunks, self._workspace,
+                               returns if raw is None else raw)
+            slot = self._slots[k] = (cand, returns, args, raw)
         return slot
 
     def _evaluate(self, slot) -> int:
         """Score a slot's candidates; returns the index of the best; updates the statistics."""
         self._kernel(*slot[2])
         returns = slot[1]
+        if slot[3] is not None:
+            ops.member_mean(slot[3], returns)
         best, n_inf = ops.score_stats(returns)
         self.last_num_evaluated += returns.shape[0]
         self.last_num_diverged += n_inf

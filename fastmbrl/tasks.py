@@ -314,6 +314,7 @@ GENERIC_DEFAULTS = {
     "model_hidden": (200, 200),    # MLP hidden widths
     "model_activation": "relu",
     "model_epochs": 50,            # passes over the data per fit
+    "model_ensemble": 1,           # bootstrap ensemble members (planners average over them)
     "planner": "cem",              # one of PLANNERS
     "horizon": 20,                 # planning horizon H
     "num_samples": 400,            # candidate sequences per planning iteration (K / population)
@@ -336,7 +337,7 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
         if merged["random_steps"] != 0:
             merged["random_steps"] = check_positive_int(merged["random_steps"], "random_steps")
         for key in ("iterations", "steps_per_iteration", "episode_length", "model_epochs",
-                    "horizon", "num_samples"):
+                    "model_ensemble", "horizon", "num_samples"):
             merged[key] = check_positive_int(merged[key], key)
         merged["model_hidden"] = tuple(check_positive_int(h, "model_hidden entries")
                                        for h in merged["model_hidden"])

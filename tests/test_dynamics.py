@@ -192,9 +192,9 @@ def test_load_refuses_bad_files(fitted, tmp_path):
     state = model.state_dict()
     header = {"obs_dim": 3, "act_dim": 1, "hidden": [64, 64], "activation": "relu",
               "ignore_obs_dims": [], "seed": 0, "dtype": "float32"}
-    save_npz(tmp_path / "v2.npz", "dynamics_model", 2, header, state)
-    with pytest.raises(FormatError, match="version 2"):
-        DynamicsModel.load(tmp_path / "v2.npz")
+    save_npz(tmp_path / "v3.npz", "dynamics_model", 3, header, state)
+    with pytest.raises(FormatError, match="version 3"):
+        DynamicsModel.load(tmp_path / "v3.npz")
     save_npz(tmp_path / "buf.npz", "replay_buffer", 1, header, state)
     with pytest.raises(FormatError, match="replay_buffer"):
         DynamicsModel.load(tmp_path / "buf.npz")
@@ -302,3 +302,53 @@ def test_bench_train_smoke(capsys):
     row = json.loads(capsys.readouterr().out.strip())
     assert row["config"] == "pendulum_small" and row["samples_per_s"] > 0
     assert row["numpy_samples_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def ensemble(pendulum):
+    model = DynamicsModel(3, 1, hidden=(32, 32), activation="silu", seed=1, ensemble_size=3)
+    history = model.fit(pendulum, **FIT)
+    return model, history
+
+
+def test_ensemble_members_fit_their_own_bootstrap(ensemble, pendulum):
+    model, history = ensemble
+    assert len(model.nets) == 3 and model.net is model.nets[0]
+    params = [net.flat_params for net in model.nets]
+    assert not np.array_equal(params[0], params[1]) and not np.array_equal(params[1], params[2])
+    _, val = pendulum.split(FIT["validation_ratio"], seed=1)
+    v = pendulum.get(val)
+    x = model._inputs(v.obs, v.action)
+    outs = [net.forward(x).copy() for net in model.nets]
+    member_mse = [float(np.mean(((o * model.delta_std + model.delta_mean) + v.obs - v.next_obs)
+                                ** 2)) for o in outs]
+    # every member learned the dynamics, and the reported loss is the members' mean
+    assert max(member_mse) < PENDULUM_VAL_MSE
+    best = history["best_epoch"]
+    assert min(history["val_mse"]) == history["val_mse"][best - 1]
+    # predictions are the members' mean
+    mean_next = np.mean([o * model.delta_std + model.delta_mean for o in outs], axis=0) + v.obs
+    np.testing.assert_allclose(model.predict(v.obs, v.action), mean_next, rtol=1e-5, atol=1e-6)
+    roll = model.rollout(v.obs[:4], v.action[:4, None].repeat(2, axis=1))
+    np.testing.assert_allclose(roll[:, 1], mean_next[:4], rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_save_load_and_bad_state(ensemble, tmp_path):
+    model, _ = ensemble
+    path = model.save(tmp_path / "ens")
+    back = DynamicsModel.load(path)
+    assert back.ensemble_size == 3 and "ensemble_size=3" in repr(back)
+    for a, b in zip(model.nets, back.nets):
+        np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    state = model.state_dict()
+    assert {"m0_W0", "m2_b2", "input_mean"} <= set(state) and "W0" not in state
+    bad = dict(state, m2_W1=np.zeros((3, 3), np.float32))
+    before = [net.flat_params.copy() for net in back.nets]
+    with pytest.raises(ValueError, match="m2_W1|W1"):
+        back.load_state(bad)
+    for net, old in zip(back.nets, before):  # nothing changed, member 0 and 1 included
+        np.testing.assert_array_equal(net.flat_params, old)
+    with pytest.raises(ValueError, match="members"):
+        back.load_state(dict(state, m3_W0=state["m0_W0"]))
+    with pytest.raises(ValueError, match="ensemble_size"):
+        DynamicsModel(3, 1, ensemble_size=0)

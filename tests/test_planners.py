@@ -276,3 +276,34 @@ def test_planner_ops_match_numpy():
     assert ops.truncate_normals(got, spare) == 0
     np.testing.assert_array_equal(got[~bad], z[~bad])
     np.testing.assert_array_equal(got[bad], good_spare[: bad.sum()])
+
+
+def _member(scale):
+    """The linear model with its control gain scaled: members that disagree about the action."""
+    m = linear_model()
+    m["weights"] = [m["weights"][0], m["weights"][1] * np.array([[1.0, 1.0], [1.0, 1.0],
+                                                                  [1.0, scale]] * 2)]
+    return m
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_ensemble_scores_every_candidate_by_the_members_mean(name):
+    members = [_member(s) for s in (1.0, 0.5, 1.5)]
+    stacked = {k: ([m[k] for m in members] if k in ("weights", "biases")
+                   else np.stack([m[k] for m in members])) for k in members[0]}
+    planner = make(name, pack_model(activation="relu", **stacked), warm_start=False)
+    assert planner.num_members == 3
+    slot = planner._slot(planner._cand.shape[0])
+    cand, returns = slot[0], slot[1]
+    cand[:] = np.random.default_rng(0).uniform(-BOUND, BOUND, cand.shape)
+    planner._obs[:] = X0  # what plan() loads before scoring
+    best = planner._evaluate(slot)
+    want = np.mean([rollout_reference(activation="relu", obs=X0, actions=cand.astype(np.float64),
+                                      reward=quadratic_reward, **m) for m in members], axis=0)
+    np.testing.assert_allclose(returns, want, rtol=1e-4, atol=1e-4)
+    assert best == np.argmax(want)
+    plan = planner.plan(X0)
+    assert np.isfinite(plan).all() and np.abs(plan).max() <= BOUND
+    # the allocation-free path holds for ensembles too
+    got = allocations(lambda: planner.plan(X0), calls=3, numpy_calls=1)
+    assert got["numpy_bytes_per_call"] == 0, got

@@ -72,8 +72,30 @@ def test_ensemble_members():
         want = rollout_reference(activation="relu", obs=obs, actions=actions[members == m],
                                  reward=quadratic_reward, **model)
         np.testing.assert_allclose(got[members == m], want, rtol=1e-4, atol=1e-4)
-    starts, owners = make_chunks(20, 8, members)
+    starts, owners, sources = make_chunks(20, 8, members)
     assert list(starts) == [0, 8, 10, 18, 20] and list(owners) == [0, 0, 1, 1]
+    assert list(sources) == [0, 8, 10, 18]
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_every_member_scores_each_candidate_under_each_member(threads):
+    rng = np.random.default_rng(8)
+    parts = [random_model(rng, 4, 2, (24, 17)) for _ in range(3)]
+    stacked = {k: ([p[k] for p in parts] if k in ("weights", "biases")
+                   else np.stack([p[k] for p in parts])) for k in parts[0]}
+    packed = pack_model(activation="silu", **stacked)
+    obs = rng.standard_normal(4).astype(np.float32)
+    actions = rng.uniform(-1, 1, (21, 6, 2)).astype(np.float32)  # 21: partial chunks per member
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, quadratic_reward, every_member=True, rows=8)
+    assert got.shape == (3, 21)
+    for m, model in enumerate(parts):
+        want = rollout_reference(activation="silu", obs=obs, actions=actions,
+                                 reward=quadratic_reward, **model)
+        np.testing.assert_allclose(got[m], want, rtol=1e-4, atol=1e-4)
+    starts, owners, sources = make_chunks(21, 8, every_member=3)
+    assert list(starts) == [0, 8, 16, 21, 29, 37, 42, 50, 58, 63]
+    assert list(owners) == [0, 0, 0, 1, 1, 1, 2, 2, 2] and list(sources) == [0, 8, 16] * 3
 
 
 def test_divergence_scores_minus_inf():
@@ -126,6 +148,8 @@ def test_bad_inputs():
         rollout(packed, np.zeros(3), actions, lambda o, a, n, out: None)
     with pytest.raises(ValueError, match="sorted"):
         make_chunks(4, 8, np.array([1, 0, 0, 0]))
+    with pytest.raises(ValueError, match="not both"):
+        make_chunks(4, 8, np.zeros(4, int), every_member=2)
     with pytest.raises(ValueError, match="multiple of 8"):
         Workspace(packed, 1, rows=12)
     with pytest.raises(TypeError, match="DynamicsModel"):

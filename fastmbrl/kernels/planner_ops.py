@@ -104,6 +104,20 @@ def score_stats(returns):
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def member_mean(raw, out):
+    """out[k] = mean over members m of raw[m * K + k], for raw (B * K,) and out (K,): the
+    ensemble's score of each candidate (-inf if any member's rollout diverged)."""
+    k = out.shape[0]
+    b = raw.shape[0] // k
+    inv = np.float32(1.0 / b)
+    for i in range(k):
+        s = raw[i]
+        for m in range(1, b):
+            s += raw[m * k + i]
+        out[i] = s * inv
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def top_k(returns, n, idx):
     """Write the indices of the n best returns to idx[:n], best first (earlier index first on
     ties), by insertion into the sorted prefix: O(K n) at worst, O(K + n^2 log K) typically."""

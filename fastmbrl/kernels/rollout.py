@@ -175,20 +175,38 @@ def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
                  "version"):
         if not hasattr(model, attr):
             raise TypeError(f"model: expected a DynamicsModel (missing attribute {attr!r})")
-    packed = pack_model(model.net.weights, model.net.biases, model.activation, model.input_mean,
+    nets = getattr(model, "nets", [model.net])
+    weights = [n.weights for n in nets] if len(nets) > 1 else nets[0].weights
+    biases = [n.biases for n in nets] if len(nets) > 1 else nets[0].biases
+    packed = pack_model(weights, biases, model.activation, model.input_mean,
                         model.input_scale, model.delta_mean, model.delta_std, model.version)
     return PackedModel(packed.weights, packed.biases, packed.layers, packed.obs_dim,
                        packed.act_dim, packed.activation, packed.version, id(model))
 
 
-def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None):
+def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None, every_member=None):
     """Split candidates into chunks of at most `rows`, never mixing ensemble members.
 
     `members` (optional, (K,) ints, non-decreasing): the model member of each candidate; order
-    candidates by member before calling. Returns (chunk_start (n+1,), chunk_member (n,)) int64.
+    candidates by member before calling. `every_member` (optional int B): score every candidate
+    on each of members 0..B-1 instead; return m * K + k then holds candidate k under member m
+    (the caller's returns array has B * K rows). Returns (chunk_start (n+1,): first return row,
+    chunk_member (n,), chunk_source (n,): first candidate row) int64.
     """
     num_candidates = check_positive_int(num_candidates, "num_candidates")
     rows = check_positive_int(rows, "rows")
+    if every_member is not None:
+        if members is not None:
+            raise ValueError("pass members or every_member, not both")
+        b = check_positive_int(every_member, "every_member")
+        starts, owners, sources = [], [], []
+        for m in range(b):
+            for s in range(0, num_candidates, rows):
+                starts.append(m * num_candidates + s)
+                owners.append(m)
+                sources.append(s)
+        return (np.array(starts + [b * num_candidates], np.int64), np.array(owners, np.int64),
+                np.array(sources, np.int64))
     if members is None:
         members = np.zeros(num_candidates, np.int64)
     members = np.asarray(members)
@@ -203,7 +221,8 @@ def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None):
         for s in range(int(lo), int(hi), rows):
             starts.append(s)
             owners.append(int(members[lo]))
-    return np.array(starts + [num_candidates], np.int64), np.array(owners, np.int64)
+    return (np.array(starts + [num_candidates], np.int64), np.array(owners, np.int64),
+            np.array(starts, np.int64))
 
 
 class Workspace:
@@ -248,6 +267,7 @@ _NEG_INF = np.float32(-np.inf)
 
 
 def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chunk_member,
+             chunk_source,
              x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
              ret_ws, base_ws, returns):
     # Template: rollout_kernel() compiles a copy whose globals bind _reward and _terminated.
@@ -264,6 +284,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chun
     for c in prange(chunk_member.shape[0]):
         k0 = chunk_start[c]
         n = chunk_start[c + 1] - k0
+        a0 = chunk_source[c]
         w = weights[chunk_member[c]]
         b = biases[chunk_member[c]]
         x, ha, hb, out = x_ws[c], ha_ws[c], hb_ws[c], out_ws[c]
@@ -288,7 +309,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chun
         for t in range(horizon):
             for r in range(n):
                 for a in range(n_act):
-                    u = actions[k0 + r, t, a]
+                    u = actions[a0 + r, t, a]
                     act[r, a] = u
                     x[r, n_obs + a] = u
             if t == 0:
@@ -370,7 +391,7 @@ def kernel_args(packed: PackedModel, obs0, actions, chunks, workspace: Workspace
     """The kernel's argument tuple (no checks). Planners build it once per candidate count and
     call ``kernel(*args)``, which allocates nothing per call."""
     return (obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
-            chunks[0], chunks[1], *workspace.arrays, returns)
+            chunks[0], chunks[1], chunks[2], *workspace.arrays, returns)
 
 
 def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns):
@@ -380,10 +401,12 @@ def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Wo
 
 
 def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, members=None,
-            rows: int = DEFAULT_ROWS, workspace: Workspace | None = None, out=None) -> np.ndarray:
+            every_member: bool = False, rows: int = DEFAULT_ROWS,
+            workspace: Workspace | None = None, out=None) -> np.ndarray:
     """Returns (K,) of K action sequences `actions` (K, H, A) rolled out from `obs` (O,).
 
     `members` (K,) optional sorted ensemble member per candidate (default: member 0).
+    `every_member`: roll every candidate out under each of the B members; returns (B, K).
     """
     if not isinstance(packed, PackedModel):
         raise TypeError(f"packed: expected a PackedModel, got {type(packed).__name__}")
@@ -394,16 +417,18 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
         raise ValueError(f"actions: expected at least one candidate and one step, got {actions.shape}")
     if members is not None and np.max(members) >= packed.num_members:
         raise ValueError(f"members: model has {packed.num_members} members")
-    chunks = make_chunks(k, rows, members)
+    shape = (packed.num_members, k) if every_member else (k,)
+    chunks = make_chunks(k, rows, members, packed.num_members if every_member else None)
     n_chunks = chunks[1].shape[0]
     if workspace is None:
         workspace = Workspace(packed, n_chunks, rows)
     elif workspace.rows != rows or not workspace.fits(packed, n_chunks):
         raise ValueError("workspace: does not fit this model, number of candidates or rows")
     if out is None:
-        out = np.empty(k, np.float32)
-    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (k,)
+        out = np.empty(shape, np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
-        raise ValueError(f"out: expected a contiguous float32 array of shape ({k},)")
-    return run_kernel(rollout_kernel(reward, terminated), packed, obs, actions, chunks,
-                      workspace, out)
+        raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
+    run_kernel(rollout_kernel(reward, terminated), packed, obs, actions, chunks, workspace,
+               out.reshape(-1))
+    return out
