@@ -82,7 +82,7 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"task", "seed"}
-LIBRARY_DEFAULTS = {"batch_size": 256, "lr": 1e-3, "patience": 5, "validation_ratio": 0.1}
+LIBRARY_DEFAULTS = {"lr": 1e-3, "validation_ratio": 0.1}
 
 
 def task_defaults(task) -> dict:
@@ -94,7 +94,8 @@ def task_defaults(task) -> dict:
         "episode_length": d["episode_length"], "planner": d["planner"], "horizon": d["horizon"],
         "num_samples": d["num_samples"], "hidden": d["model_hidden"],
         "activation": d["model_activation"], "epochs": d["model_epochs"],
-        "ensemble_size": d["model_ensemble"],
+        "ensemble_size": d["model_ensemble"], "batch_size": d["model_batch_size"],
+        "patience": d["model_patience"],
         "planner_options": d["planner_options"],
     }
 

@@ -315,6 +315,8 @@ GENERIC_DEFAULTS = {
     "model_activation": "relu",
     "model_epochs": 50,            # passes over the data per fit
     "model_ensemble": 1,           # bootstrap ensemble members (planners average over them)
+    "model_batch_size": 256,       # minibatch size of the model fit
+    "model_patience": 5,           # epochs without validation gain before a fit stops
     "planner": "cem",              # one of PLANNERS
     "horizon": 20,                 # planning horizon H
     "num_samples": 400,            # candidate sequences per planning iteration (K / population)
@@ -337,7 +339,8 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
         if merged["random_steps"] != 0:
             merged["random_steps"] = check_positive_int(merged["random_steps"], "random_steps")
         for key in ("iterations", "steps_per_iteration", "episode_length", "model_epochs",
-                    "model_ensemble", "horizon", "num_samples"):
+                    "model_ensemble", "model_batch_size", "model_patience", "horizon",
+                    "num_samples"):
             merged[key] = check_positive_int(merged[key], key)
         merged["model_hidden"] = tuple(check_positive_int(h, "model_hidden entries")
                                        for h in merged["model_hidden"])

@@ -82,6 +82,27 @@ def test_config_defaults_and_errors():
         train("Pendulum-v1", horizn=3)
     with pytest.raises(FastMBRLError, match="No-Such-Task"):
         TrainConfig(task="No-Such-Task").resolved()
+    with pytest.raises(FastMBRLError, match="ensemble_size must be a positive integer"):
+        TrainConfig(task="Pendulum-v1", ensemble_size=0).resolved()
+    # model fitting settings come from the task unless given
+    from fastmbrl.tasks import get_task
+    d = get_task("InvertedPendulum-v5").defaults
+    cfg = TrainConfig(task="InvertedPendulum-v5").resolved()
+    assert (cfg.batch_size, cfg.patience, cfg.ensemble_size) == (
+        d["model_batch_size"], d["model_patience"], d["model_ensemble"])
+    assert TrainConfig(task="InvertedPendulum-v5", batch_size=7).resolved().batch_size == 7
+
+
+def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
+    out = tmp_path / "ens"
+    assert main(["train", "Pendulum-v1", "--planner", "rs", "--steps", "400", "--random-steps",
+                 "200", "--steps-per-iteration", "200", "--horizon", "6", "--num-samples", "32",
+                 "--epochs", "2", "--ensemble-size", "2", "--out", str(out), "--quiet"]) == 0
+    ctrl = Controller.load(out)
+    assert ctrl.model.ensemble_size == 2 and ctrl.planner.num_members == 2
+    assert json.loads((out / "config.json").read_text())["config"]["ensemble_size"] == 2
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--ensemble-size", "2"]) == 1
+    assert "--ensemble-size only apply" in capsys.readouterr().err
 
 
 def test_cli_train_eval_plot(tmp_path, capsys):
