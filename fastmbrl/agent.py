@@ -59,6 +59,8 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by the task's default (or the library's)."""
         defaults = {**LIBRARY_DEFAULTS, **task_defaults(get_task(self.task))}
+        if self.planner not in (None, defaults["planner"]):
+            defaults["planner_options"] = {}  # the task's options belong to its own planner
         values = fill_defaults(self, defaults, ("hidden",))
         values["planner_options"] = dict(values["planner_options"] or {})
         cfg = TrainConfig(**values)

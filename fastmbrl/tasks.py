@@ -576,10 +576,14 @@ _builtin("Pendulum-v1", 3, 1, 2.0, pendulum_reward,
 _builtin("MountainCarContinuous-v0", 2, 1, 1.0, mountain_car_reward, mountain_car_terminated,
          random_steps=2000, iterations=10, steps_per_iteration=999, episode_length=999,
          model_epochs=50, planner="icem", horizon=50, num_samples=400)
+# InvertedPendulum: measured over seeds 0-2 (bench/learning.py). Batch 32 and 400 epochs fit the
+# model ~5x better than batch 256 and 50; MPPI with small noise keeps the cart steadier than CEM,
+# whose elite means are noisy when every candidate survives the flat reward.
 _builtin("InvertedPendulum-v5", 4, 1, 3.0, inverted_pendulum_reward, inverted_pendulum_terminated,
          random_steps=1000, iterations=4, steps_per_iteration=1000, episode_length=1000,
-         model_hidden=(64, 64), model_activation="silu", model_epochs=50, planner="cem",
-         horizon=30, num_samples=400)
+         model_hidden=(200, 200), model_activation="silu", model_epochs=400, model_batch_size=32,
+         model_patience=30, planner="mppi", horizon=30, num_samples=500,
+         planner_options={"noise_std": 0.15})
 _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward,
          random_steps=2000, iterations=18, steps_per_iteration=1000, episode_length=50,
          model_activation="silu", model_epochs=50, planner="cem", horizon=25, num_samples=400)

@@ -91,6 +91,10 @@ def test_config_defaults_and_errors():
     assert (cfg.batch_size, cfg.patience, cfg.ensemble_size) == (
         d["model_batch_size"], d["model_patience"], d["model_ensemble"])
     assert TrainConfig(task="InvertedPendulum-v5", batch_size=7).resolved().batch_size == 7
+    # the task's planner options apply to the task's planner only
+    assert cfg.planner_options == d["planner_options"] != {}
+    other = next(p for p in ("rs", "cem") if p != d["planner"])
+    assert TrainConfig(task="InvertedPendulum-v5", planner=other).resolved().planner_options == {}
 
 
 def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
