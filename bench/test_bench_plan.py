@@ -14,7 +14,7 @@ def test_plan(benchmark, name):
     cfg = CONFIGS[name]
     planner = make_planner(cfg, random_model(cfg))
     obs = np.zeros(cfg.obs_dim, np.float32)
-    benchmark.extra_info["model_steps"] = cfg.samples * cfg.horizon * cfg.iterations
+    benchmark.extra_info["model_steps"] = cfg.samples * cfg.horizon * cfg.iterations * cfg.members
     benchmark.extra_info["flops"] = planner.packed.flops_per_step() * benchmark.extra_info["model_steps"]
     plan = benchmark(planner.plan, obs)
     assert plan.shape == (cfg.horizon, cfg.act_dim) and np.isfinite(plan).all()

@@ -8,13 +8,14 @@ time to the first action with a cold and with a warm numba cache.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -56,7 +57,7 @@ def _cheetah_reward_np(obs, act, next_obs):
     return next_obs[:, 8] - 0.1 * (act ** 2).sum(axis=1)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str
     obs_dim: int
@@ -65,6 +66,7 @@ class Config:
     horizon: int
     samples: int  # K (random shooting) or population (CEM)
     iterations: int = 1  # CEM iterations; 1 = random shooting
+    members: int = 1  # ensemble members; every candidate is scored under each
 
     @property
     def rewards(self):
@@ -79,12 +81,20 @@ CONFIGS = {
         Config("cheetah_rs", 17, 6, (200, 200), 30, 1000),
         Config("cheetah_big", 17, 6, (500, 500), 20, 1000),
         Config("cheetah_cem", 17, 6, (200, 200), 30, 500, iterations=5),
+        # cheetah_rs's model steps spread over 5 members: the cost of ensemble scoring
+        Config("cheetah_ens5", 17, 6, (200, 200), 30, 200, members=5),
     ]
 }
 
 
 def random_model(cfg: Config, seed: int = 0):
-    """Raw arrays of a random ReLU delta model (the kernel's and NumPy's common input)."""
+    """Raw arrays of a random ReLU delta model (the kernel's and NumPy's common input); for an
+    ensemble, per-member lists of weights and biases and (B, D) statistics."""
+    if cfg.members > 1:
+        parts = [random_model(dataclasses.replace(cfg, members=1), seed + 1000 * m)
+                 for m in range(cfg.members)]
+        return {k: ([p[k] for p in parts] if k in ("weights", "biases")
+                    else np.stack([p[k] for p in parts])) for k in parts[0]}
     rng = np.random.default_rng(seed)
     sizes = [cfg.obs_dim + cfg.act_dim, *cfg.hidden, cfg.obs_dim]
     return dict(
@@ -114,31 +124,38 @@ class NumpyPlanner:
     def __init__(self, cfg: Config, model: dict, seed: int = 0):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
-        w = [np.asarray(v, np.float64) for v in model["weights"]]
-        b = [np.asarray(v, np.float64) for v in model["biases"]]
-        scale, mean = model["input_scale"].astype(np.float64), model["input_mean"].astype(np.float64)
-        b[0] = b[0] - (mean * scale) @ w[0]
-        w[0] = scale[:, None] * w[0]
-        w[-1] = w[-1] * model["delta_std"]
-        b[-1] = b[-1] * model["delta_std"] + model["delta_mean"]
-        self.w = [v.astype(F32) for v in w]
-        self.b = [v.astype(F32) for v in b]
+        if cfg.members == 1:
+            model = {k: ([v] if k in ("weights", "biases") else np.asarray(v)[None])
+                     for k, v in model.items()}
+        self.members = []
+        for m in range(cfg.members):
+            w = [np.asarray(v, np.float64) for v in model["weights"][m]]
+            b = [np.asarray(v, np.float64) for v in model["biases"][m]]
+            scale = model["input_scale"][m].astype(np.float64)
+            mean = model["input_mean"][m].astype(np.float64)
+            b[0] = b[0] - (mean * scale) @ w[0]
+            w[0] = scale[:, None] * w[0]
+            w[-1] = w[-1] * model["delta_std"][m]
+            b[-1] = b[-1] * model["delta_std"][m] + model["delta_mean"][m]
+            self.members.append(([v.astype(F32) for v in w], [v.astype(F32) for v in b]))
 
     def returns(self, obs, actions):
+        """Mean over the members of each candidate's return."""
         k, horizon, _ = actions.shape
-        state = np.repeat(obs[None], k, axis=0)
         total = np.zeros(k, F32)
         reward = self.cfg.rewards[1]
-        for t in range(horizon):
-            h = np.concatenate([state, actions[:, t]], axis=1)
-            for i, (w, b) in enumerate(zip(self.w, self.b)):
-                h = h @ w + b
-                if i < len(self.w) - 1:
-                    np.maximum(h, 0, out=h)
-            nxt = state + h
-            total += reward(state, actions[:, t], nxt)
-            state = nxt
-        return total
+        for weights, biases in self.members:
+            state = np.repeat(obs[None], k, axis=0)
+            for t in range(horizon):
+                h = np.concatenate([state, actions[:, t]], axis=1)
+                for i, (w, b) in enumerate(zip(weights, biases)):
+                    h = h @ w + b
+                    if i < len(weights) - 1:
+                        np.maximum(h, 0, out=h)
+                nxt = state + h
+                total += reward(state, actions[:, t], nxt)
+                state = nxt
+        return total / F32(len(self.members))
 
     def plan(self, obs):
         cfg = self.cfg
@@ -170,7 +187,7 @@ def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
     obs = np.random.default_rng(1).standard_normal(cfg.obs_dim).astype(F32)
     ms, best_ms = _median_ms(planner.plan, obs, repeats)
     ref_ms, _ = _median_ms(NumpyPlanner(cfg, model).plan, obs, reference_repeats)
-    steps = cfg.samples * cfg.horizon * cfg.iterations
+    steps = cfg.samples * cfg.horizon * cfg.iterations * cfg.members
     flops = planner.packed.flops_per_step() * steps
     return {
         "config": cfg.name,
