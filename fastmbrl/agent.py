@@ -138,6 +138,7 @@ class Run:
         self.model = DynamicsModel(
             self.task.obs_dim, self.task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=self.task.defaults["ignore_obs_dims"], seed=cfg.seed,
+            angle_obs_dims=self.task.defaults["angle_obs_dims"],
             ensemble_size=cfg.ensemble_size,
         )
         self.iteration = 0

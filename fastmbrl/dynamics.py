@@ -4,6 +4,11 @@ Inputs (obs, action) and targets (the delta s' - s) are normalised by statistics
 training rows; the network predicts the normalised delta:
     next_obs = obs + delta_mean + delta_std * net((concat(obs, act) - input_mean) * input_scale)
 
+Observation entries listed in `angle_obs_dims` enter the network as their sine (in place) and
+cosine (appended after the observation), as PETS does for HalfCheetah's body angle: a turned-over
+body is then near the states seen before rather than far outside them. The targets stay deltas
+of the raw observation.
+
 With `ensemble_size` B > 1 the model is a bootstrap ensemble (as the deterministic ensembles of
 PETS): B networks sharing the statistics, each fitted on its own resample of the training rows.
 The planners score every candidate under every member and average, so plans avoid what the
@@ -36,7 +41,8 @@ class DynamicsModel:
     """
 
     def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
-                 ignore_obs_dims=(), seed=0, dtype=np.float32, ensemble_size=1):
+                 ignore_obs_dims=(), seed=0, dtype=np.float32, ensemble_size=1,
+                 angle_obs_dims=()):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         dims = sorted({int(d) for d in ignore_obs_dims})
@@ -44,14 +50,21 @@ class DynamicsModel:
             raise ValueError(f"ignore_obs_dims: expected distinct indices in [0, {self.obs_dim}), "
                              f"got {tuple(ignore_obs_dims)!r}")
         self.ignore_obs_dims = tuple(dims)
+        angles = sorted({int(d) for d in angle_obs_dims})
+        if (any(not 0 <= d < self.obs_dim for d in angles)
+                or len(angles) != len(tuple(angle_obs_dims)) or set(angles) & set(dims)):
+            raise ValueError(f"angle_obs_dims: expected distinct indices in [0, {self.obs_dim}) "
+                             f"not in ignore_obs_dims, got {tuple(angle_obs_dims)!r}")
+        self.angle_obs_dims = tuple(angles)
+        n_in = self.obs_dim + len(angles)  # the network's observation inputs
         self.seed = int(seed)
         self.ensemble_size = check_positive_int(ensemble_size, "ensemble_size")
-        self.nets = [MLP(self.obs_dim + self.act_dim, self.obs_dim, hidden, activation, dtype,
+        self.nets = [MLP(n_in + self.act_dim, self.obs_dim, hidden, activation, dtype,
                          rng=np.random.default_rng(self.seed if m == 0 else [self.seed, 2, m]))
                      for m in range(self.ensemble_size)]
         self.net = self.nets[0]
         self.hidden, self.activation, self.dtype = self.net.hidden, self.net.activation, self.net.dtype
-        in_dim = self.obs_dim + self.act_dim
+        in_dim = n_in + self.act_dim
         self.input_mean = np.zeros(in_dim, self.dtype)
         self.input_scale = np.ones(in_dim, self.dtype)
         self.input_scale[list(self.ignore_obs_dims)] = 0
@@ -66,8 +79,17 @@ class DynamicsModel:
                 f"version={self.version})")
 
     # ----------------------------------------------------------------------------- prediction
+    def _features(self, obs, act):
+        """concat(obs with angles as sines, cosines of the angles, act)."""
+        if not self.angle_obs_dims:
+            return np.concatenate([obs, act], axis=1)
+        a = list(self.angle_obs_dims)
+        feats = np.array(obs, copy=True)
+        feats[:, a] = np.sin(obs[:, a])
+        return np.concatenate([feats, np.cos(obs[:, a]), act], axis=1)
+
     def _inputs(self, obs, act):
-        x = np.concatenate([obs, act], axis=1).astype(self.dtype, copy=False)
+        x = self._features(obs, act).astype(self.dtype, copy=False)
         x -= self.input_mean
         x *= self.input_scale
         return x
@@ -160,7 +182,7 @@ class DynamicsModel:
 
     # ------------------------------------------------------------------------------- training
     def _set_statistics(self, obs, act, delta):
-        x = np.concatenate([obs, act], axis=1).astype(np.float64)
+        x = self._features(obs, act).astype(np.float64)
         std = x.std(axis=0)
         scale = np.where(std > _MIN_STD, 1.0 / np.maximum(std, _MIN_STD), 1.0)
         scale[list(self.ignore_obs_dims)] = 0.0
@@ -296,7 +318,7 @@ class DynamicsModel:
         for name in _STATS:
             if name not in state:
                 raise ValueError(f"state: missing {name!r}")
-            size = self.obs_dim + (self.act_dim if name.startswith("input") else 0)
+            size = (self.input_mean.size if name.startswith("input") else self.obs_dim)
             stats[name] = as_array(state.pop(name), f"state[{name!r}]", (size,), self.dtype)
         if (stats["input_scale"] < 0).any() or (stats["delta_std"] <= 0).any():
             raise ValueError("state: input_scale must be >= 0 and delta_std > 0")
@@ -324,7 +346,8 @@ class DynamicsModel:
         """Write weights, statistics and a JSON header (sizes, activation) to one .npz file."""
         header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
                   "activation": self.activation, "ignore_obs_dims": list(self.ignore_obs_dims),
-                  "seed": self.seed, "dtype": self.dtype.name, "ensemble_size": self.ensemble_size}
+                  "seed": self.seed, "dtype": self.dtype.name, "ensemble_size": self.ensemble_size,
+                  "angle_obs_dims": list(self.angle_obs_dims)}
         return save_npz(path, _KIND, _VERSION, header, self.state_dict())
 
     @classmethod
@@ -334,7 +357,8 @@ class DynamicsModel:
         try:
             model = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
                         header["activation"], tuple(header["ignore_obs_dims"]), header["seed"],
-                        np.dtype(header["dtype"]), header.get("ensemble_size", 1))
+                        np.dtype(header["dtype"]), header.get("ensemble_size", 1),
+                        tuple(header.get("angle_obs_dims", ())))
             model.load_state(arrays)
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: not a valid dynamics model ({exc})") from exc

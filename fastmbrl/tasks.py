@@ -321,6 +321,7 @@ GENERIC_DEFAULTS = {
     "horizon": 20,                 # planning horizon H
     "num_samples": 400,            # candidate sequences per planning iteration (K / population)
     "ignore_obs_dims": (),         # observation entries the model does not see (absolute positions)
+    "angle_obs_dims": (),          # observation entries the model sees as (sin, cos): free angles
     "planner_options": {},         # extra keyword arguments of the planner (e.g. CEM iterations)
 }
 
@@ -349,11 +350,13 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
                              f"got {merged['model_activation']!r}")
         if merged["planner"] not in PLANNERS:
             raise ValueError(f"planner must be one of {tuple(PLANNERS)}, got {merged['planner']!r}")
-        dims = tuple(operator.index(d) for d in merged["ignore_obs_dims"])
-        if any(not 0 <= d < obs_dim for d in dims) or len(set(dims)) != len(dims):
-            raise ValueError(
-                f"ignore_obs_dims must be distinct indices in [0, {obs_dim}), got {dims}")
-        merged["ignore_obs_dims"] = dims
+        for key in ("ignore_obs_dims", "angle_obs_dims"):
+            dims = tuple(operator.index(d) for d in merged[key])
+            if any(not 0 <= d < obs_dim for d in dims) or len(set(dims)) != len(dims):
+                raise ValueError(f"{key} must be distinct indices in [0, {obs_dim}), got {dims}")
+            merged[key] = dims
+        if set(merged["ignore_obs_dims"]) & set(merged["angle_obs_dims"]):
+            raise ValueError("ignore_obs_dims and angle_obs_dims must not share an index")
         if not isinstance(merged["planner_options"], dict):
             raise ValueError(f"planner_options must be a dict, got {merged['planner_options']!r}")
         merged["planner_options"] = dict(merged["planner_options"])
@@ -595,7 +598,7 @@ _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward,
 _builtin("HalfCheetah-v5", 18, 6, 1.0, half_cheetah_reward, env_kwargs=_X_VISIBLE,
          random_steps=10000, iterations=8, steps_per_iteration=5000, episode_length=1000,
          model_hidden=(200, 200), model_activation="silu", model_epochs=60,
-         planner="rs", horizon=20, num_samples=1000, ignore_obs_dims=(0,))
+         planner="rs", horizon=20, num_samples=1000, ignore_obs_dims=(0,), angle_obs_dims=(2,))
 _builtin("Hopper-v5", 12, 3, 1.0, hopper_reward, hopper_terminated, env_kwargs=_X_VISIBLE,
          random_steps=20000, iterations=5, steps_per_iteration=11000, episode_length=1000,
          model_epochs=40, planner="rs", horizon=40, num_samples=1000, ignore_obs_dims=(0,))

@@ -23,8 +23,16 @@ def mlp_forward_reference(weights, biases, activation, x):
     return h
 
 
+def features_reference(obs, angle_dims=()):
+    """The network's observation inputs: angles replaced by their sine, their cosines appended."""
+    angle_dims = list(angle_dims)
+    out = np.array(obs, np.float64, copy=True)
+    out[..., angle_dims] = np.sin(out[..., angle_dims])
+    return np.concatenate([out, np.cos(np.asarray(obs, np.float64)[..., angle_dims])], axis=-1)
+
+
 def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
-                      delta_std, obs, actions, reward, terminated=None):
+                      delta_std, obs, actions, reward, terminated=None, angle_dims=()):
     """Returns (K,) of the delta model rolled out step by step; rewards/terminations are called
     on float32 copies, as their contract says. Diverged candidates (non-finite state while
     running, or non-finite return) score -inf; a terminated rollout keeps the reward of its
@@ -38,7 +46,8 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
     done = np.zeros(k, np.bool_)
     for t in range(horizon):
         a = actions[:, t]
-        net_in = (np.concatenate([state, a], axis=1) - input_mean) * input_scale
+        net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
+                  - input_mean) * input_scale
         nxt = state + delta_mean + delta_std * mlp_forward_reference(weights, biases, activation,
                                                                      net_in)
         with np.errstate(invalid="ignore", over="ignore"):

@@ -352,3 +352,37 @@ def test_ensemble_save_load_and_bad_state(ensemble, tmp_path):
         back.load_state(dict(state, m3_W0=state["m0_W0"]))
     with pytest.raises(ValueError, match="ensemble_size"):
         DynamicsModel(3, 1, ensemble_size=0)
+
+
+def test_angle_inputs_fit_predict_pack_and_save(tmp_path):
+    from fastmbrl.kernels.rollout import pack_dynamics, rollout
+    from tests.reference import quadratic_reward
+    buf = _toy_buffer(300, seed=4, obs_dim=3, act_dim=2)
+    model = DynamicsModel(3, 2, hidden=(16,), activation="tanh", angle_obs_dims=(1,), seed=2)
+    assert model.net.in_dim == 3 + 1 + 2 and model.input_mean.shape == (6,)
+    model.fit(buf, epochs=3, batch_size=32)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(5, 3)).astype(np.float32)
+    act = rng.uniform(-1, 1, (5, 2)).astype(np.float32)
+    turned = obs.copy()
+    turned[:, 1] += np.float32(2 * np.pi)
+    # a full turn of the angle changes nothing but the angle itself
+    np.testing.assert_allclose(model.predict(turned, act) - turned, model.predict(obs, act) - obs,
+                               rtol=1e-4, atol=1e-4)
+    # the kernel computes the same features as the model
+    actions = rng.uniform(-1, 1, (9, 4, 2)).astype(np.float32)
+    states = model.rollout(np.repeat(obs[:1], 9, axis=0), actions)
+    out = np.empty(9, np.float32)
+    want = np.zeros(9)
+    for t in range(4):
+        quadratic_reward(states[:, t], actions[:, t], states[:, t + 1], out)
+        want += out
+    got = rollout(pack_dynamics(model), obs[0], actions, quadratic_reward, rows=8)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    back = DynamicsModel.load(model.save(tmp_path / "angles"))
+    assert back.angle_obs_dims == (1,)
+    np.testing.assert_array_equal(back.predict(obs, act), model.predict(obs, act))
+    with pytest.raises(ValueError, match="angle_obs_dims"):
+        DynamicsModel(3, 2, angle_obs_dims=(3,))
+    with pytest.raises(ValueError, match="angle_obs_dims"):
+        DynamicsModel(3, 2, ignore_obs_dims=(1,), angle_obs_dims=(1,))

@@ -155,3 +155,25 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="DynamicsModel"):
         pack_dynamics(object())
     assert isinstance(packed, PackedModel) and packed.flops_per_step() == 2 * (4 * 16 + 16 * 3)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_angle_inputs_match_reference(threads):
+    """Angles enter the network as sine (in place) and cosine (after the observation)."""
+    rng = np.random.default_rng(9)
+    obs_dim, act_dim, angles = 5, 2, (1, 3)
+    model = random_model(rng, obs_dim + len(angles), act_dim, (24, 20))
+    model["weights"][-1] = model["weights"][-1][:, :obs_dim]
+    model["biases"][-1] = model["biases"][-1][:obs_dim]
+    model["delta_mean"], model["delta_std"] = model["delta_mean"][:obs_dim], model["delta_std"][:obs_dim]
+    packed = pack_model(activation="silu", angle_dims=angles, **model)
+    obs = rng.uniform(-4, 4, obs_dim).astype(np.float32)
+    actions = rng.uniform(-1, 1, (37, 6, act_dim)).astype(np.float32)
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, quadratic_reward, rows=16)
+    want = rollout_reference(activation="silu", obs=obs, actions=actions, reward=quadratic_reward,
+                             angle_dims=angles, **model)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="angle_dims"):
+        pack_model(activation="silu", angle_dims=(5,), **model)
+

@@ -39,7 +39,7 @@ import hashlib
 import marshal
 import re
 import types as pytypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numba
 import numpy as np
@@ -64,6 +64,9 @@ class PackedModel:
     activation: int  # code from dense.ACTIVATIONS
     version: int = 0
     source_id: int = 0  # id() of the DynamicsModel it came from (pack_dynamics)
+    #: observation entries that are angles: the network sees their sine in place and their
+    #: cosine after the observation (inputs: obs', cos(angles), act)
+    angle_dims: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def num_members(self) -> int:
@@ -94,14 +97,16 @@ def _stat(x, name, dim, members):
 
 
 def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
-               version: int = 0) -> PackedModel:
+               version: int = 0, angle_dims=()) -> PackedModel:
     """Lay out an MLP delta model for the kernel.
 
     `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
     or a list of such lists for an ensemble. The model maps concat(obs, act) of length O + A to
     O outputs: next_obs = obs + delta_mean + delta_std * net((concat(obs, act) - input_mean) * input_scale).
     Statistics are (D,) or one row per member, (B, D). Non-finite weights are accepted (the
-    rollouts then score -inf).
+    rollouts then score -inf). `angle_dims`: observation entries fed to the network as (sine in
+    place, cosine appended): the network input is then concat(obs', cos(obs[angle_dims]), act)
+    and the input statistics have that length.
     """
     if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
         code = ACTIVATIONS[activation.lower()]
@@ -127,12 +132,18 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
         if len(shp) != 2 or min(shp) < 1 or (i and shp[0] != first[i - 1][1]):
             raise ValueError(f"weights[{i}]: shape {shp} does not chain with the previous layer")
     obs_dim = first[-1][1]
-    act_dim = first[0][0] - obs_dim
+    angles = np.asarray(angle_dims, np.int64).reshape(-1)
+    if (np.unique(angles).size != angles.size
+            or ((angles < 0) | (angles >= obs_dim)).any()):
+        raise ValueError(f"angle_dims: expected distinct indices in [0, {obs_dim}), "
+                         f"got {tuple(angle_dims)!r}")
+    n_in = obs_dim + angles.size
+    act_dim = first[0][0] - n_in
     if act_dim < 1:
-        raise ValueError(f"weights[0]: fan-in {first[0][0]} must exceed the output size {obs_dim} "
-                         "(inputs are concat(obs, act))")
-    in_mean = _stat(input_mean, "input_mean", obs_dim + act_dim, n_members)
-    in_scale = _stat(input_scale, "input_scale", obs_dim + act_dim, n_members)
+        raise ValueError(f"weights[0]: fan-in {first[0][0]} must exceed the observation inputs "
+                         f"{n_in} (inputs are concat(obs, cos(angles), act))")
+    in_mean = _stat(input_mean, "input_mean", n_in + act_dim, n_members)
+    in_scale = _stat(input_scale, "input_scale", n_in + act_dim, n_members)
     d_mean = _stat(delta_mean, "delta_mean", obs_dim, n_members)
     d_std = _stat(delta_std, "delta_std", obs_dim, n_members)
 
@@ -162,7 +173,8 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
             packed_w[m, w_off: w_off + padded.size] = (
                 padded.reshape(fan_in, panels, LANES).transpose(1, 0, 2).ravel())
             packed_b[m, b_off: b_off + b.size] = b
-    return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version))
+    return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version),
+                       angle_dims=angles.copy())
 
 
 def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
@@ -179,9 +191,9 @@ def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
     weights = [n.weights for n in nets] if len(nets) > 1 else nets[0].weights
     biases = [n.biases for n in nets] if len(nets) > 1 else nets[0].biases
     packed = pack_model(weights, biases, model.activation, model.input_mean,
-                        model.input_scale, model.delta_mean, model.delta_std, model.version)
-    return PackedModel(packed.weights, packed.biases, packed.layers, packed.obs_dim,
-                       packed.act_dim, packed.activation, packed.version, id(model))
+                        model.input_scale, model.delta_mean, model.delta_std, model.version,
+                        getattr(model, "angle_obs_dims", ()))
+    return replace(packed, source_id=id(model))
 
 
 def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None, every_member=None):
@@ -234,10 +246,11 @@ class Workspace:
             raise ValueError(f"rows must be a multiple of {ROW_BLOCK}, got {rows}")
         n, o, a = check_positive_int(num_chunks, "num_chunks"), packed.obs_dim, packed.act_dim
         self.rows, self.num_chunks = rows, n
-        self.shape_key = (o, a, packed.width, packed.out_width)
+        n_ang = packed.angle_dims.shape[0]
+        self.shape_key = (o, a, n_ang, packed.width, packed.out_width)
         f = np.float32
         self.arrays = (
-            np.zeros((n, rows, o + a), f),  # x: network input
+            np.zeros((n, rows, o + n_ang + a), f),  # x: network input
             np.zeros((n, rows, packed.width), f),  # hidden ping
             np.zeros((n, rows, packed.width), f),  # hidden pong
             np.zeros((n, rows, packed.out_width), f),  # network output (delta)
@@ -253,7 +266,8 @@ class Workspace:
 
     def fits(self, packed: PackedModel, num_chunks: int) -> bool:
         return (num_chunks <= self.num_chunks
-                and self.shape_key == (packed.obs_dim, packed.act_dim, packed.width,
+                and self.shape_key == (packed.obs_dim, packed.act_dim,
+                                       packed.angle_dims.shape[0], packed.width,
                                        packed.out_width))
 
 
@@ -266,12 +280,24 @@ def never_terminated(obs, act, next_obs, out):
 _NEG_INF = np.float32(-np.inf)
 
 
-def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chunk_member,
-             chunk_source,
-             x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _features(src, x, r, n_obs, angle_dims):
+    """Network input features of observation `src` into x[r, :n_obs + len(angle_dims)]: the
+    observation with each angle replaced by its sine, then the angles' cosines."""
+    for o in range(n_obs):
+        x[r, o] = src[o]
+    for j in range(angle_dims.shape[0]):
+        d = angle_dims[j]
+        x[r, d] = np.sin(src[d])
+        x[r, n_obs + j] = np.cos(src[d])
+
+
+def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk_start,
+             chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
              ret_ws, base_ws, returns):
     # Template: rollout_kernel() compiles a copy whose globals bind _reward and _terminated.
     n_obs = obs0.shape[0]
+    n_feat = n_obs + angle_dims.shape[0]  # the network's observation inputs
     horizon = actions.shape[1]
     n_act = actions.shape[2]
     n_layers = layers.shape[0]
@@ -296,29 +322,30 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, chunk_start, chun
                 obs[r, o] = obs0[o]
             for a in range(n_act):
                 act[r, a] = 0
-                x[r, n_obs + a] = 0
+                x[r, n_feat + a] = 0
             alive[r] = r < n
             ret[r] = 0
-        # The first step starts from obs0 for every row: its share of layer 0 is computed once.
+        # The first step starts from obs0 for every row: its share of layer 0 is computed once
+        # (from obs0's features, put in row 0 of x, which step 0 reads only the actions of).
+        _features(obs0, x, 0, n_obs, angle_dims)
         for j in range(LANES * panels0):
             v, lane = j // LANES, j % LANES
             s = b[b_off0 + j]
-            for i in range(n_obs):
-                s += obs0[i] * w[w_off0 + (v * fan0 + i) * LANES + lane]
+            for i in range(n_feat):
+                s += x[0, i] * w[w_off0 + (v * fan0 + i) * LANES + lane]
             base[j] = s
         for t in range(horizon):
             for r in range(n):
                 for a in range(n_act):
                     u = actions[a0 + r, t, a]
                     act[r, a] = u
-                    x[r, n_obs + a] = u
+                    x[r, n_feat + a] = u
             if t == 0:
-                dense(first, first.shape[1], x, n_obs, in_ld, rows, w, w_off0 + n_obs * LANES,
+                dense(first, first.shape[1], x, n_feat, in_ld, rows, w, w_off0 + n_feat * LANES,
                       fan0 * LANES, n_act, base, 0, panels0)
             else:
                 for r in range(rows):
-                    for o in range(n_obs):
-                        x[r, o] = obs[r, o]
+                    _features(obs[r], x, r, n_obs, angle_dims)
                 dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
                       b, b_off0, panels0)
             src = first
@@ -391,7 +418,7 @@ def kernel_args(packed: PackedModel, obs0, actions, chunks, workspace: Workspace
     """The kernel's argument tuple (no checks). Planners build it once per candidate count and
     call ``kernel(*args)``, which allocates nothing per call."""
     return (obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
-            chunks[0], chunks[1], chunks[2], *workspace.arrays, returns)
+            packed.angle_dims, chunks[0], chunks[1], chunks[2], *workspace.arrays, returns)
 
 
 def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns):
