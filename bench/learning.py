@@ -33,6 +33,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, help="env steps (default: the target's budget)")
     p.add_argument("--planner")
+    p.add_argument("--no-shaping", dest="shaping", action="store_false",
+                   help="plan with the environment's reward even if the task has a planning reward")
     p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per seed")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--json", action="store_true")
@@ -43,6 +45,8 @@ def main(argv=None):
         settings["steps"] = args.steps or budget
     if args.planner:
         settings["planner"] = args.planner
+    if not args.shaping:
+        settings["shaping"] = False
     rows = []
     for seed in args.seeds:
         out = Path(args.out) / f"{args.task}-s{seed}-{int(time.time())}"
@@ -51,7 +55,8 @@ def main(argv=None):
         wall = time.perf_counter() - t0
         ev = evaluate(out, episodes=args.episodes, seed=10_000 * (seed + 1))
         row = {"task": args.task, "seed": seed, "env_steps": run.env_steps,
-               "planner": run.config.planner, "eval_mean_return": ev["mean_return"],
+               "planner": run.config.planner, "shaping": run.config.shaping,
+               "eval_mean_return": ev["mean_return"],
                "eval_std_return": ev["std_return"], "train_wall_s": round(wall, 1),
                "ms_per_act": round(ev["ms_per_act"], 3), "run_dir": str(out)}
         rows.append(row)

@@ -55,6 +55,8 @@ class TrainConfig:
     lr: float | None = None
     patience: int | None = None
     validation_ratio: float | None = None
+    #: plan with the task's planning reward (when it has one) rather than the environment's
+    shaping: bool | None = None
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by the task's default (or the library's)."""
@@ -79,12 +81,14 @@ class TrainConfig:
         if self.random_steps >= self.steps:
             raise FastMBRLError(
                 f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
+        if not isinstance(self.shaping, bool):
+            raise FastMBRLError(f"shaping must be True or False, got {self.shaping!r}")
         if self.episode_length is not None and self.episode_length <= 0:
             raise FastMBRLError(f"episode_length must be positive, got {self.episode_length}")
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"task", "seed"}
-LIBRARY_DEFAULTS = {"lr": 1e-3, "validation_ratio": 0.1}
+LIBRARY_DEFAULTS = {"lr": 1e-3, "validation_ratio": 0.1, "shaping": True}
 
 
 def task_defaults(task) -> dict:
@@ -228,7 +232,7 @@ class Run:
         cfg = self.config
         return Controller(self.model, self.task, planner=cfg.planner, horizon=cfg.horizon,
                           num_samples=cfg.num_samples, seed=cfg.seed,
-                          planner_options=cfg.planner_options)
+                          planner_options=cfg.planner_options, shaping=cfg.shaping)
 
     # -- run directories ----------------------------------------------------------------------
     def _save(self, row=None):
@@ -282,7 +286,8 @@ def train(task: str, out=None, log=print, **settings) -> Run:
 
 
 # -- CLI: fastmbrl train -------------------------------------------------------------------------
-_PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs", "ensemble_size")
+_PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs", "ensemble_size",
+                  "shaping")
 
 
 def add_arguments(p):
@@ -299,6 +304,9 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, help="model epochs per fit")
     p.add_argument("--ensemble-size", type=int, metavar="B",
                    help="bootstrap ensemble of B models; plans average over them")
+    p.add_argument("--no-shaping", dest="shaping", action="store_false", default=None,
+                   help="plan with the environment's reward even if the task has a planning "
+                        "reward (see docs/tasks.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
@@ -311,8 +319,8 @@ def add_arguments(p):
 def new_run(args, log) -> Run:
     """A new run directory from `fastmbrl train` arguments."""
     settings = {k: getattr(args, k) for k in ("planner", "steps", "random_steps",
-                "steps_per_iteration", "horizon", "num_samples", "epochs", "ensemble_size")
-                if getattr(args, k) is not None}
+                "steps_per_iteration", "horizon", "num_samples", "epochs", "ensemble_size",
+                "shaping") if getattr(args, k) is not None}
     cfg = TrainConfig(task=args.task, seed=args.seed, **settings).resolved()
     out = args.out or f"runs/{cfg.task}-{cfg.planner}-s{cfg.seed}"
     r = Run(cfg, out, log)
@@ -328,7 +336,8 @@ def run(args) -> int:
              "mbmf": (mbmf.MBMFRun, mbmf.new_run)}
     algo = read_run_config(args.resume)["algo"] if args.resume else args.algo
     if algo == "trpo":
-        given = [f"--{k.replace('_', '-')}" for k in _PLANNING_ARGS if getattr(args, k) is not None]
+        given = ["--no-shaping" if k == "shaping" else f"--{k.replace('_', '-')}"
+                 for k in _PLANNING_ARGS if getattr(args, k) is not None]
         if given:
             raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl or mbmf")
     if args.resume and args.task:

@@ -21,15 +21,23 @@ MODEL_FILE = "model.npz"
 CONTROLLER_FORMAT = 1
 
 
-def build_planner(name, model, task, horizon, num_samples, seed, options=None):
-    """Construct the planner called `name` on `model` with `task`'s reward and bounds."""
+def planning_objective(task, shaping=True):
+    """The reward function planners maximise: the task's planning reward when it has one and
+    `shaping` is on, else the environment's reward."""
+    if not isinstance(shaping, bool):
+        raise FastMBRLError(f"shaping must be True or False, got {shaping!r}")
+    return task.planning_reward if shaping and task.planning_reward is not None else task.reward
+
+
+def build_planner(name, model, task, horizon, num_samples, seed, options=None, shaping=True):
+    """Construct the planner called `name` on `model` with `task`'s objective and bounds."""
     if name not in PLANNERS:
         raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
     kwargs = dict(options or {})
     kwargs[BUDGET_ARG[name]] = check_positive_int(num_samples, "num_samples")
     return PLANNERS[name](
         model,
-        task.reward,
+        planning_objective(task, shaping),
         task.terminated,
         horizon=check_positive_int(horizon, "horizon"),
         action_low=task.action_low,
@@ -43,7 +51,7 @@ class Controller:
     """Model predictive control with a learned dynamics model: `act(obs) -> action`."""
 
     def __init__(self, model: DynamicsModel, task, planner="rs", horizon=20, num_samples=1000,
-                 seed=0, planner_options=None):
+                 seed=0, planner_options=None, shaping=True):
         self.task = get_task(task) if isinstance(task, str) else task
         if (model.obs_dim, model.act_dim) != (self.task.obs_dim, self.task.act_dim):
             raise FastMBRLError(
@@ -57,9 +65,10 @@ class Controller:
             "num_samples": int(num_samples),
             "seed": int(seed),
             "planner_options": dict(planner_options or {}),
+            "shaping": shaping,
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
-                                     planner_options)
+                                     planner_options, shaping)
 
     def act(self, obs, out=None) -> np.ndarray:
         """The action (A,) for observation `obs` (O,).
@@ -99,5 +108,6 @@ class Controller:
             )
         settings = {k: meta[k] for k in ("task", "planner", "horizon", "num_samples", "seed",
                                           "planner_options")}
+        settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
         settings.update(overrides)
         return cls(DynamicsModel.load(model_path), **settings)

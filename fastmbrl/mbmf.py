@@ -415,7 +415,7 @@ def train(task: str, out=None, log=print, **settings) -> MBMFRun:
 
 # -- CLI: fastmbrl train ENV --algo mbmf ----------------------------------------------------------
 _MBRL_ARGS = ("planner", "random_steps", "steps_per_iteration", "horizon", "num_samples", "epochs",
-              "ensemble_size")
+              "ensemble_size", "shaping")
 _TRPO_ARGS = ("gamma", "lam", "max_kl", "damping", "cg_iters", "value_epochs")
 
 

@@ -113,6 +113,7 @@ class Planner:
         self.rng = np.random.default_rng(seed)
         self._rows = check_positive_int(rows, "rows")
         self.num_members = self.packed.num_members
+        self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self._kernel = rollout_kernel(reward_fn, terminated_fn)
         shape = (self.horizon, a)
         self._low = np.ascontiguousarray(np.broadcast_to(self.action_low, shape))

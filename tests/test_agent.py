@@ -84,6 +84,9 @@ def test_config_defaults_and_errors():
         TrainConfig(task="No-Such-Task").resolved()
     with pytest.raises(FastMBRLError, match="ensemble_size must be a positive integer"):
         TrainConfig(task="Pendulum-v1", ensemble_size=0).resolved()
+    assert TrainConfig(task="Pendulum-v1").resolved().shaping is True
+    with pytest.raises(FastMBRLError, match="shaping must be True or False"):
+        TrainConfig(task="Pendulum-v1", shaping=1).resolved()
     # model fitting settings come from the task unless given
     from fastmbrl.tasks import get_task
     d = get_task("InvertedPendulum-v5").defaults
@@ -107,6 +110,8 @@ def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["config"]["ensemble_size"] == 2
     assert main(["train", "Pendulum-v1", "--algo", "trpo", "--ensemble-size", "2"]) == 1
     assert "--ensemble-size only apply" in capsys.readouterr().err
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--no-shaping"]) == 1
+    assert "--no-shaping only apply" in capsys.readouterr().err
 
 
 def test_cli_train_eval_plot(tmp_path, capsys):

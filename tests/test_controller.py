@@ -46,3 +46,23 @@ def test_act_allocates_no_numpy_array(controller):
         got = allocations(call, calls=5, numpy_calls=1)
         assert got["numpy_bytes_per_call"] == 0, got
         assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
+
+
+def test_planning_reward_is_used_unless_shaping_is_off(tmp_path):
+    from fastmbrl.errors import FastMBRLError
+    from fastmbrl.tasks import get_task
+
+    task = get_task("InvertedPendulum-v5")
+    model = DynamicsModel(4, 1, (8,), "silu", seed=0)
+    shaped = Controller(model, task, planner="rs", horizon=3, num_samples=16)
+    assert shaped.planner.reward_fn is task.planning_reward is not task.reward
+    plain = Controller(model, task, planner="rs", horizon=3, num_samples=16, shaping=False)
+    assert plain.planner.reward_fn is task.reward
+    # a task without a planning reward plans with its reward either way
+    assert Controller(DynamicsModel(3, 1, (8,), seed=0), "Pendulum-v1", planner="rs",
+                      horizon=3, num_samples=16).planner.reward_fn is get_task("Pendulum-v1").reward
+    plain.save(tmp_path)
+    assert Controller.load(tmp_path).planner.reward_fn is task.reward
+    assert Controller.load(tmp_path, shaping=True).planner.reward_fn is task.planning_reward
+    with pytest.raises(FastMBRLError, match="shaping must be True or False"):
+        Controller(model, task, planner="rs", horizon=3, num_samples=16, shaping="no")

@@ -121,6 +121,22 @@ def test_reward_and_termination_match_environment(name):
     assert_parity(get_task(name), TOLERANCE.get(name, 1e-5))
 
 
+def test_inverted_pendulum_planning_reward_is_the_reward_minus_cart_position_squared():
+    pytest.importorskip("gymnasium")
+    task = get_task("InvertedPendulum-v5")
+    obs, act, next_obs, rewards, flags, _ = rollout(task)
+    out = np.full(len(rewards), np.nan, np.float32)
+    task.planning_reward(obs, act, next_obs, out)
+    assert flags.any() and (~flags).any()
+    expected = np.where(flags, 0.0, rewards - next_obs[:, 0].astype(np.float64) ** 2)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # the rail bounds |x| by 1: surviving never scores below failing
+    edge = next_obs[:2].copy()
+    edge[:, 0], edge[:, 1] = [1.0, -1.0], [0.0, 0.3]
+    task.planning_reward(obs[:2], act[:2], edge, out[:2])
+    assert out[0] >= out[1] == 0.0
+
+
 def test_builtin_tasks_are_registered_and_consistent():
     assert set(BUILTIN) <= set(list_tasks())
     assert list_tasks() == sorted(list_tasks())
@@ -226,6 +242,11 @@ def test_register_refuses_bad_functions(registry):
         Task(reward=lambda obs, act, next_obs, out: None, **kwargs)
     with pytest.raises(FastMBRLError, match="terminated must be None or a numba.njit"):
         Task(reward=tasks.pendulum_reward, terminated=np.isnan, **kwargs)
+    with pytest.raises(FastMBRLError, match="planning_reward must be None or a numba.njit"):
+        Task(reward=tasks.pendulum_reward, planning_reward=np.sum, **kwargs)
+    with pytest.raises(FastMBRLError, match="planning_reward.*failed"):
+        register_task(Task(reward=tasks.pendulum_reward, planning_reward=_wrong_signature,
+                           **kwargs))
     with pytest.raises(FastMBRLError, match="reward.*failed"):
         register_task(Task(reward=_wrong_signature, **kwargs))
     with pytest.raises(FastMBRLError, match="return None"):
