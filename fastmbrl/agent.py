@@ -326,6 +326,9 @@ def new_run(args, log) -> Run:
     r = Run(cfg, out, log)
     r.write_config()
     log(f"training {cfg.task} with {cfg.planner} for {cfg.steps} steps into {out}")
+    if cfg.shaping and r.task.planning_reward is not None:
+        log("planning with the task's shaped objective (docs/tasks.md); --no-shaping plans "
+            "with the environment's reward")
     return r
 
 

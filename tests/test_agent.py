@@ -114,6 +114,23 @@ def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
     assert "--no-shaping only apply" in capsys.readouterr().err
 
 
+def test_cli_no_shaping_is_saved_with_the_run(tmp_path, capsys):
+    from fastmbrl.tasks import get_task
+
+    task = get_task("InvertedPendulum-v5")
+    argv = ["train", "InvertedPendulum-v5", "--planner", "rs", "--steps", "300", "--random-steps",
+            "200", "--horizon", "4", "--num-samples", "16", "--epochs", "1"]
+    for flags, shaping in (([], True), (["--no-shaping"], False)):
+        out = tmp_path / str(shaping)
+        assert main(argv + flags + ["--out", str(out)]) == 0
+        assert ("shaped objective" in capsys.readouterr().out) is shaping
+        assert json.loads((out / "config.json").read_text())["config"]["shaping"] is shaping
+        ctrl = Controller.load(out)
+        assert ctrl.planner.reward_fn is (task.planning_reward if shaping else task.reward)
+        # a resumed run keeps the choice
+        assert Run.resume(out, log=lambda m: None).controller.settings["shaping"] is shaping
+
+
 def test_cli_train_eval_plot(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["train", "Pendulum-v1", "--planner", "cem", "--steps", "400", "--random-steps", "200",
