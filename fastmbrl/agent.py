@@ -109,7 +109,8 @@ def task_defaults(task) -> dict:
 def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
     """Run one episode with `act(obs) -> action` (or uniform random actions when `act` is None).
 
-    Returns (return, steps, seconds spent in `act`). Transitions go into `buffer` if given.
+    Returns (return, steps, seconds spent in `act`, whether the environment ended the episode
+    itself: terminated or its own time limit, not `max_steps`). Transitions go into `buffer`.
     """
     obs, _ = env.reset(seed=int(seed))
     total, steps, act_s = 0.0, 0, 0.0
@@ -118,15 +119,15 @@ def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
         t0 = time.perf_counter()
         action = rng.uniform(low, high).astype(np.float32) if act is None else act(obs)
         act_s += time.perf_counter() - t0
-        next_obs, reward, terminated, truncated, _ = env.step(action)
+        next_obs, reward, terminated, env_truncated, _ = env.step(action)
         steps += 1
-        truncated = truncated or (max_steps is not None and steps >= max_steps)
+        truncated = env_truncated or (max_steps is not None and steps >= max_steps)
         if buffer is not None:
             buffer.add(obs, action, next_obs, reward, terminated, truncated)
         total += float(reward)
         obs = next_obs
         if terminated or truncated:
-            return total, steps, act_s
+            return total, steps, act_s, bool(terminated or env_truncated)
 
 
 class Run:
@@ -168,31 +169,35 @@ class Run:
         return self.config.seed * 100_003 + self.episodes
 
     def _collect(self, steps, act):
-        """Run episodes until `steps` more transitions are stored (the last one cut short)."""
-        returns, act_s, n = [], 0.0, 0
+        """Run episodes until `steps` more transitions are stored. Returns (returns, lengths,
+        whether the step budget cut the last episode short, seconds acting, steps)."""
+        returns, lengths, cut, act_s, n = [], [], False, 0.0, 0
         target = min(self.env_steps + steps, self.config.steps)
+        limit = self.config.episode_length
         while self.env_steps < target:
             cap = target - self.env_steps
-            if self.config.episode_length is not None:
-                cap = min(cap, self.config.episode_length)
+            if limit is not None:
+                cap = min(cap, limit)
             seed = self._episode_seed()
             if self.controller is not None:
                 # reseeding per episode makes a resumed run plan exactly as an uninterrupted one
                 self.controller.reset(seed)
-            ret, k, s = run_episode(self.env, act, seed, cap, self.buffer, self.rng)
+            ret, k, s, ended = run_episode(self.env, act, seed, cap, self.buffer, self.rng)
+            cut = not ended and (limit is None or k < limit)
             returns.append(ret)
+            lengths.append(k)
             act_s += s
             n += k
             if act is not None:
                 self.log(f"  episode {self.episodes}: return {ret:9.2f} over {k} steps, "
-                         f"{1e3 * s / k:.2f} ms/plan")
-        return returns, act_s, n
+                         f"{1e3 * s / k:.2f} ms/plan" + (" (step budget reached)" if cut else ""))
+        return returns, lengths, cut, act_s, n
 
     def train(self):
         cfg = self.config
         if self.iteration == 0 and self.env_steps == 0:
             t0 = time.perf_counter()
-            returns, _, _ = self._collect(cfg.random_steps, None)
+            returns, _, _, _, _ = self._collect(cfg.random_steps, None)
             self.log(f"random phase: {self.env_steps} steps, mean return "
                      f"{np.mean(returns):.2f} ({time.perf_counter() - t0:.1f} s)")
             self._save()
@@ -208,12 +213,18 @@ class Run:
             if self.controller is None:
                 self.controller = self._make_controller()
             t1 = time.perf_counter()
-            returns, act_s, n = self._collect(cfg.steps_per_iteration, self.controller.act)
+            returns, lengths, cut, act_s, n = self._collect(cfg.steps_per_iteration,
+                                                            self.controller.act)
+            # an episode the step budget cut short would pull the mean down: leave it out
+            # unless it is the only one
+            whole = returns[:-1] if cut and len(returns) > 1 else returns
             row = {
                 "iteration": self.iteration,
                 "env_steps": self.env_steps,
                 "episode_returns": [round(r, 4) for r in returns],
-                "mean_return": float(np.mean(returns)) if returns else None,
+                "episode_steps": lengths,
+                "last_episode_cut": cut,
+                "mean_return": float(np.mean(whole)) if whole else None,
                 "train_loss": float(history["train_loss"][-1]),
                 "val_loss": float(min(history["val_loss"])),
                 "fit_s": round(fit_s, 3),

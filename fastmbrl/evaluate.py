@@ -33,7 +33,7 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
     returns, act_s, steps = [], 0.0, 0
     for i in range(episodes):
         controller.reset()
-        ret, k, s = run_episode(env, controller.act, seed + i)
+        ret, k, s, _ = run_episode(env, controller.act, seed + i)
         returns.append(ret)
         act_s += s
         steps += k

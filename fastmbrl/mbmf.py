@@ -94,7 +94,7 @@ def dagger_rollouts(env, act, expert, steps, seeds, episode_length=None):
             cap = min(cap, episode_length)
         seed = next(seeds)
         expert.reset(seed)
-        ret, _, _ = run_episode(env, act_and_label, seed, cap)
+        ret, _, _, _ = run_episode(env, act_and_label, seed, cap)
         returns.append(ret)
     return np.array(states), np.array(labels), np.array(taken, np.float64), returns, label_s
 

@@ -36,6 +36,26 @@ def test_loop_collects_budget_and_logs_iterations(finished_run):
         assert (out / name).exists(), name
 
 
+def test_mean_return_leaves_out_an_episode_the_step_budget_cut(tmp_path):
+    # Pendulum's own time limit is 200 steps: 250 MPC steps are one whole episode and 50 steps
+    run = train("Pendulum-v1", log=lambda m: None, planner="rs", steps=450, random_steps=200,
+                steps_per_iteration=250, episode_length=None, horizon=4, num_samples=16,
+                hidden=(8,), epochs=1)
+    (row,) = run.metrics
+    assert row["episode_steps"] == [200, 50] and row["last_episode_cut"] is True
+    assert row["mean_return"] == pytest.approx(row["episode_returns"][0], abs=1e-3)
+    # a cut episode alone still gives the iteration a mean; an episode_length cap is no cut
+    for length, cut in ((None, True), (50, False)):
+        run = train("Pendulum-v1", log=lambda m: None, planner="rs", steps=300, random_steps=200,
+                    steps_per_iteration=100, episode_length=length, horizon=4, num_samples=16,
+                    hidden=(8,), epochs=1)
+        (row,) = run.metrics
+        assert row["last_episode_cut"] is cut and sum(row["episode_steps"]) == 100
+        whole = row["episode_returns"][:-1] if cut and len(row["episode_returns"]) > 1 \
+            else row["episode_returns"]
+        assert row["mean_return"] == pytest.approx(np.mean(whole), abs=1e-3)
+
+
 def test_controller_loads_and_acts_within_bounds(finished_run):
     out, _ = finished_run
     ctrl = Controller.load(out)
