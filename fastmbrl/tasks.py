@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import operator
+import types
+from collections.abc import Mapping
 
 import numba
 import numpy as np
@@ -342,7 +344,7 @@ GENERIC_DEFAULTS = {
 
 def _check_defaults(defaults: dict, obs_dim: int) -> dict:
     """Merge `defaults` over GENERIC_DEFAULTS and check every value; returns a new dict."""
-    if not isinstance(defaults, dict):
+    if not isinstance(defaults, Mapping):
         raise FastMBRLError(f"defaults must be a dict, got {type(defaults).__name__}")
     unknown = sorted(set(defaults) - set(GENERIC_DEFAULTS))
     if unknown:
@@ -371,9 +373,9 @@ def _check_defaults(defaults: dict, obs_dim: int) -> dict:
             merged[key] = dims
         if set(merged["ignore_obs_dims"]) & set(merged["angle_obs_dims"]):
             raise ValueError("ignore_obs_dims and angle_obs_dims must not share an index")
-        if not isinstance(merged["planner_options"], dict):
+        if not isinstance(merged["planner_options"], Mapping):
             raise ValueError(f"planner_options must be a dict, got {merged['planner_options']!r}")
-        merged["planner_options"] = dict(merged["planner_options"])
+        merged["planner_options"] = types.MappingProxyType(dict(merged["planner_options"]))
     except (TypeError, ValueError) as exc:
         raise FastMBRLError(f"defaults: {exc}") from exc
     return merged
@@ -447,7 +449,8 @@ class Task:
         set_(self, "action_low", low)
         set_(self, "action_high", high)
         set_(self, "env_kwargs", dict(self.env_kwargs))
-        set_(self, "defaults", _check_defaults(self.defaults, obs_dim))
+        # read-only: a registered task's defaults cannot change under runs that use them
+        set_(self, "defaults", types.MappingProxyType(_check_defaults(self.defaults, obs_dim)))
 
     def make_env(self, **overrides):
         """Create the Gymnasium environment with `env_kwargs`, updated by `overrides`.

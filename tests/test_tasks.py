@@ -276,6 +276,21 @@ def test_task_validation(field, value, message):
         Task(**kwargs)
 
 
+def test_task_defaults_are_read_only():
+    task = get_task("InvertedPendulum-v5")
+    with pytest.raises(TypeError):
+        task.defaults["horizon"] = 3
+    with pytest.raises(TypeError):
+        task.defaults["planner_options"]["noise_std"] = 1.0
+    # a task built from another's defaults gets its own copy
+    copy = Task(name="t", env_id=task.env_id, obs_dim=4, act_dim=1, action_low=[-3.0],
+                action_high=[3.0], reward=task.reward, defaults=task.defaults)
+    assert dict(copy.defaults) == dict(task.defaults)
+    with pytest.raises(FastMBRLError, match="defaults must be a dict"):
+        Task(name="t", env_id=task.env_id, obs_dim=4, act_dim=1, action_low=[-3.0],
+             action_high=[3.0], reward=task.reward, defaults=[("horizon", 3)])
+
+
 def test_task_arrays_are_read_only_copies():
     low = np.array([-2.0], np.float32)
     task = Task(name="t", env_id="Pendulum-v1", obs_dim=3, act_dim=1, action_low=low,
