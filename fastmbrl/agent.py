@@ -343,19 +343,34 @@ def new_run(args, log) -> Run:
     return r
 
 
+def _flag(dest: str) -> str:
+    return "--no-shaping" if dest == "shaping" else f"--{dest.replace('_', '-')}"
+
+
+# options that --resume may come with; every other one would be silently ignored
+_RESUME_OPTIONS = {"command", "task", "resume", "quiet", "_run"}
+_UNSET = {"algo": "mbrl", "seed": 0}  # parser defaults that are not None
+
+
 def run(args) -> int:
     from . import mbmf
 
     algos = {"mbrl": (Run, new_run), "trpo": (trpo.TRPORun, trpo.new_run),
              "mbmf": (mbmf.MBMFRun, mbmf.new_run)}
-    algo = read_run_config(args.resume)["algo"] if args.resume else args.algo
-    if algo == "trpo":
-        given = ["--no-shaping" if k == "shaping" else f"--{k.replace('_', '-')}"
-                 for k in _PLANNING_ARGS if getattr(args, k) is not None]
-        if given:
-            raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl or mbmf")
     if args.resume and args.task:
         raise FastMBRLError("give either a task or --resume DIR, not both")
+    if args.resume:
+        given = [_flag(k) for k, v in vars(args).items()
+                 if k not in _RESUME_OPTIONS and v != _UNSET.get(k)]
+        if given:
+            raise FastMBRLError(
+                f"--resume continues a run with the settings saved in {args.resume}; "
+                f"drop {', '.join(given)} (or start a new run to change them)")
+    algo = read_run_config(args.resume)["algo"] if args.resume else args.algo
+    if algo == "trpo":
+        given = [_flag(k) for k in _PLANNING_ARGS if getattr(args, k) is not None]
+        if given:
+            raise FastMBRLError(f"{', '.join(given)} only apply to --algo mbrl or mbmf")
     if not args.resume and not args.task:
         raise FastMBRLError(f"a task name is required, e.g. fastmbrl train Pendulum-v1 --algo {algo}")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))

@@ -56,6 +56,17 @@ def test_mean_return_leaves_out_an_episode_the_step_budget_cut(tmp_path):
         assert row["mean_return"] == pytest.approx(np.mean(whole), abs=1e-3)
 
 
+def test_resume_refuses_settings_it_would_ignore(finished_run, capsys):
+    out, _ = finished_run
+    before = (out / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(out), "--horizon", "3", "--seed", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "drop --horizon, --seed" in err and "Traceback" not in err
+    assert main(["train", "--resume", str(out), "--algo", "trpo", "--gamma", "0.9"]) == 1
+    assert "drop --algo, --gamma" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == before
+
+
 def test_controller_loads_and_acts_within_bounds(finished_run):
     out, _ = finished_run
     ctrl = Controller.load(out)
