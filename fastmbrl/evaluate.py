@@ -43,6 +43,9 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
     return {
         "task": controller.task.name,
         "planner": controller.settings["planner"],
+        # True when the planner maximised the task's planning reward rather than its reward
+        "shaped_objective": getattr(getattr(controller, "planner", None), "reward_fn",
+                                    controller.task.reward) is not controller.task.reward,
         "episodes": episodes,
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),

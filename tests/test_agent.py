@@ -158,6 +158,8 @@ def test_cli_no_shaping_is_saved_with_the_run(tmp_path, capsys):
         assert json.loads((out / "config.json").read_text())["config"]["shaping"] is shaping
         ctrl = Controller.load(out)
         assert ctrl.planner.reward_fn is (task.planning_reward if shaping else task.reward)
+        assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["shaped_objective"] is shaping
         # a resumed run keeps the choice
         assert Run.resume(out, log=lambda m: None).controller.settings["shaping"] is shaping
 
@@ -175,6 +177,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(["eval", str(out), "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["returns"]) == 2
+    assert result["shaped_objective"] is False  # Pendulum has no planning reward
     assert result["mean_return"] == pytest.approx(np.mean(result["returns"]))
     assert result["std_return"] == pytest.approx(np.std(result["returns"]))
     pytest.importorskip("matplotlib")
