@@ -256,7 +256,8 @@ class Run:
             self.controller.save(self.out)
         self.buffer.save(self.out / "buffer.npz")
         state = {"iteration": self.iteration, "episodes": self.episodes,
-                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state}
+                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
+                 "model_rng": self.model.rng.bit_generator.state}
         write_json(self.out / "state.json", state)
 
     def write_config(self):
@@ -280,6 +281,8 @@ class Run:
         if run.iteration > 0:
             run.model = DynamicsModel.load(out / "model.npz")
             run.controller = run._make_controller()
+        if "model_rng" in state:  # absent from runs saved before it was kept
+            run.model.rng.bit_generator.state = state["model_rng"]
         run.metrics = finished_metrics(out, run.iteration)
         log(f"resuming {out} at iteration {run.iteration}, {run.env_steps} env steps")
         return run

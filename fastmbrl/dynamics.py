@@ -70,7 +70,8 @@ class DynamicsModel:
         self.input_scale[list(self.ignore_obs_dims)] = 0
         self.delta_mean = np.zeros(self.obs_dim, self.dtype)
         self.delta_std = np.ones(self.obs_dim, self.dtype)
-        self._rng = np.random.default_rng([self.seed, 1])  # minibatch order, input noise
+        # minibatch order, bootstrap resamples, input noise: a resumed run restores its state
+        self.rng = np.random.default_rng([self.seed, 1])
         self.version = 0
 
     def __repr__(self):
@@ -250,7 +251,7 @@ class DynamicsModel:
         if b == 1:
             data = [(x_tr, t_tr)]
         else:
-            boot = [self._rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)]
+            boot = [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)]
             data = [(x_tr[i], t_tr[i]) for i in boot]
         history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
                    "best_epoch": None, "stopped_early": False}
@@ -262,7 +263,7 @@ class DynamicsModel:
             member_val = []
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught just below
                 train_loss = np.mean([
-                    train_mse_epoch(net, opt, x, t, batch_size, self._rng, input_noise)
+                    train_mse_epoch(net, opt, x, t, batch_size, self.rng, input_noise)
                     for net, opt, (x, t) in zip(self.nets, opts, data)])
                 if val_idx.size:
                     member_val = [self._evaluate(x_va, t_va, net) for net in self.nets]

@@ -194,6 +194,9 @@ def test_smoke_run_writes_run_directory_and_resumes(tmp_path):
     resumed.train()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2] and rows[-1]["env_steps"] == 800
+    # the resumed run continues exactly as the uninterrupted one would have
+    same = {k: v for k, v in first.iterate().items() if not k.endswith("_s")}
+    assert {k: v for k, v in rows[-1].items() if not k.endswith("_s")} == same
     with pytest.raises(FastMBRLError, match="already holds a run"):
         resumed.write_config()
 
