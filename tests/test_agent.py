@@ -226,3 +226,21 @@ def test_loop_runs_with_every_planner(tmp_path, planner):
                 hidden=(16, 16), epochs=1)
     assert run.env_steps == 300 and run.metrics[-1]["plan_ms"] > 0
     assert Controller.load(tmp_path / planner).settings["planner"] == planner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["MountainCarContinuous-v0", "Reacher-v5", "HalfCheetah-v5",
+                                  "Hopper-v5", "Swimmer-v5", "InvertedDoublePendulum-v5",
+                                  "Pusher-v5"])
+def test_every_task_runs_the_loop_with_its_own_planner_settings(tmp_path, task):
+    """Each built-in task's defaults (planner, its options, ensemble, angle inputs) work end to
+    end; only the budget and sizes are shrunk."""
+    pytest.importorskip("mujoco")
+    run = train(task, out=tmp_path / "run", log=lambda m: None, steps=160, random_steps=100,
+                steps_per_iteration=60, episode_length=30, horizon=3, num_samples=24,
+                hidden=(8,), epochs=1)
+    assert run.env_steps == 160 and len(run.metrics) == 1
+    ctrl = Controller.load(tmp_path / "run")
+    assert ctrl.settings["planner"] == run.config.planner
+    action = ctrl.act(np.zeros(ctrl.task.obs_dim))
+    assert ((ctrl.task.action_low <= action) & (action <= ctrl.task.action_high)).all()
