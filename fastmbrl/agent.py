@@ -196,6 +196,9 @@ class Run:
     def train(self):
         cfg = self.config
         if self.iteration == 0 and self.env_steps == 0:
+            if cfg.shaping and self.task.planning_reward is not None:
+                self.log("planning with the task's shaped objective (docs/tasks.md); "
+                         "shaping=False (--no-shaping) plans with the environment's reward")
             t0 = time.perf_counter()
             returns, _, _, _, _ = self._collect(cfg.random_steps, None)
             self.log(f"random phase: {self.env_steps} steps, mean return "
@@ -340,9 +343,6 @@ def new_run(args, log) -> Run:
     r = Run(cfg, out, log)
     r.write_config()
     log(f"training {cfg.task} with {cfg.planner} for {cfg.steps} steps into {out}")
-    if cfg.shaping and r.task.planning_reward is not None:
-        log("planning with the task's shaped objective (docs/tasks.md); --no-shaping plans "
-            "with the environment's reward")
     return r
 
 
