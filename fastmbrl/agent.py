@@ -303,13 +303,15 @@ def train(task: str, out=None, log=print, **settings) -> Run:
 
 
 # -- CLI: fastmbrl train -------------------------------------------------------------------------
+# the parser's defaults that are not None (--resume tells a given option by its value)
+_UNSET = {"algo": "mbrl", "seed": 0}
 _PLANNING_ARGS = ("planner", "random_steps", "horizon", "num_samples", "epochs", "ensemble_size",
                   "shaping")
 
 
 def add_arguments(p):
     p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
-    p.add_argument("--algo", choices=("mbrl", "trpo", "mbmf"), default="mbrl",
+    p.add_argument("--algo", choices=("mbrl", "trpo", "mbmf"), default=_UNSET["algo"],
                    help="mbrl: model-based RL with MPC (default); trpo: model-free TRPO; "
                         "mbmf: MPC imitated by a policy, then fine-tuned by TRPO")
     p.add_argument("--planner", choices=sorted(PLANNERS), help="planner (default: the task's)")
@@ -324,7 +326,7 @@ def add_arguments(p):
     p.add_argument("--no-shaping", dest="shaping", action="store_false", default=None,
                    help="plan with the environment's reward even if the task has a planning "
                         "reward (see docs/tasks.md)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=_UNSET["seed"])
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -352,7 +354,6 @@ def _flag(dest: str) -> str:
 
 # options that --resume may come with; every other one would be silently ignored
 _RESUME_OPTIONS = {"command", "task", "resume", "quiet", "_run"}
-_UNSET = {"algo": "mbrl", "seed": 0}  # parser defaults that are not None
 
 
 def run(args) -> int:

@@ -40,12 +40,12 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
         if log:
             log(f"episode {i + 1}/{episodes}: return {ret:.2f} over {k} steps")
     env.close()
+    planner = getattr(controller, "planner", None)
     return {
         "task": controller.task.name,
         "planner": controller.settings["planner"],
-        # True when the planner maximised the task's planning reward rather than its reward
-        "shaped_objective": getattr(getattr(controller, "planner", None), "reward_fn",
-                                    controller.task.reward) is not controller.task.reward,
+        # the planner maximised the task's planning reward, not its reward (a policy has none)
+        "shaped_objective": planner is not None and planner.reward_fn is not controller.task.reward,
         "episodes": episodes,
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),

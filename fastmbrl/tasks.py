@@ -434,14 +434,12 @@ class Task:
             raise FastMBRLError(
                 f"Task {self.name!r}: reward must be a numba.njit function "
                 f"(obs, act, next_obs, out), got {self.reward!r}")
-        if self.terminated is not None and not _is_compiled(self.terminated):
-            raise FastMBRLError(
-                f"Task {self.name!r}: terminated must be None or a numba.njit function "
-                f"(obs, act, next_obs, out), got {self.terminated!r}")
-        if self.planning_reward is not None and not _is_compiled(self.planning_reward):
-            raise FastMBRLError(
-                f"Task {self.name!r}: planning_reward must be None or a numba.njit function "
-                f"(obs, act, next_obs, out), got {self.planning_reward!r}")
+        for field in ("terminated", "planning_reward"):
+            fn = getattr(self, field)
+            if fn is not None and not _is_compiled(fn):
+                raise FastMBRLError(
+                    f"Task {self.name!r}: {field} must be None or a numba.njit function "
+                    f"(obs, act, next_obs, out), got {fn!r}")
         if not isinstance(self.env_kwargs, dict):
             raise FastMBRLError(f"Task {self.name!r}: env_kwargs must be a dict")
         set_(self, "obs_dim", obs_dim)

@@ -281,15 +281,16 @@ _NEG_INF = np.float32(-np.inf)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _features(src, x, r, n_obs, angle_dims):
-    """Network input features of observation `src` into x[r, :n_obs + len(angle_dims)]: the
-    observation with each angle replaced by its sine, then the angles' cosines."""
+def _features(obs, r, x, n_obs, angle_dims):
+    """Network input features of row r of `obs` into x[r, :n_obs + len(angle_dims)]: the
+    observation with each angle replaced by its sine, then the angles' cosines. Indexes rows
+    instead of taking a row view, so the time loop creates no array per row."""
     for o in range(n_obs):
-        x[r, o] = src[o]
+        x[r, o] = obs[r, o]
     for j in range(angle_dims.shape[0]):
         d = angle_dims[j]
-        x[r, d] = np.sin(src[d])
-        x[r, n_obs + j] = np.cos(src[d])
+        x[r, d] = np.sin(obs[r, d])
+        x[r, n_obs + j] = np.cos(obs[r, d])
 
 
 def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk_start,
@@ -326,8 +327,9 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk
             alive[r] = r < n
             ret[r] = 0
         # The first step starts from obs0 for every row: its share of layer 0 is computed once
-        # (from obs0's features, put in row 0 of x, which step 0 reads only the actions of).
-        _features(obs0, x, 0, n_obs, angle_dims)
+        # (from obs0's features, put in row 0 of x, which step 0 reads only the actions of;
+        # every row of obs holds obs0 now).
+        _features(obs, 0, x, n_obs, angle_dims)
         for j in range(LANES * panels0):
             v, lane = j // LANES, j % LANES
             s = b[b_off0 + j]
@@ -345,7 +347,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk
                       fan0 * LANES, n_act, base, 0, panels0)
             else:
                 for r in range(rows):
-                    _features(obs[r], x, r, n_obs, angle_dims)
+                    _features(obs, r, x, n_obs, angle_dims)
                 dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
                       b, b_off0, panels0)
             src = first
