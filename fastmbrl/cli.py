@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .errors import FastMBRLError
+from .kernels import isa
 
 # name -> (module, help)
 COMMANDS = {
@@ -15,6 +16,7 @@ COMMANDS = {
     "eval": ("fastmbrl.evaluate", "run a saved controller and report its returns"),
     "plot": ("fastmbrl.plotting", "draw a run's learning curve to a PNG"),
     "demo": ("fastmbrl.demo", "fit a dynamics model on Pendulum transitions"),
+    "info": ("fastmbrl.info", "the instruction-set spec, CPU and versions this install runs with"),
 }
 BENCH_COMMANDS = {
     "train": ("fastmbrl.benchmarks.train", "training throughput of the dynamics MLP"),
@@ -44,7 +46,10 @@ def _add(subparsers, table):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmbrl", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"fastmbrl {__version__}")
+    spec = isa.current()
+    parser.add_argument("--version", action="version",
+                        version=f"fastmbrl {__version__} ({spec.name} kernels, CPU "
+                                f"{isa.target_cpu()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add(sub, COMMANDS)
     bench = sub.add_parser("bench", help="benchmarks (throughput, latency)")
@@ -55,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        isa.current()  # a bad FASTMBRL_ISA is a one-line error before anything runs
+    except isa.IsaError as exc:
+        print(f"fastmbrl: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)

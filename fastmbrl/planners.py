@@ -43,9 +43,9 @@ import numpy as np
 from ._validate import as_array, check_positive_int
 from .kernels import planner_ops as ops
 from .kernels.rollout import (
-    DEFAULT_ROWS,
     PackedModel,
     Workspace,
+    chunk_rows,
     kernel_args,
     make_chunks,
     pack_dynamics,
@@ -93,15 +93,20 @@ class Planner:
     """Common machinery: model packing, bounds, RNG, buffers, kernel calls, warm start.
 
     model: a DynamicsModel (re-packed whenever its `version` changes) or a PackedModel.
+    isa: instruction-set spec (or name) to pack a DynamicsModel for (default: the current one;
+    a PackedModel brings its own). rows: candidates per parallel chunk (default: the spec's).
     reward_fn / terminated_fn: numba functions ``f(obs, act, next_obs, out)`` (see kernels.rollout).
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 seed=0, warm_start=True, rows=DEFAULT_ROWS):
+                 seed=0, warm_start=True, rows=None, isa=None):
         if isinstance(model, PackedModel):
+            if isa is not None and model.isa.name != getattr(isa, "name", isa):
+                raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
+                                 f"not {getattr(isa, 'name', isa)}")
             self._model, self.packed = None, model
         else:
-            self._model, self.packed = model, pack_dynamics(model)
+            self._model, self.packed = model, pack_dynamics(model, isa=isa)
         a = self.packed.act_dim
         self.horizon = check_positive_int(horizon, "horizon")
         self.action_low = as_array(action_low, "action_low", (a,)).copy()
@@ -111,10 +116,10 @@ class Planner:
         self.warm_start = bool(warm_start)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._rows = check_positive_int(rows, "rows")
+        self._rows = chunk_rows(self.packed, rows)
         self.num_members = self.packed.num_members
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
-        self._kernel = rollout_kernel(reward_fn, terminated_fn)
+        self._kernel = rollout_kernel(reward_fn, terminated_fn, self.packed.isa)
         shape = (self.horizon, a)
         self._low = np.ascontiguousarray(np.broadcast_to(self.action_low, shape))
         self._span = np.ascontiguousarray(np.broadcast_to(self.action_high - self.action_low, shape))
@@ -289,10 +294,11 @@ class RandomShooting(Planner):
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=1000, seed=0, warm_start=True, rows=DEFAULT_ROWS):
+                 num_samples=1000, seed=0, warm_start=True, rows=None, isa=None):
         self.num_samples = check_positive_int(num_samples, "num_samples")
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
-                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows)
+                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
+                         isa=isa)
 
     def _max_candidates(self):
         return self.num_samples
@@ -331,7 +337,7 @@ class CEM(Planner):
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
                  population=500, elites=0.1, iterations=5, alpha=0.1, init_std=None,
                  sampling="truncated", return_mean=True, seed=0, warm_start=True,
-                 rows=DEFAULT_ROWS):
+                 rows=None, isa=None):
         self.population = check_positive_int(population, "population")
         self.num_elites = _elite_count(elites, self.population)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -342,7 +348,8 @@ class CEM(Planner):
         self.return_mean = bool(return_mean)
         self._init_std_arg = init_std
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
-                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows)
+                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
+                         isa=isa)
 
     def _max_candidates(self):
         self._init_std = self._default_std(self._init_std_arg)
@@ -395,7 +402,7 @@ class MPPI(Planner):
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
                  num_samples=1000, temperature=1.0, noise_std=None, iterations=1, smoothing=None,
-                 seed=0, warm_start=True, rows=DEFAULT_ROWS):
+                 seed=0, warm_start=True, rows=None, isa=None):
         self.num_samples = check_positive_int(num_samples, "num_samples")
         self.temperature = _check_positive(temperature, "temperature")
         self.iterations = check_positive_int(iterations, "iterations")
@@ -403,7 +410,8 @@ class MPPI(Planner):
                           else _check_fraction(smoothing, "smoothing", 0.0, 1.0, True))
         self._noise_arg = noise_std
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
-                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows)
+                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
+                         isa=isa)
 
     def _max_candidates(self):
         self._noise = self._default_std(self._noise_arg)
@@ -463,7 +471,7 @@ class ICEM(Planner):
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
                  population=40, elites=10, iterations=3, decay=1.25, noise_beta=0.25,
                  keep_fraction=0.3, alpha=0.1, init_std=None, return_mean=False, seed=0,
-                 warm_start=True, rows=DEFAULT_ROWS):
+                 warm_start=True, rows=None, isa=None):
         self.population = check_positive_int(population, "population")
         self.num_elites = _elite_count(elites, self.population)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -479,7 +487,8 @@ class ICEM(Planner):
         self.return_mean = bool(return_mean)
         self._init_std_arg = init_std
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
-                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows)
+                         action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
+                         isa=isa)
 
     def _max_candidates(self):
         h, a = self.horizon, self.packed.act_dim

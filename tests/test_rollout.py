@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 
 from fastmbrl.kernels import num_threads
+from fastmbrl.kernels.isa import SPECS
 from fastmbrl.kernels.rollout import (PackedModel, Workspace, make_chunks, pack_dynamics,
                                       pack_model, rollout)
 from tests.reference import StandInDynamics, leaves_box, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
+
+
+@pytest.fixture(params=sorted(SPECS))
+def isa(request):
+    """Every spec runs on every machine (wider vectors are legal LLVM IR everywhere)."""
+    return SPECS[request.param]
 
 
 def random_model(rng, obs_dim, act_dim, hidden, scale=1.0):
@@ -23,8 +30,9 @@ def random_model(rng, obs_dim, act_dim, hidden, scale=1.0):
                 delta_std=rng.uniform(0.05, 0.2, obs_dim))
 
 
-def check(model, activation, obs, actions, terminated=None, threads=1, rows=32, members=None):
-    packed = pack_model(activation=activation, **model)
+def check(model, activation, obs, actions, terminated=None, threads=1, rows=None, members=None,
+          isa=None):
+    packed = pack_model(activation=activation, isa=isa, **model)
     with num_threads(threads):
         got = rollout(packed, obs, actions, quadratic_reward, terminated, rows=rows, members=members)
     want = rollout_reference(activation=activation, obs=obs, actions=actions,
@@ -37,37 +45,52 @@ def check(model, activation, obs, actions, terminated=None, threads=1, rows=32, 
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("activation,hidden", [("relu", (40, 70)), ("tanh", (100,)),
                                                ("silu", (20, 10, 33)), ("relu", ())])
-def test_matches_reference(activation, hidden, threads):
+def test_matches_reference(activation, hidden, threads, isa):
+    # widths 40, 70, 100, 33, 10 are no multiple of 8 or 16 lanes; 3 + 7 + 1 output widths of
+    # 5 pad a partial vector; 77 rows leave a partial chunk and a partial tile on every spec
     rng = np.random.default_rng(len(hidden) + threads)
     model = random_model(rng, 5, 2, hidden)
     obs = rng.standard_normal(5).astype(np.float32)
-    actions = rng.uniform(-1, 1, (77, 6, 2)).astype(np.float32)  # 77: a partial last chunk
-    check(model, activation, obs, actions, threads=threads)
+    actions = rng.uniform(-1, 1, (77, 6, 2)).astype(np.float32)
+    check(model, activation, obs, actions, threads=threads, isa=isa)
+
+
+@pytest.mark.parametrize("hidden", [(8,), (16, 24), (48, 64, 80)])
+def test_panel_splits_match_reference(hidden, isa):
+    """Layers of 1 to 5 and more panels exercise every tile width the spec's dense layer picks
+    (1, 2 or 3 vectors), and a 1-wide output a single padded lane."""
+    rng = np.random.default_rng(sum(hidden))
+    model = random_model(rng, 1, 1, hidden)
+    obs = rng.standard_normal(1).astype(np.float32)
+    actions = rng.uniform(-1, 1, (isa.tile_rows * 3 + 1, 4, 1)).astype(np.float32)
+    check(model, "relu", obs, actions, isa=isa, rows=isa.tile_rows * 2)
 
 
 @pytest.mark.parametrize("threads", THREADS)
-def test_termination_stops_reward(threads):
+def test_termination_stops_reward(threads, isa):
     rng = np.random.default_rng(3)
     model = random_model(rng, 3, 1, (24,), scale=3.0)
     model["delta_std"] = np.full(3, 0.3)
     obs = np.array([0.8, 0.0, 0.0], np.float32)
     actions = rng.uniform(-1, 1, (50, 8, 1)).astype(np.float32)
-    got = check(model, "tanh", obs, actions, terminated=leaves_box, threads=threads, rows=16)
-    plain = rollout(pack_model(activation="tanh", **model), obs, actions, quadratic_reward)
+    got = check(model, "tanh", obs, actions, terminated=leaves_box, threads=threads,
+                rows=2 * isa.tile_rows, isa=isa)
+    plain = rollout(pack_model(activation="tanh", isa=isa, **model), obs, actions,
+                    quadratic_reward)
     early = got != plain
     assert early.any() and not early.all()  # some rollouts terminated early
 
 
-def test_ensemble_members():
+def test_ensemble_members(isa):
     rng = np.random.default_rng(4)
     a, b = random_model(rng, 4, 2, (30,)), random_model(rng, 4, 2, (30,))
     stacked = {k: ([a[k], b[k]] if k in ("weights", "biases") else np.stack([a[k], b[k]]))
                for k in a}
-    packed = pack_model(activation="relu", **stacked)
+    packed = pack_model(activation="relu", isa=isa, **stacked)
     obs = rng.standard_normal(4).astype(np.float32)
     actions = rng.uniform(-1, 1, (20, 5, 2)).astype(np.float32)
     members = np.repeat([0, 1], 10)
-    got = rollout(packed, obs, actions, quadratic_reward, members=members, rows=8)
+    got = rollout(packed, obs, actions, quadratic_reward, members=members, rows=isa.tile_rows)
     for m, model in enumerate((a, b)):
         want = rollout_reference(activation="relu", obs=obs, actions=actions[members == m],
                                  reward=quadratic_reward, **model)
@@ -78,38 +101,41 @@ def test_ensemble_members():
 
 
 @pytest.mark.parametrize("threads", THREADS)
-def test_every_member_scores_each_candidate_under_each_member(threads):
+def test_every_member_scores_each_candidate_under_each_member(threads, isa):
     rng = np.random.default_rng(8)
     parts = [random_model(rng, 4, 2, (24, 17)) for _ in range(3)]
     stacked = {k: ([p[k] for p in parts] if k in ("weights", "biases")
                    else np.stack([p[k] for p in parts])) for k in parts[0]}
-    packed = pack_model(activation="silu", **stacked)
+    packed = pack_model(activation="silu", isa=isa, **stacked)
     obs = rng.standard_normal(4).astype(np.float32)
     actions = rng.uniform(-1, 1, (21, 6, 2)).astype(np.float32)  # 21: partial chunks per member
     with num_threads(threads):
-        got = rollout(packed, obs, actions, quadratic_reward, every_member=True, rows=8)
+        got = rollout(packed, obs, actions, quadratic_reward, every_member=True,
+                      rows=isa.tile_rows)
     assert got.shape == (3, 21)
     for m, model in enumerate(parts):
         want = rollout_reference(activation="silu", obs=obs, actions=actions,
                                  reward=quadratic_reward, **model)
         np.testing.assert_allclose(got[m], want, rtol=1e-4, atol=1e-4)
-    starts, owners, sources = make_chunks(21, 8, every_member=3)
+    starts, owners, sources = make_chunks(21, 8, every_member=3)  # chunking alone
     assert list(starts) == [0, 8, 16, 21, 29, 37, 42, 50, 58, 63]
     assert list(owners) == [0, 0, 0, 1, 1, 1, 2, 2, 2] and list(sources) == [0, 8, 16] * 3
 
 
-def test_divergence_scores_minus_inf():
+def test_divergence_scores_minus_inf(isa):
     rng = np.random.default_rng(5)
     model = random_model(rng, 3, 1, (16,), scale=1.0)
     model["weights"][-1] = model["weights"][-1] * 1e30  # overflows to inf on some candidates
     obs = np.ones(3, np.float32)
     actions = rng.uniform(-1, 1, (24, 4, 1)).astype(np.float32)
-    got = rollout(pack_model(activation="relu", **model), obs, actions, quadratic_reward, rows=8)
+    got = rollout(pack_model(activation="relu", isa=isa, **model), obs, actions,
+                  quadratic_reward)
     want = rollout_reference(activation="relu", obs=obs, actions=actions,
                              reward=quadratic_reward, **model)
     assert np.isneginf(got).all() and np.isneginf(want).all()
     model["weights"][-1][:] = np.nan
-    got = rollout(pack_model(activation="relu", **model), obs, actions, quadratic_reward, rows=8)
+    got = rollout(pack_model(activation="relu", isa=isa, **model), obs, actions,
+                  quadratic_reward)
     assert np.isneginf(got).all()
 
 
@@ -150,15 +176,19 @@ def test_bad_inputs():
         make_chunks(4, 8, np.array([1, 0, 0, 0]))
     with pytest.raises(ValueError, match="not both"):
         make_chunks(4, 8, np.zeros(4, int), every_member=2)
-    with pytest.raises(ValueError, match="multiple of 8"):
-        Workspace(packed, 1, rows=12)
+    avx2 = pack_model(activation="relu", isa="avx2", **model)
+    with pytest.raises(ValueError, match="multiple of 6"):
+        Workspace(avx2, 1, rows=16)
+    with pytest.raises(ValueError, match="unknown instruction-set spec 'sse9'"):
+        pack_model(activation="relu", isa="sse9", **model)
     with pytest.raises(TypeError, match="DynamicsModel"):
         pack_dynamics(object())
     assert isinstance(packed, PackedModel) and packed.flops_per_step() == 2 * (4 * 16 + 16 * 3)
+    assert avx2.width == 16 and avx2.out_width == 8 and avx2.weights.shape == (1, 4 * 16 + 16 * 8)
 
 
 @pytest.mark.parametrize("threads", THREADS)
-def test_angle_inputs_match_reference(threads):
+def test_angle_inputs_match_reference(threads, isa):
     """Angles enter the network as sine (in place) and cosine (after the observation)."""
     rng = np.random.default_rng(9)
     obs_dim, act_dim, angles = 5, 2, (1, 3)
@@ -166,11 +196,11 @@ def test_angle_inputs_match_reference(threads):
     model["weights"][-1] = model["weights"][-1][:, :obs_dim]
     model["biases"][-1] = model["biases"][-1][:obs_dim]
     model["delta_mean"], model["delta_std"] = model["delta_mean"][:obs_dim], model["delta_std"][:obs_dim]
-    packed = pack_model(activation="silu", angle_dims=angles, **model)
+    packed = pack_model(activation="silu", angle_dims=angles, isa=isa, **model)
     obs = rng.uniform(-4, 4, obs_dim).astype(np.float32)
     actions = rng.uniform(-1, 1, (37, 6, act_dim)).astype(np.float32)
     with num_threads(threads):
-        got = rollout(packed, obs, actions, quadratic_reward, rows=16)
+        got = rollout(packed, obs, actions, quadratic_reward, rows=2 * isa.tile_rows)
     want = rollout_reference(activation="silu", obs=obs, actions=actions, reward=quadratic_reward,
                              angle_dims=angles, **model)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

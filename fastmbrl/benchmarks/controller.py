@@ -30,6 +30,7 @@ from ..controller import Controller
 from ..dynamics import DynamicsModel
 from ..errors import FastMBRLError
 from ..kernels import num_threads
+from .common import machine, machine_line
 
 F32 = np.float32
 
@@ -197,12 +198,12 @@ def run(args) -> int:
 
 def _run(args) -> int:
     if not args.json:
-        print(f"numba threads: {numba.get_num_threads()}; Controller.act on float64 observations")
+        print(f"{machine_line()}\nController.act on float64 observations")
         print(f"{'config':<12}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}{'B/call':>8}"
               f"{'numpy B':>9}{'first act s':>12}  planner / model")
     for name in args.configs:
         cfg = CONFIGS[name]
-        row = measure(cfg, args.calls, not args.no_startup)
+        row = dict(measure(cfg, args.calls, not args.no_startup), **machine())
         if args.json:
             print(json.dumps(row), flush=True)
         else:

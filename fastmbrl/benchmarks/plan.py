@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import FastMBRLError
 from ..kernels import FASTMATH
+from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 from ..kernels.rollout import pack_model
 from ..planners import CEM, RandomShooting
 
@@ -176,7 +177,7 @@ class NumpyPlanner:
 
 def _median_ms(fn, obs, repeats):
     fn(obs)
-    times = [_timed(lambda: fn(obs)) for _ in range(repeats)]
+    times = [timed(lambda: fn(obs)) for _ in range(repeats)]
     return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
 
 
@@ -197,7 +198,7 @@ def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
         "gflops": round(flops / ms / 1e6, 1),
         "reference_ms_per_plan": round(ref_ms, 3),
         "speedup": round(ref_ms / ms, 2),
-        "threads": numba.get_num_threads(),
+        **machine(),
     }
 
 
@@ -214,7 +215,7 @@ print(time.perf_counter() - t0)
 
 def measure_startup() -> dict:
     """Seconds from interpreter start to the first cheetah_rs action, cold and warm cache."""
-    out = {"config": "startup_cheetah_rs"}
+    out = {"config": "startup_cheetah_rs", **machine()}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         for label in ("cold_s", "warm_s"):
@@ -224,32 +225,6 @@ def measure_startup() -> dict:
             out[label] = round(float(proc.stdout.strip().splitlines()[-1]), 2)
             out[label.replace("_s", "_process_s")] = round(time.perf_counter() - t, 2)
     return out
-
-
-def sgemm_gflops(n: int = 1024, repeats: int = 10) -> float:
-    """NumPy's float32 matmul throughput right now: the machine's practical peak, measured in
-    the same run because other jobs on shared cores move it a lot."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(F32)
-    out = np.empty_like(a)
-    np.matmul(a, a, out=out)
-    best = min(_timed(lambda: np.matmul(a, a, out=out)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def blas_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (threadpoolctl not installed)"
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
-                     f"x{i.get('num_threads')}" for i in blas) or "none found"
 
 
 def add_arguments(parser):
@@ -267,19 +242,20 @@ def run(args) -> int:
     blas = blas_info()
     peak = sgemm_gflops()
     if not args.json:
-        print(f"numba threads: {numba.get_num_threads()}; NumPy BLAS: {blas}; "
-              f"sgemm now: {peak:.0f} GFLOP/s")
+        print(f"{machine_line()}\nNumPy BLAS: {blas}; sgemm now: {peak:.0f} GFLOP/s")
         print(f"{'config':<16}{'ms/plan':>10}{'min ms':>9}{'GFLOP/s':>9}{'Msteps/s':>10}"
-              f"{'numpy ms':>10}{'speedup':>9}")
+              f"{'numpy ms':>10}{'speedup':>9}{'of sgemm':>9}")
     for name in args.configs:
         row = measure(CONFIGS[name], args.repeats, max(3, args.repeats // 4))
         row["sgemm_gflops"] = round(peak, 1)
+        row["fraction_of_sgemm"] = round(row["gflops"] / peak, 2)
         if args.json:
             print(json.dumps(dict(row, blas=blas)), flush=True)
         else:
             print(f"{name:<16}{row['ms_per_plan']:>10.2f}{row['min_ms_per_plan']:>9.2f}"
                   f"{row['gflops']:>9.1f}{row['model_steps_per_s'] / 1e6:>10.2f}"
-                  f"{row['reference_ms_per_plan']:>10.2f}{row['speedup']:>8.1f}x", flush=True)
+                  f"{row['reference_ms_per_plan']:>10.2f}{row['speedup']:>8.1f}x"
+                  f"{100 * row['fraction_of_sgemm']:>8.0f}%", flush=True)
     if args.startup:
         row = measure_startup()
         if args.json:

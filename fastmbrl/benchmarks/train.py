@@ -14,6 +14,7 @@ import numpy as np
 
 from .._validate import check_positive_int
 from ..nn import MLP, Adam, train_mse_epoch
+from .common import blas_info, machine, machine_line, sgemm_gflops
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,6 @@ def _median_rate(run, samples: int, repeats: int) -> float:
     return samples / float(np.median(times))
 
 
-def blas_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (install threadpoolctl)"
-    libs = [f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(sorted(set(libs))) or "none found"
-
-
 def measure(name: str, samples: int = 25_600, repeats: int = 5, reference: bool = True) -> dict:
     cfg = CONFIGS[name]
     x, y = make_data(cfg, samples)
@@ -122,6 +113,7 @@ def measure(name: str, samples: int = 25_600, repeats: int = 5, reference: bool 
         row["numpy_samples_per_s"] = _median_rate(numpy_epoch(cfg, x, y), samples, repeats)
         row["speedup_vs_numpy"] = row["samples_per_s"] / row["numpy_samples_per_s"]
     row["blas"] = blas_info()
+    row.update(machine())
     return row
 
 
@@ -136,11 +128,13 @@ def add_arguments(parser):
 def run(args) -> int:
     samples = check_positive_int(args.samples, "--samples")
     repeats = check_positive_int(args.repeats, "--repeats")
+    peak = sgemm_gflops()
     if not args.json:
-        print(f"training throughput, one epoch of minibatch Adam, median of {repeats} "
-              f"(BLAS: {blas_info()})")
+        print(f"{machine_line()}\ntraining throughput, one epoch of minibatch Adam, median of "
+              f"{repeats} (NumPy BLAS: {blas_info()}; sgemm now: {peak:.0f} GFLOP/s)")
     for name in args.configs:
         row = measure(name, samples, repeats, reference=not args.no_reference)
+        row["sgemm_gflops"] = round(peak, 1)
         if args.json:
             print(json.dumps(row), flush=True)
         else:

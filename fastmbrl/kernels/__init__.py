@@ -5,10 +5,24 @@ FASTMATH keeps NaN/inf semantics on so that divergence guards are not compiled a
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+from pathlib import Path
 
 import numba
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest() -> str:
+    """Hash of the kernel sources that generated kernels are built from. numba checks only the
+    defining file of a cached function, not the helpers compiled into it, so generated kernels
+    carry this in their cache name: an edited tile or spec is recompiled, never read stale."""
+    h = hashlib.sha1()
+    for name in ("isa.py", "dense.py", "rollout.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:8]
 
 
 @contextlib.contextmanager

@@ -1,17 +1,24 @@
-"""Register-blocked dense layers for the rollout kernel.
+"""Register-blocked dense layers for the rollout kernel, built per instruction-set spec.
 
 A layer computes ``dst[r, :] = bias + src[r, :fan_in] @ W`` for a block of rows. The weights are
-pre-laid-out as column *panels* of 16 outputs (one AVX-512 register of float32): panel ``v`` is a
-contiguous ``(fan_in, 16)`` block, so each step of the inner loop loads whole registers of weights.
-The tile routine keeps an 8-row x (16 * NV)-column block of outputs in registers for the whole
-reduction over ``fan_in``: per input unit it loads NV weight vectors and 8 scalars (broadcast) and
-issues 8 * NV fused multiply-adds, so it runs at the FMA units' speed, not at the memory's.
+pre-laid-out as column *panels* of ``spec.lanes`` outputs (one vector register of float32):
+panel ``v`` is a contiguous ``(fan_in, lanes)`` block, so each step of the inner loop loads whole
+registers of weights. The tile routine keeps a ``tile_rows`` x (lanes * NV)-column block of
+outputs in registers for the whole reduction over ``fan_in``: per input unit it loads NV weight
+vectors and ``tile_rows`` scalars (broadcast) and issues tile_rows * NV fused multiply-adds, so it
+runs at the FMA units' speed, not at the memory's. The tile must fit the register file, which is
+why its shape follows the ISA (``isa.py``): a tile sized for 32 zmm registers spills on every
+multiply-add where there are 16 ymm.
 
 LLVM's loop vectoriser cannot do this itself (it only vectorises innermost loops, and the stores to
 several output rows need more runtime alias checks than it allows), so the tile is written directly
-in LLVM IR through a numba intrinsic. The rest is ordinary numba code.
+in LLVM IR through a numba intrinsic. Vectors of any width are legal IR on every target (LLVM
+splits or widens them), so every spec compiles and runs correctly on any machine; only its speed
+depends on the machine.
 """
 from __future__ import annotations
+
+import types as pytypes
 
 import llvmlite.ir as ir
 import numpy as np
@@ -19,24 +26,26 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import FASTMATH
-
-LANES = 16  # float32 lanes of one 512-bit register: panel width and padding unit of every layer
-ROW_BLOCK = 8  # rows per register tile; chunks of rows are multiples of this
+from . import FASTMATH, source_digest
+from .isa import Spec, get_spec
 
 RELU, TANH, SILU = 0, 1, 2
 ACTIVATIONS = {"relu": RELU, "tanh": TANH, "silu": SILU, "swish": SILU}
 
 _F32 = ir.FloatType()
-_VEC = ir.VectorType(_F32, LANES)
-_SPLAT = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
 
 
-def _make_tile(nv: int):
-    """Intrinsic for one ROW_BLOCK x (nv * LANES) output tile (offsets are in float32 elements).
+def _make_tile(spec: Spec, nv: int):
+    """Intrinsic for one tile_rows x (nv * lanes) output tile (offsets are in float32 elements).
 
     tile(dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_panel_stride, bias, bias_off, fan_in)
     """
+    lanes, n_rows = spec.lanes, spec.tile_rows
+    vec = ir.VectorType(_F32, lanes)
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    # fmuladd lets LLVM fuse where the target has FMA and split it where it has not; llvm.fma
+    # would become a libm call per element there
+    fma_name = f"llvm.{'fma' if spec.fma else 'fmuladd'}.v{lanes}f32"
 
     @intrinsic
     def tile(typingctx, dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_stride, bias,
@@ -59,46 +68,47 @@ def _make_tile(nv: int):
                 return builder.gep(data, [integer(off_index)])
 
             def vec_ptr(base, offset):
-                return builder.bitcast(builder.gep(base, [offset]), _VEC.as_pointer())
+                return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
             d, s = pointer(0, 1), pointer(3, 4)
             wp, b = pointer(6, 7), pointer(9, 10)
             dst_ld, src_ld, w_stride, n_in = integer(2), integer(5), integer(8), integer(11)
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32")
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), fma_name)
 
-            init = [builder.load(vec_ptr(b, const(LANES * n)), align=4) for n in range(nv)]
+            init = [builder.load(vec_ptr(b, const(lanes * n)), align=4) for n in range(nv)]
             entry = builder.block
             loop = builder.append_basic_block("tile.loop")
             done = builder.append_basic_block("tile.done")
             builder.branch(loop)
             builder.position_at_end(loop)
             i = builder.phi(intp)
-            acc = [[builder.phi(_VEC) for _ in range(nv)] for _ in range(ROW_BLOCK)]
-            i_lanes = builder.mul(i, const(LANES))
+            acc = [[builder.phi(vec) for _ in range(nv)] for _ in range(n_rows)]
+            i_lanes = builder.mul(i, const(lanes))
             wv = [builder.load(vec_ptr(wp, builder.add(i_lanes, builder.mul(w_stride, const(n)))),
                                align=4) for n in range(nv)]
             new = []
-            for r in range(ROW_BLOCK):
+            for r in range(n_rows):
                 x = builder.load(builder.gep(s, [builder.add(i, builder.mul(src_ld, const(r)))]))
-                xb = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x,
+                xb = builder.insert_element(ir.Constant(vec, ir.Undefined), x,
                                             ir.Constant(ir.IntType(32), 0))
-                xb = builder.shuffle_vector(xb, ir.Constant(_VEC, ir.Undefined), _SPLAT)
+                xb = builder.shuffle_vector(xb, ir.Constant(vec, ir.Undefined), splat)
                 new.append([builder.call(fma, [xb, wv[n], acc[r][n]]) for n in range(nv)])
             i_next = builder.add(i, const(1))
             tail = builder.block
             builder.cbranch(builder.icmp_signed("<", i_next, n_in), loop, done)
             i.add_incoming(const(0), entry)
             i.add_incoming(i_next, tail)
-            for r in range(ROW_BLOCK):
+            for r in range(n_rows):
                 for n in range(nv):
                     acc[r][n].add_incoming(init[n], entry)
                     acc[r][n].add_incoming(new[r][n], tail)
             builder.position_at_end(done)
-            for r in range(ROW_BLOCK):
+            for r in range(n_rows):
                 row = builder.mul(dst_ld, const(r))
                 for n in range(nv):
-                    builder.store(new[r][n], vec_ptr(d, builder.add(row, const(LANES * n))), align=4)
+                    builder.store(new[r][n], vec_ptr(d, builder.add(row, const(lanes * n))),
+                                  align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -106,24 +116,26 @@ def _make_tile(nv: int):
     return tile
 
 
-# 8 rows x 3 registers = 24 accumulators + 3 weight registers + 1 broadcast fit the 32 zmm registers.
-_tile3, _tile2, _tile1 = _make_tile(3), _make_tile(2), _make_tile(1)
-
-
-@njit(fastmath=FASTMATH, cache=True, error_model="numpy")
-def dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, bias, bias_off,
-          n_panels):
-    """dst[r, :16*n_panels] = bias + src[r, src_off:src_off+fan_in] @ W for r < rows (a multiple of 8).
+def _dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, bias, bias_off,
+           n_panels):
+    """dst[r, :LANES*n_panels] = bias + src[r, src_off:src_off+fan_in] @ W for r < rows (a
+    multiple of TILE_ROWS).
 
     `w_off` points at panel 0 of W, `w_stride` is the distance between panels, `fan_in` >= 1.
+    Template: `dense_kernel(spec)` compiles a copy with the spec's constants and tiles bound.
     """
     v = 0
     while v < n_panels:
         left = n_panels - v
-        nv = 2 if (left == 2 or left == 4) else (1 if left == 1 else 3)
+        if MAX_NV == 3:  # 3 + 1 would leave a lone register: 2 + 2 keeps both tiles wide
+            nv = 2 if (left == 2 or left == 4) else (1 if left == 1 else 3)
+        elif MAX_NV == 2:
+            nv = 1 if left == 1 else 2
+        else:
+            nv = 1
         wo = w_off + v * w_stride
         bo = bias_off + LANES * v
-        for r0 in range(0, rows, ROW_BLOCK):
+        for r0 in range(0, rows, TILE_ROWS):
             do = r0 * dst_ld + LANES * v
             so = r0 * src_ld + src_off
             if nv == 3:
@@ -133,6 +145,24 @@ def dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, b
             else:
                 _tile1(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
         v += nv
+
+
+_DENSE: dict = {}
+
+
+def dense_kernel(spec=None):
+    """The compiled dense layer of `spec` (default: the current one), cached per spec key."""
+    spec = get_spec(spec)
+    fn = _DENSE.get(spec.key)
+    if fn is None:
+        tiles = [_make_tile(spec, nv) for nv in range(1, spec.tile_vectors + 1)]
+        tiles += [tiles[-1]] * (3 - len(tiles))  # never called: MAX_NV folds those branches away
+        scope = dict(globals(), LANES=spec.lanes, TILE_ROWS=spec.tile_rows,
+                     MAX_NV=spec.tile_vectors, _tile1=tiles[0], _tile2=tiles[1], _tile3=tiles[2])
+        f = pytypes.FunctionType(_dense.__code__, scope, "dense")
+        f.__qualname__ = f"dense__{spec.key}__{source_digest()}"
+        fn = _DENSE[spec.key] = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(f)
+    return fn
 
 
 # tanh(x) ~= x P(x^2) / Q(x^2) on [-9, 9] (|error| < 4e-7 in float32), clamped outside where

@@ -6,8 +6,9 @@ Data path
 ``pack_model`` (or ``pack_dynamics`` for a DynamicsModel) lays the dynamics MLP out once for the
 kernel: the input normalisation is folded into the first layer, the delta de-normalisation into the
 last one (so the kernel computes ``next_obs = obs + MLP'(concat(obs, act))``), and each layer's
-weights are cut into 16-wide column panels (see ``dense.py``). Candidates are processed in chunks
-of ``rows`` (a multiple of 8) per parallel task; each chunk steps its rows through the horizon with
+weights are cut into column panels one vector register wide (``isa.py``, ``dense.py``).
+Candidates are processed in chunks of ``rows`` (a multiple of the spec's tile rows) per parallel
+task; each chunk steps its rows through the horizon with
 scratch arrays from a preallocated ``Workspace``, so nothing is allocated in the time loop.
 
 Reward and termination functions
@@ -47,9 +48,9 @@ from numba import njit, prange
 
 from .._validate import as_array, check_positive_int
 from . import FASTMATH
-from .dense import ACTIVATIONS, LANES, ROW_BLOCK, activate, dense
-
-DEFAULT_ROWS = 32  # rows per chunk: 4 register tiles; one chunk's activations stay in L1/L2
+from . import source_digest
+from .dense import ACTIVATIONS, activate, dense_kernel
+from .isa import Spec, get_spec
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ class PackedModel:
     #: observation entries that are angles: the network sees their sine in place and their
     #: cosine after the observation (inputs: obs', cos(angles), act)
     angle_dims: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the instruction-set spec the panels are laid out for (their width) and the kernel runs
+    isa: Spec = field(default_factory=get_spec)
+
+    @property
+    def lanes(self) -> int:
+        return self.isa.lanes
 
     @property
     def num_members(self) -> int:
@@ -74,12 +81,13 @@ class PackedModel:
 
     @property
     def width(self) -> int:
-        """Widest padded hidden layer (at least LANES)."""
-        return int(max([LANES] + [LANES * p for p in self.layers[:-1, 1]]))
+        """Widest padded hidden layer (at least one vector)."""
+        lanes = self.isa.lanes
+        return int(max([lanes] + [lanes * p for p in self.layers[:-1, 1]]))
 
     @property
     def out_width(self) -> int:
-        return int(LANES * self.layers[-1, 1])
+        return int(self.isa.lanes * self.layers[-1, 1])
 
     def flops_per_step(self) -> int:
         """Multiply-adds x 2 of one model step (unpadded sizes)."""
@@ -97,7 +105,7 @@ def _stat(x, name, dim, members):
 
 
 def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
-               version: int = 0, angle_dims=()) -> PackedModel:
+               version: int = 0, angle_dims=(), isa=None) -> PackedModel:
     """Lay out an MLP delta model for the kernel.
 
     `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
@@ -106,8 +114,11 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
     Statistics are (D,) or one row per member, (B, D). Non-finite weights are accepted (the
     rollouts then score -inf). `angle_dims`: observation entries fed to the network as (sine in
     place, cosine appended): the network input is then concat(obs', cos(obs[angle_dims]), act)
-    and the input statistics have that length.
+    and the input statistics have that length. `isa`: the spec (or its name) to lay the
+    panels out for; default the current one (``isa.current()``).
     """
+    spec = get_spec(isa)
+    lanes = spec.lanes
     if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
         code = ACTIVATIONS[activation.lower()]
     else:
@@ -151,10 +162,10 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
     layers = np.zeros((n_layers, 4), np.int64)
     w_size = b_size = 0
     for i, (fan_in, fan_out) in enumerate(first):
-        panels = -(-fan_out // LANES)
+        panels = -(-fan_out // lanes)
         layers[i] = fan_in, panels, w_size, b_size
-        w_size += panels * fan_in * LANES
-        b_size += panels * LANES
+        w_size += panels * fan_in * lanes
+        b_size += panels * lanes
     packed_w = np.zeros((n_members, w_size), np.float32)
     packed_b = np.zeros((n_members, b_size), np.float32)
     for m in range(n_members):
@@ -168,20 +179,23 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
                 w = w * d_std[m]
                 b = b * d_std[m] + d_mean[m]
             fan_in, panels, w_off, b_off = (int(v) for v in layers[i])
-            padded = np.zeros((fan_in, panels * LANES))
+            padded = np.zeros((fan_in, panels * lanes))
             padded[:, : w.shape[1]] = w
             packed_w[m, w_off: w_off + padded.size] = (
-                padded.reshape(fan_in, panels, LANES).transpose(1, 0, 2).ravel())
+                padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel())
             packed_b[m, b_off: b_off + b.size] = b
     return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version),
-                       angle_dims=angles.copy())
+                       angle_dims=angles.copy(), isa=spec)
 
 
-def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
+def pack_dynamics(model, previous: PackedModel | None = None, isa=None) -> PackedModel:
     """Pack a DynamicsModel; returns `previous` unchanged if it was packed from this model at
-    its current `version`."""
+    its current `version`. `isa` defaults to `previous`'s spec, else the current one."""
+    if isa is None and previous is not None:
+        isa = previous.isa
+    spec = get_spec(isa)
     if (previous is not None and previous.source_id == id(model)
-            and previous.version == model.version):
+            and previous.version == model.version and previous.isa == spec):
         return previous
     for attr in ("net", "activation", "input_mean", "input_scale", "delta_mean", "delta_std",
                  "version"):
@@ -192,11 +206,23 @@ def pack_dynamics(model, previous: PackedModel | None = None) -> PackedModel:
     biases = [n.biases for n in nets] if len(nets) > 1 else nets[0].biases
     packed = pack_model(weights, biases, model.activation, model.input_mean,
                         model.input_scale, model.delta_mean, model.delta_std, model.version,
-                        getattr(model, "angle_obs_dims", ()))
+                        getattr(model, "angle_obs_dims", ()), spec)
     return replace(packed, source_id=id(model))
 
 
-def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None, every_member=None):
+def chunk_rows(packed: PackedModel, rows=None) -> int:
+    """`rows` checked against the model's spec (a multiple of its tile rows), or its default."""
+    spec = packed.isa
+    if rows is None:
+        return spec.chunk_rows
+    rows = check_positive_int(rows, "rows")
+    if rows % spec.tile_rows:
+        raise ValueError(f"rows must be a multiple of {spec.tile_rows} (the {spec.name} tile), "
+                         f"got {rows}")
+    return rows
+
+
+def make_chunks(num_candidates: int, rows: int, members=None, every_member=None):
     """Split candidates into chunks of at most `rows`, never mixing ensemble members.
 
     `members` (optional, (K,) ints, non-decreasing): the model member of each candidate; order
@@ -240,14 +266,12 @@ def make_chunks(num_candidates: int, rows: int = DEFAULT_ROWS, members=None, eve
 class Workspace:
     """Scratch arrays of the kernel for `num_chunks` chunks of `rows` rows (allocated once)."""
 
-    def __init__(self, packed: PackedModel, num_chunks: int, rows: int = DEFAULT_ROWS):
-        rows = check_positive_int(rows, "rows")
-        if rows % ROW_BLOCK:
-            raise ValueError(f"rows must be a multiple of {ROW_BLOCK}, got {rows}")
+    def __init__(self, packed: PackedModel, num_chunks: int, rows: int | None = None):
+        rows = chunk_rows(packed, rows)
         n, o, a = check_positive_int(num_chunks, "num_chunks"), packed.obs_dim, packed.act_dim
         self.rows, self.num_chunks = rows, n
         n_ang = packed.angle_dims.shape[0]
-        self.shape_key = (o, a, n_ang, packed.width, packed.out_width)
+        self.shape_key = (o, a, n_ang, packed.width, packed.out_width, packed.isa)
         f = np.float32
         self.arrays = (
             np.zeros((n, rows, o + n_ang + a), f),  # x: network input
@@ -268,7 +292,7 @@ class Workspace:
         return (num_chunks <= self.num_chunks
                 and self.shape_key == (packed.obs_dim, packed.act_dim,
                                        packed.angle_dims.shape[0], packed.width,
-                                       packed.out_width))
+                                       packed.out_width, packed.isa))
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -296,7 +320,8 @@ def _features(obs, r, x, n_obs, angle_dims):
 def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk_start,
              chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
              ret_ws, base_ws, returns):
-    # Template: rollout_kernel() compiles a copy whose globals bind _reward and _terminated.
+    # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated and the
+    # spec's LANES and dense.
     n_obs = obs0.shape[0]
     n_feat = n_obs + angle_dims.shape[0]  # the network's observation inputs
     horizon = actions.shape[1]
@@ -397,19 +422,24 @@ def _check_numba_function(fn, name):
                         f"got {type(fn).__name__}")
 
 
-def rollout_kernel(reward, terminated=None):
-    """The compiled kernel specialised to (reward, terminated); cached in memory and on disk."""
+def rollout_kernel(reward, terminated=None, isa=None):
+    """The compiled kernel specialised to (reward, terminated) and an instruction-set spec
+    (default: the current one); cached in memory and on disk."""
     _check_numba_function(reward, "reward")
     if terminated is None:
         terminated = never_terminated
     _check_numba_function(terminated, "terminated")
-    key = (reward, terminated)
+    spec = get_spec(isa)
+    key = (reward, terminated, spec.key)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        scope = dict(globals(), _reward=reward, _terminated=terminated)
+        scope = dict(globals(), _reward=reward, _terminated=terminated, LANES=spec.lanes,
+                     dense=dense_kernel(spec))
         fn = pytypes.FunctionType(_rollout.__code__, scope, "_rollout")
         # numba names cache files after the qualname: one file per reward/termination pair
-        fn.__qualname__ = f"_rollout__{_tag(reward)}__{_tag(terminated)}"
+        # and spec, and a new one when the kernel sources change
+        fn.__qualname__ = (f"_rollout__{_tag(reward)}__{_tag(terminated)}__{spec.key}"
+                           f"__{source_digest()}")
         kernel = njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True,
                       error_model="numpy")(fn)
         _KERNELS[key] = kernel
@@ -430,12 +460,14 @@ def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Wo
 
 
 def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, members=None,
-            every_member: bool = False, rows: int = DEFAULT_ROWS,
+            every_member: bool = False, rows: int | None = None,
             workspace: Workspace | None = None, out=None) -> np.ndarray:
     """Returns (K,) of K action sequences `actions` (K, H, A) rolled out from `obs` (O,).
 
     `members` (K,) optional sorted ensemble member per candidate (default: member 0).
     `every_member`: roll every candidate out under each of the B members; returns (B, K).
+    `rows` per parallel chunk: a multiple of the spec's tile rows (default its chunk rows).
+    The kernel is the one of the model's spec (`packed.isa`).
     """
     if not isinstance(packed, PackedModel):
         raise TypeError(f"packed: expected a PackedModel, got {type(packed).__name__}")
@@ -446,6 +478,7 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
         raise ValueError(f"actions: expected at least one candidate and one step, got {actions.shape}")
     if members is not None and np.max(members) >= packed.num_members:
         raise ValueError(f"members: model has {packed.num_members} members")
+    rows = chunk_rows(packed, rows)
     shape = (packed.num_members, k) if every_member else (k,)
     chunks = make_chunks(k, rows, members, packed.num_members if every_member else None)
     n_chunks = chunks[1].shape[0]
@@ -458,6 +491,6 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
-    run_kernel(rollout_kernel(reward, terminated), packed, obs, actions, chunks, workspace,
+    run_kernel(rollout_kernel(reward, terminated, packed.isa), packed, obs, actions, chunks, workspace,
                out.reshape(-1))
     return out
