@@ -24,7 +24,7 @@ from ._validate import as_array, check_positive_int
 from .buffer import ReplayBuffer
 from .errors import FastMBRLError, FormatError
 from .io import load_npz, save_npz
-from .nn import MLP, Adam, train_mse_epoch
+from .nn import MLP, Adam, train_mse_epochs
 
 _KIND = "dynamics_model"
 _VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load
@@ -248,11 +248,8 @@ class DynamicsModel:
             x_va, t_va = self._inputs(va.obs, va.action), self._targets(va.obs, va.next_obs)
         b = self.ensemble_size
         opts = [Adam(net.params, lr=lr, weight_decay=weight_decay) for net in self.nets]
-        if b == 1:
-            data = [(x_tr, t_tr)]
-        else:
-            boot = [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)]
-            data = [(x_tr[i], t_tr[i]) for i in boot]
+        boot = (None if b == 1 else
+                [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)])
         history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
                    "best_epoch": None, "stopped_early": False}
         best, waited = np.inf, 0
@@ -262,9 +259,9 @@ class DynamicsModel:
             t0 = time.perf_counter()
             member_val = []
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught just below
-                train_loss = np.mean([
-                    train_mse_epoch(net, opt, x, t, batch_size, self.rng, input_noise)
-                    for net, opt, (x, t) in zip(self.nets, opts, data)])
+                # the members train together, in one parallel kernel
+                train_loss = np.mean(train_mse_epochs(self.nets, opts, x_tr, t_tr, batch_size,
+                                                      self.rng, input_noise, rows=boot))
                 if val_idx.size:
                     member_val = [self._evaluate(x_va, t_va, net) for net in self.nets]
                     val_loss, val_mse = np.mean(member_val, axis=0)

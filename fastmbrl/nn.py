@@ -12,7 +12,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ._validate import check_positive_int
+from .kernels import isa as _isa
 from .kernels import nn as _k
+from .kernels import train as _kt
+from .kernels.dense import ACTIVATIONS as _DENSE_ACT
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -388,9 +391,156 @@ class SGD(_Optimizer):
             _k.sgd_update(_flat(p), g, _flat(b), f(self.lr), f(self.momentum))
 
 
+class _TileTrainer:
+    """Float32 MLPs of one architecture trained together by ``kernels.train`` (one epoch per
+    call). Parameters and Adam moments are copied into the kernel's padded layout at the start
+    of an epoch and back at its end, so the networks and optimizers stay the source of truth."""
+
+    def __init__(self, nets, batch_size: int, spec):
+        net = nets[0]
+        self.sizes = (net.in_dim, *net.hidden, net.out_dim)
+        self.activation = net.activation
+        self.layout = lay = _kt.Layout(self.sizes, batch_size, spec)
+        b = len(nets)
+        f = np.float32
+        self.pp, self.gp = np.zeros((b, lay.n_params), f), np.zeros((b, lay.n_params), f)
+        self.mp, self.vp = np.zeros((b, lay.n_params), f), np.zeros((b, lay.n_params), f)
+        self.wt = np.zeros((b, lay.n_wt), f)
+        self.ws = np.zeros((b, lay.n_ws), f)
+        self.losses = np.zeros(b, np.float64)
+        self.kernel = _kt.epoch_kernel(spec)
+        self.act_code = _DENSE_ACT[self.activation]
+
+    def fits(self, nets, batch_size, spec) -> bool:
+        return (batch_size == self.layout.batch and len(nets) == self.pp.shape[0]
+                and spec == self.layout.spec
+                and all((n.in_dim, *n.hidden, n.out_dim) == self.sizes
+                        and n.activation == self.activation for n in nets))
+
+    def _copy(self, nets, opts, to_kernel: bool):
+        lay = self.layout
+        for b, (net, opt) in enumerate(zip(nets, opts)):
+            rows = ((self.pp[b], net.params), (self.mp[b], _shaped(opt.m[0], net)),
+                    (self.vp[b], _shaped(opt.v[0], net)))
+            for padded, params in rows:
+                for i in range(net.num_layers):
+                    pairs = ((lay.weight_view(padded, i), params[2 * i]),
+                             (lay.bias_view(padded, i), params[2 * i + 1]))
+                    for kernel_side, net_side in pairs:
+                        if to_kernel:
+                            kernel_side[...] = net_side
+                        else:
+                            net_side[...] = kernel_side
+            if to_kernel:
+                for i in range(1, net.num_layers):
+                    lay.transpose_view(self.wt[b], i)[...] = net.weights[i].T
+
+    def epoch(self, nets, opts, x, y, order, noise) -> np.ndarray:
+        """One epoch; `order` (B, n) rows of x/y per member and step, `noise` (B, n, in) or
+        (0, 0, 0). Returns each member's mean loss (NaN where it became non-finite)."""
+        self._copy(nets, opts, True)
+        opt = opts[0]
+        b1, b2 = opt.betas
+        lay = self.layout
+        steps = self.kernel(x, y, order, noise, lay.batch, self.act_code, lay.layers,
+                            lay.gstart, lay.gcount, lay.ublocks, self.pp, self.gp, self.mp,
+                            self.vp, self.wt, self.ws, lay.zero, opt.lr, b1, b2, opt.eps,
+                            opt.weight_decay, opt.t, self.losses)
+        self._copy(nets, opts, False)
+        for o in opts:
+            o.t += int(steps)
+        return self.losses.copy()
+
+
+def _shaped(flat, net):
+    """Views of a flat vector laid out like `net.flat_params`, shaped like `net.params`."""
+    out, start = [], 0
+    for p in net.params:
+        out.append(flat[start: start + p.size].reshape(p.shape))
+        start += p.size
+    return out
+
+
+def _tile_trainable(nets, opts) -> bool:
+    """Whether the tile kernel can train these: float32 MLPs, each with a fused Adam over its
+    own parameters, all with the same settings."""
+    first = opts[0]
+    return all(
+        isinstance(n, MLP) and n.dtype == np.float32 and n.num_layers >= 1
+        and type(o) is Adam and o._fused and o._targets[0] is n.flat_params
+        and (o.lr, o.betas, o.eps, o.weight_decay, o.t) == (first.lr, first.betas, first.eps,
+                                                          first.weight_decay, first.t)
+        for n, o in zip(nets, opts))
+
+
+def train_mse_epochs(nets, optimizers, x: np.ndarray, y: np.ndarray, batch_size: int,
+                     rng: np.random.Generator, input_noise: float = 0.0, rows=None,
+                     isa=None) -> np.ndarray:
+    """One epoch of minibatch Adam on the MSE for each of `nets`, trained together.
+
+    Member m visits the rows `rows[m]` of x/y (default: every row; e.g. a bootstrap resample)
+    once, in a shuffled order; per member, the permutation and then its input noise (std
+    `input_noise`) are drawn from `rng`, members in order. Float32 networks with fused Adam
+    optimizers train in one parallel kernel (``kernels.train``, for the instruction-set spec
+    `isa`, default the current one), the others one by one in NumPy.
+    Returns (B,) mean losses over each epoch's batches (measured before each update); NaN for a
+    member whose loss became non-finite, whose epoch stopped there.
+    """
+    nets, optimizers = list(nets), list(optimizers)
+    if len(nets) != len(optimizers) or not nets:
+        raise ValueError("nets and optimizers: expected lists of the same, non-zero length")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    b, net = len(nets), nets[0]
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or x.shape[1] != net.in_dim or y.shape != (x.shape[0], net.out_dim):
+        raise ValueError(f"x, y: expected (N, {net.in_dim}) and (N, {net.out_dim}), got "
+                         f"{x.shape} and {y.shape}")
+    if rows is not None:
+        rows = np.asarray(rows)
+        if (rows.ndim != 2 or rows.shape[0] != b or rows.dtype.kind not in "iu"
+                or (rows.size and (rows.min() < 0 or rows.max() >= x.shape[0]))):
+            raise ValueError(f"rows: expected {b} equally long lists of row indices in "
+                             f"[0, {x.shape[0]}), got shape {rows.shape} {rows.dtype}")
+    n = x.shape[0] if rows is None else rows.shape[1]
+    if n == 0:
+        raise ValueError("x: no rows to train on")
+    if not _tile_trainable(nets, optimizers):
+        out = np.empty(b)
+        for m, (net, opt) in enumerate(zip(nets, optimizers)):
+            xm, ym = (x, y) if rows is None else (x[rows[m]], y[rows[m]])
+            out[m] = _numpy_mse_epoch(net, opt, xm, ym, batch_size, rng, input_noise)
+        return out
+    order = np.empty((b, n), np.int64)
+    noise = np.empty((b, n, net.in_dim) if input_noise > 0 else (0, 0, 0), np.float32)
+    for m in range(b):
+        perm = rng.permutation(n)
+        order[m] = perm if rows is None else rows[m][perm]
+        if input_noise > 0:
+            rng.standard_normal(out=noise[m], dtype=np.float32)
+            noise[m] *= np.float32(input_noise)
+    x = np.ascontiguousarray(x, np.float32)
+    y = np.ascontiguousarray(y, np.float32)
+    spec = _isa.get_spec(isa)
+    trainer = getattr(net, "_tile_trainer", None)
+    if trainer is None or not trainer.fits(nets, batch_size, spec):
+        trainer = _TileTrainer(nets, batch_size, spec)
+        net._tile_trainer = trainer
+    return trainer.epoch(nets, optimizers, x, y, order, noise)
+
+
 def train_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int,
                     rng: np.random.Generator, input_noise: float = 0.0) -> float:
-    """One epoch of minibatch updates of `net` on the mean squared error of net(x) against y.
+    """One epoch of minibatch updates of `net` on the mean squared error of net(x) against y
+    (`train_mse_epochs` with one network). Rows are visited once in a shuffled order (the last
+    batch may be smaller); optional Gaussian noise of std `input_noise` is added to the inputs
+    (Nagabandi et al. 2018 use 0.01). Returns the mean loss over the epoch's batches (measured
+    before each update), or NaN as soon as a batch loss is not finite."""
+    return float(train_mse_epochs([net], [optimizer], x, y, batch_size, rng, input_noise)[0])
+
+
+def _numpy_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int,
+                     rng: np.random.Generator, input_noise: float = 0.0) -> float:
+    """`train_mse_epoch` for any network and optimizer, by `forward`/`backward`/`step`.
 
     x (N, in_dim) and y (N, out_dim) must already have the network's dtype. Rows are visited
     once in a shuffled order (the last batch may be smaller); minibatches are gathered into

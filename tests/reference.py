@@ -117,3 +117,42 @@ def gae_reference(rewards, values, next_values, terminated, episode_end, gamma, 
             weight *= gamma * lam
         out[t] = total
     return out
+
+
+def mse_epoch_reference(weights, biases, activation, x, y, order, batch, lr, betas, eps,
+                        weight_decay, t0, m, v, noise=None):
+    """One epoch of minibatch Adam on the MSE in float64, written out step by step: the twin of
+    kernels.train. `order` (n,) rows of x/y in visiting order, `noise` (n, in) added to the
+    inputs; `m`/`v` lists shaped like [W0, b0, W1, ...], updated in place with the weights.
+    Returns the mean batch loss weighted by batch rows."""
+    f = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh,
+         "silu": lambda z: z / (1.0 + np.exp(-z))}[activation]
+    df = {"relu": lambda z: (z > 0).astype(float), "tanh": lambda z: 1 - np.tanh(z) ** 2,
+          "silu": lambda z: (s := 1 / (1 + np.exp(-z))) + z * s * (1 - s)}[activation]
+    params = [p for pair in zip(weights, biases) for p in pair]
+    total, n, t = 0.0, len(order), t0
+    for s0 in range(0, n, batch):
+        idx = order[s0:s0 + batch]
+        h = np.asarray(x, np.float64)[idx]
+        if noise is not None:
+            h = h + noise[s0:s0 + batch]
+        hs, zs = [h], []
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            z = hs[-1] @ w + b
+            zs.append(z)
+            hs.append(f(z) if i < len(weights) - 1 else z)
+        diff = hs[-1] - np.asarray(y, np.float64)[idx]
+        total += (diff ** 2).mean() * len(idx)
+        g = 2 * diff / diff.size
+        grads = [None] * len(params)
+        for i in range(len(weights) - 1, -1, -1):
+            grads[2 * i], grads[2 * i + 1] = hs[i].T @ g, g.sum(axis=0)
+            if i:
+                g = (g @ weights[i].T) * df(zs[i - 1])
+        t += 1
+        for p, gr, mi, vi in zip(params, grads, m, v):
+            gr = gr + weight_decay * p
+            mi[...] = betas[0] * mi + (1 - betas[0]) * gr
+            vi[...] = betas[1] * vi + (1 - betas[1]) * gr * gr
+            p -= lr * (mi / (1 - betas[0] ** t)) / (np.sqrt(vi / (1 - betas[1] ** t)) + eps)
+    return total / n

@@ -1,19 +1,22 @@
 """`fastmbrl bench train`: training throughput of the dynamics MLP (samples per second).
 
-One epoch of minibatch Adam on the MSE (the exact code path of DynamicsModel.fit), timed next
-to a plain NumPy manual-backprop loop (new arrays every step, unfused Adam) run on the same data
-in the same process. Figures are medians over repeats.
+One epoch of minibatch Adam on the MSE (the exact code path of DynamicsModel.fit: the tile
+kernel of kernels/train.py), timed next to a plain NumPy manual-backprop loop (new arrays every
+step, unfused Adam, BLAS matrix products) run on the same data in the same process. Ensemble
+configurations train their members together on bootstrap resamples, as DynamicsModel.fit does;
+their samples count member-rows (an epoch of 5 members over N rows is 5 N samples), and the
+NumPy reference trains the members one after another. Figures are medians over repeats.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .._validate import check_positive_int
-from ..nn import MLP, Adam, train_mse_epoch
+from ..nn import MLP, Adam, train_mse_epochs
 from .common import blas_info, machine, machine_line, sgemm_gflops
 
 
@@ -24,12 +27,14 @@ class Config:
     hidden: tuple
     activation: str
     batch_size: int = 256
+    members: int = 1
 
 
 CONFIGS = {
     "pendulum_small": Config(3, 1, (64, 64), "relu"),
     "cheetah": Config(17, 6, (200, 200), "relu"),
     "cheetah_deep": Config(17, 6, (200,) * 4, "silu"),
+    "cheetah_ens5": Config(17, 6, (200, 200), "relu", members=5),
 }
 
 
@@ -41,11 +46,14 @@ def make_data(cfg: Config, samples: int, seed: int = 0):
 
 
 def fastmbrl_epoch(cfg: Config, x, y, seed: int = 0):
-    """A callable running one training epoch of a fresh network on (x, y)."""
-    net = MLP(x.shape[1], y.shape[1], cfg.hidden, cfg.activation, rng=seed)
-    opt = Adam(net.params, lr=1e-3)
+    """A callable running one training epoch of fresh networks on (x, y)."""
+    nets = [MLP(x.shape[1], y.shape[1], cfg.hidden, cfg.activation, rng=seed + m)
+            for m in range(cfg.members)]
+    opts = [Adam(net.params, lr=1e-3) for net in nets]
     rng = np.random.default_rng(seed)
-    return lambda: train_mse_epoch(net, opt, x, y, cfg.batch_size, rng)
+    rows = (None if cfg.members == 1 else
+            rng.integers(0, x.shape[0], (cfg.members, x.shape[0])))
+    return lambda: train_mse_epochs(nets, opts, x, y, cfg.batch_size, rng, rows=rows)
 
 
 _NP_ACT = {
@@ -56,7 +64,11 @@ _NP_ACT = {
 
 
 def numpy_epoch(cfg: Config, x, y, seed: int = 0):
-    """The reference: the same epoch written the obvious NumPy way."""
+    """The reference: the same epoch written the obvious NumPy way (members in turn)."""
+    if cfg.members > 1:
+        one = replace(cfg, members=1)
+        runs = [numpy_epoch(one, x, y, seed + m) for m in range(cfg.members)]
+        return lambda: [run() for run in runs]
     rng = np.random.default_rng(seed)
     sizes = (x.shape[1], *cfg.hidden, y.shape[1])
     ws = [rng.uniform(-1, 1, (i, o)).astype(np.float32) / np.sqrt(i) for i, o in zip(sizes, sizes[1:])]
@@ -105,12 +117,13 @@ def _median_rate(run, samples: int, repeats: int) -> float:
 def measure(name: str, samples: int = 25_600, repeats: int = 5, reference: bool = True) -> dict:
     cfg = CONFIGS[name]
     x, y = make_data(cfg, samples)
+    rows = samples * cfg.members
     row = {"config": name, "obs_dim": cfg.obs_dim, "act_dim": cfg.act_dim,
            "hidden": list(cfg.hidden), "activation": cfg.activation, "batch_size": cfg.batch_size,
-           "samples": samples, "repeats": repeats,
-           "samples_per_s": _median_rate(fastmbrl_epoch(cfg, x, y), samples, repeats)}
+           "members": cfg.members, "samples": samples, "repeats": repeats,
+           "samples_per_s": _median_rate(fastmbrl_epoch(cfg, x, y), rows, repeats)}
     if reference:
-        row["numpy_samples_per_s"] = _median_rate(numpy_epoch(cfg, x, y), samples, repeats)
+        row["numpy_samples_per_s"] = _median_rate(numpy_epoch(cfg, x, y), rows, repeats)
         row["speedup_vs_numpy"] = row["samples_per_s"] / row["numpy_samples_per_s"]
     row["blas"] = blas_info()
     row.update(machine())

@@ -15,12 +15,13 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @functools.lru_cache(maxsize=None)
-def source_digest() -> str:
-    """Hash of the kernel sources that generated kernels are built from. numba checks only the
-    defining file of a cached function, not the helpers compiled into it, so generated kernels
-    carry this in their cache name: an edited tile or spec is recompiled, never read stale."""
+def source_digest(*names: str) -> str:
+    """Hash of the kernel sources (file names in this package) a generated kernel is built
+    from. numba checks only the defining file of a cached function, not the helpers compiled
+    into it, so generated kernels carry this in their cache name: an edited tile or spec is
+    recompiled, never read stale."""
     h = hashlib.sha1()
-    for name in ("isa.py", "dense.py", "rollout.py"):
+    for name in ("isa.py", "dense.py", *names):
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:8]
 

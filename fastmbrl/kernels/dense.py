@@ -18,6 +18,7 @@ depends on the machine.
 """
 from __future__ import annotations
 
+import os
 import types as pytypes
 
 import llvmlite.ir as ir
@@ -38,7 +39,12 @@ _F32 = ir.FloatType()
 def _make_tile(spec: Spec, nv: int):
     """Intrinsic for one tile_rows x (nv * lanes) output tile (offsets are in float32 elements).
 
-    tile(dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_panel_stride, bias, bias_off, fan_in)
+    tile(dst, dst_off, dst_ld, src, src_off, src_rs, src_ks, w, w_off, w_ps, w_ks, bias,
+         bias_off, k):
+    dst[dst_off + r dst_ld + n lanes + j] = bias[bias_off + n lanes + j]
+        + sum_i src[src_off + r src_rs + i src_ks] * w[w_off + n w_ps + i w_ks + j]
+    for the tile's rows r, vectors n < nv and lanes j, i < k (k >= 1). The rollout passes
+    src_ks = 1 and w_ks = lanes (contiguous panels); training also multiplies by transposes.
     """
     lanes, n_rows = spec.lanes, spec.tile_rows
     vec = ir.VectorType(_F32, lanes)
@@ -48,10 +54,10 @@ def _make_tile(spec: Spec, nv: int):
     fma_name = f"llvm.{'fma' if spec.fma else 'fmuladd'}.v{lanes}f32"
 
     @intrinsic
-    def tile(typingctx, dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_stride, bias,
-             bias_off, fan_in):
-        sig = types.void(dst, dst_off, dst_ld, src, src_off, src_ld, w, w_off, w_stride, bias,
-                         bias_off, fan_in)
+    def tile(typingctx, dst, dst_off, dst_ld, src, src_off, src_rs, src_ks, w, w_off, w_ps, w_ks,
+             bias, bias_off, k):
+        sig = types.void(dst, dst_off, dst_ld, src, src_off, src_rs, src_ks, w, w_off, w_ps, w_ks,
+                         bias, bias_off, k)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
@@ -71,8 +77,9 @@ def _make_tile(spec: Spec, nv: int):
                 return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
             d, s = pointer(0, 1), pointer(3, 4)
-            wp, b = pointer(6, 7), pointer(9, 10)
-            dst_ld, src_ld, w_stride, n_in = integer(2), integer(5), integer(8), integer(11)
+            wp, b = pointer(7, 8), pointer(11, 12)
+            dst_ld, src_rs, src_ks = integer(2), integer(5), integer(6)
+            w_ps, w_ks, n_in = integer(9), integer(10), integer(13)
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), fma_name)
 
@@ -84,12 +91,13 @@ def _make_tile(spec: Spec, nv: int):
             builder.position_at_end(loop)
             i = builder.phi(intp)
             acc = [[builder.phi(vec) for _ in range(nv)] for _ in range(n_rows)]
-            i_lanes = builder.mul(i, const(lanes))
-            wv = [builder.load(vec_ptr(wp, builder.add(i_lanes, builder.mul(w_stride, const(n)))),
+            i_w = builder.mul(i, w_ks)
+            i_s = builder.mul(i, src_ks)
+            wv = [builder.load(vec_ptr(wp, builder.add(i_w, builder.mul(w_ps, const(n)))),
                                align=4) for n in range(nv)]
             new = []
             for r in range(n_rows):
-                x = builder.load(builder.gep(s, [builder.add(i, builder.mul(src_ld, const(r)))]))
+                x = builder.load(builder.gep(s, [builder.add(i_s, builder.mul(src_rs, const(r)))]))
                 xb = builder.insert_element(ir.Constant(vec, ir.Undefined), x,
                                             ir.Constant(ir.IntType(32), 0))
                 xb = builder.shuffle_vector(xb, ir.Constant(vec, ir.Undefined), splat)
@@ -116,34 +124,73 @@ def _make_tile(spec: Spec, nv: int):
     return tile
 
 
+def group_width(left, max_nv):
+    """Vectors in the next tile along a row of panels with `left` panels to go: as many as the
+    tile holds, except that 3 + 1 becomes 2 + 2 (a lone vector would waste a tile)."""
+    if max_nv == 3:
+        return 2 if (left == 2 or left == 4) else (1 if left == 1 else 3)
+    if max_nv == 2:
+        return 1 if left == 1 else 2
+    return 1
+
+
+_group_width = njit(inline="always")(group_width)
+
+
+def panel_groups(n_panels: int, spec: Spec) -> list:
+    """(first panel, vectors) of the tiles that cover `n_panels` panels, cut as the kernels cut."""
+    out, v = [], 0
+    while v < n_panels:
+        nv = group_width(n_panels - v, spec.tile_vectors)
+        out.append((v, nv))
+        v += nv
+    return out
+
+
+def _tile_n(dst, do, dst_ld, src, so, src_rs, src_ks, w, wo, w_ps, w_ks, bias, bo, k, nv):
+    """The tile of `nv` vectors (1 to MAX_NV); bound as `tile` in specialised templates."""
+    if nv == 3:
+        _tile3(dst, do, dst_ld, src, so, src_rs, src_ks, w, wo, w_ps, w_ks, bias, bo, k)
+    elif nv == 2:
+        _tile2(dst, do, dst_ld, src, so, src_rs, src_ks, w, wo, w_ps, w_ks, bias, bo, k)
+    else:
+        _tile1(dst, do, dst_ld, src, so, src_rs, src_ks, w, wo, w_ps, w_ks, bias, bo, k)
+
+
+def specialise(template, spec: Spec, name: str, parallel: bool = False, **scope):
+    """`template` compiled for `spec`: its globals bind the spec's constants (LANES, TILE_ROWS,
+    MAX_NV), `tile(..., nv)` (the spec's tile of any width) and `scope`; cached on disk under a
+    name that carries `name`, the spec's key and the kernel sources' digest."""
+    tiles = [_make_tile(spec, nv) for nv in range(1, spec.tile_vectors + 1)]
+    tiles += [tiles[-1]] * (3 - len(tiles))  # never called: MAX_NV folds those branches away
+    consts = dict(LANES=spec.lanes, TILE_ROWS=spec.tile_rows, MAX_NV=spec.tile_vectors,
+                  _tile1=tiles[0], _tile2=tiles[1], _tile3=tiles[2])
+    tile = pytypes.FunctionType(_tile_n.__code__, dict(globals(), **consts), "_tile_n")
+    env = dict(template.__globals__, **consts, tile=njit(inline="always")(tile), **scope)
+    f = pytypes.FunctionType(template.__code__, env, template.__name__)
+    # numba names cache files after the qualname
+    source = os.path.basename(template.__code__.co_filename)
+    f.__qualname__ = f"{name}__{spec.key}__{source_digest(source)}"
+    opts = dict(parallel=True, nogil=True) if parallel else {}
+    return njit(fastmath=FASTMATH, cache=True, error_model="numpy", **opts)(f)
+
+
 def _dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, bias, bias_off,
            n_panels):
     """dst[r, :LANES*n_panels] = bias + src[r, src_off:src_off+fan_in] @ W for r < rows (a
     multiple of TILE_ROWS).
 
     `w_off` points at panel 0 of W, `w_stride` is the distance between panels, `fan_in` >= 1.
-    Template: `dense_kernel(spec)` compiles a copy with the spec's constants and tiles bound.
+    Template: `dense_kernel(spec)` compiles a copy for a spec.
     """
     v = 0
     while v < n_panels:
-        left = n_panels - v
-        if MAX_NV == 3:  # 3 + 1 would leave a lone register: 2 + 2 keeps both tiles wide
-            nv = 2 if (left == 2 or left == 4) else (1 if left == 1 else 3)
-        elif MAX_NV == 2:
-            nv = 1 if left == 1 else 2
-        else:
-            nv = 1
+        nv = _group_width(n_panels - v, MAX_NV)
         wo = w_off + v * w_stride
         bo = bias_off + LANES * v
         for r0 in range(0, rows, TILE_ROWS):
-            do = r0 * dst_ld + LANES * v
-            so = r0 * src_ld + src_off
-            if nv == 3:
-                _tile3(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
-            elif nv == 2:
-                _tile2(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
-            else:
-                _tile1(dst, do, dst_ld, src, so, src_ld, w, wo, w_stride, bias, bo, fan_in)
+            tile(dst, r0 * dst_ld + LANES * v, dst_ld, src, r0 * src_ld + src_off, src_ld, 1,
+                 w, wo, w_stride, LANES, bias, bo, fan_in, nv)
         v += nv
 
 
@@ -155,13 +202,7 @@ def dense_kernel(spec=None):
     spec = get_spec(spec)
     fn = _DENSE.get(spec.key)
     if fn is None:
-        tiles = [_make_tile(spec, nv) for nv in range(1, spec.tile_vectors + 1)]
-        tiles += [tiles[-1]] * (3 - len(tiles))  # never called: MAX_NV folds those branches away
-        scope = dict(globals(), LANES=spec.lanes, TILE_ROWS=spec.tile_rows,
-                     MAX_NV=spec.tile_vectors, _tile1=tiles[0], _tile2=tiles[1], _tile3=tiles[2])
-        f = pytypes.FunctionType(_dense.__code__, scope, "dense")
-        f.__qualname__ = f"dense__{spec.key}__{source_digest()}"
-        fn = _DENSE[spec.key] = njit(fastmath=FASTMATH, cache=True, error_model="numpy")(f)
+        fn = _DENSE[spec.key] = specialise(_dense, spec, "dense")
     return fn
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import marshal
 import re
-import types as pytypes
 from dataclasses import dataclass, field, replace
 
 import numba
@@ -48,8 +47,7 @@ from numba import njit, prange
 
 from .._validate import as_array, check_positive_int
 from . import FASTMATH
-from . import source_digest
-from .dense import ACTIVATIONS, activate, dense_kernel
+from .dense import ACTIVATIONS, activate, dense_kernel, specialise
 from .isa import Spec, get_spec
 
 
@@ -433,15 +431,10 @@ def rollout_kernel(reward, terminated=None, isa=None):
     key = (reward, terminated, spec.key)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        scope = dict(globals(), _reward=reward, _terminated=terminated, LANES=spec.lanes,
-                     dense=dense_kernel(spec))
-        fn = pytypes.FunctionType(_rollout.__code__, scope, "_rollout")
-        # numba names cache files after the qualname: one file per reward/termination pair
-        # and spec, and a new one when the kernel sources change
-        fn.__qualname__ = (f"_rollout__{_tag(reward)}__{_tag(terminated)}__{spec.key}"
-                           f"__{source_digest()}")
-        kernel = njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True,
-                      error_model="numpy")(fn)
+        # one cache file per reward/termination pair and spec
+        kernel = specialise(_rollout, spec, f"_rollout__{_tag(reward)}__{_tag(terminated)}",
+                            parallel=True, _reward=reward, _terminated=terminated,
+                            dense=dense_kernel(spec))
         _KERNELS[key] = kernel
     return kernel
 

@@ -1,0 +1,340 @@
+"""One epoch of minibatch Adam on the MSE for a stack of equal-shaped MLPs, on the register tile.
+
+The matrix products of a training step are small (a minibatch of 256 rows against 200 x 200
+weights): BLAS pays its call and threading overhead a dozen times per step and runs far from
+peak there. This kernel keeps every member's parameters, Adam state and activations in padded
+buffers laid out for the tile of ``dense.py``, and computes per step
+
+    forward   Z_i = A_{i-1} W_i + b_i,  A_i = f(Z_i)          (tiles over rows x panels)
+    loss      G_L = 2 (Z_L - Y) / (m O)
+    backward  dW_i = A_{i-1}^T G_i,  db_i = colsum(G_i),  G_{i-1} = (G_i W_i^T) * f'(Z_{i-1})
+    Adam      on every parameter; W_i^T refreshed for the next step's backward pass
+
+each phase one parallel loop over (member, tile) tasks, so the members of an ensemble train
+together and a single network still uses every core. Every output element is reduced by one
+task in a fixed order, so results do not depend on the thread count.
+
+Layouts (float32, per member row of the 2-D buffers):
+- params/grads/Adam moments: per layer a (Kr, Np) weight block (Kr = fan-in rounded up to tile
+  rows, Np = fan-out rounded up to lanes) and an Np bias; padding stays exactly zero;
+- wt: per layer i >= 1 its transpose (N_i, Np_{i-1});
+- ws: the input block X (rows, Kr_0), then per layer Z_i, A_i (hidden layers) and G_i, each
+  (rows, ld_i) with ld_i = max(Np_i, Kr_{i+1}); columns past the fan-out stay zero.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import FASTMATH
+from .dense import RELU, TANH, _tanh, panel_groups, specialise
+from .isa import get_spec
+
+# columns of the layer table
+(K, N, KR, NP, W_OFF, B_OFF, WT_OFF, IN_OFF, IN_LD, Z_OFF, A_OFF, G_OFF, LD,
+ N_COLS) = range(14)
+_UPDATE_ROWS = 16  # weight rows per Adam task
+
+_HALF = np.float32(0.5)
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _activate(w, zo, ao, ld, r0, r1, c0, c1, code):
+    """A = f(Z) on rows r0:r1, columns c0:c1. Row slices and arithmetic instead of branches:
+    the signs are random, and a branch per element would be mispredicted half the time."""
+    for r in range(r0, r1):
+        z = w[zo + r * ld + c0: zo + r * ld + c1]
+        a = w[ao + r * ld + c0: ao + r * ld + c1]
+        if code == RELU:
+            for c in range(c1 - c0):
+                v = z[c]
+                a[c] = v * np.float32(not v < _ZERO)  # keeps NaN
+        elif code == TANH:
+            for c in range(c1 - c0):
+                a[c] = _tanh(z[c])
+        else:
+            for c in range(c1 - c0):
+                v = z[c]
+                a[c] = v * (_HALF + _HALF * _tanh(_HALF * v))
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _times_derivative(w, go, zo, ao, ld, r0, r1, c0, c1, code):
+    """G *= f'(Z) on rows r0:r1, columns c0:c1, from A = f(Z) (and Z for SiLU)."""
+    for r in range(r0, r1):
+        i = r * ld + c0
+        g = w[go + i: go + i + c1 - c0]
+        a = w[ao + i: ao + i + c1 - c0]
+        if code == RELU:
+            for c in range(c1 - c0):
+                g[c] *= np.float32(a[c] > _ZERO)
+        elif code == TANH:
+            for c in range(c1 - c0):
+                g[c] *= _ONE - a[c] * a[c]
+        else:
+            z = w[zo + i: zo + i + c1 - c0]
+            for c in range(c1 - c0):
+                sg = _HALF + _HALF * _tanh(_HALF * z[c])
+                g[c] *= sg + a[c] * (_ONE - sg)
+
+
+def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ublocks, pp, gp,
+                 mp, vp, wt, ws, zero, lr, beta1, beta2, eps, weight_decay, t0, losses):
+    """Returns the number of steps taken; losses[m] = member m's mean batch loss (weighted by
+    batch rows), NaN for a member whose loss became non-finite (the epoch stops there, before
+    that step's update)."""
+    n_mem = pp.shape[0]
+    n = order.shape[1]
+    n_layers = layers.shape[0]
+    last = n_layers - 1
+    d_in = layers[0, K]
+    d_out = layers[last, N]
+    with_noise = noise.shape[0] > 0
+    n_up = ublocks.shape[0]
+    f1 = np.float32(1.0)
+    b1 = np.float32(beta1)
+    b2 = np.float32(beta2)
+    wd = np.float32(weight_decay)
+    for mem in range(n_mem):
+        losses[mem] = 0.0
+    n_steps = (n + batch - 1) // batch
+    for step in range(n_steps):
+        s0 = step * batch
+        m = min(batch, n - s0)
+        rtiles = (m + TILE_ROWS - 1) // TILE_ROWS
+        # gather the minibatch (plus input noise) into X
+        for task in prange(n_mem * rtiles):
+            mem = task // rtiles
+            r0 = (task % rtiles) * TILE_ROWS
+            w = ws[mem]
+            xo = layers[0, IN_OFF]
+            ld = layers[0, IN_LD]
+            for r in range(r0, min(r0 + TILE_ROWS, m)):
+                src = order[mem, s0 + r]
+                for c in range(d_in):
+                    v = x[src, c]
+                    if with_noise:
+                        v += noise[mem, s0 + r, c]
+                    w[xo + r * ld + c] = v
+        # forward: one task per (member, row tile, panel group); the activation while hot
+        for li in range(n_layers):
+            ng = gcount[li]
+            per = rtiles * ng
+            ld = layers[li, LD]
+            for task in prange(n_mem * per):
+                mem = task // per
+                rt = (task % per) // ng
+                g = task % ng
+                v0 = gstart[li, g]
+                nv = gstart[li, g + 1] - v0
+                r0 = rt * TILE_ROWS
+                w = ws[mem]
+                p = pp[mem]
+                tile(w, layers[li, Z_OFF] + r0 * ld + LANES * v0, ld,
+                     w, layers[li, IN_OFF] + r0 * layers[li, IN_LD], layers[li, IN_LD], 1,
+                     p, layers[li, W_OFF] + LANES * v0, LANES, layers[li, NP],
+                     p, layers[li, B_OFF] + LANES * v0, layers[li, K], nv)
+                if li < last:
+                    _activate(w, layers[li, Z_OFF], layers[li, A_OFF], ld, r0, r0 + TILE_ROWS,
+                              LANES * v0, LANES * (v0 + nv), act_code)
+        # loss and its gradient G_L
+        scale = np.float32(2.0 / (m * d_out))
+        bad = 0
+        for mem in prange(n_mem):
+            w = ws[mem]
+            zo = layers[last, Z_OFF]
+            go = layers[last, G_OFF]
+            ld = layers[last, LD]
+            total = 0.0
+            for r in range(m):
+                src = order[mem, s0 + r]
+                for c in range(d_out):
+                    d = w[zo + r * ld + c] - y[src, c]
+                    total += d * d
+                    w[go + r * ld + c] = d * scale
+            loss = total / (m * d_out)
+            if np.isfinite(loss):
+                losses[mem] += loss * m
+            else:
+                losses[mem] = np.nan
+                bad += 1
+        if bad > 0:
+            for mem in range(n_mem):
+                if np.isfinite(losses[mem]):
+                    losses[mem] /= max(s0, 1)
+            return step
+        # backward, last layer first: dW tasks (row tiles of the fan-in x panel groups, which
+        # also sum the bias gradient) and dH tasks (row tiles x the previous layer's groups)
+        for li in range(last, -1, -1):
+            ng = gcount[li]
+            kt = layers[li, KR] // TILE_ROWS
+            n_dw = n_mem * kt * ng
+            ngp = gcount[li - 1] if li > 0 else 1
+            n_dh = n_mem * rtiles * ngp if li > 0 else 0
+            ld = layers[li, LD]
+            go = layers[li, G_OFF]
+            both = min(n_dw, n_dh)
+            for task in prange(n_dw + n_dh):
+                # alternate dW and dH tasks, so that each thread's share of the range (the
+                # schedule is static) holds both kinds
+                if task < 2 * both:
+                    is_dw = task % 2 == 0
+                    j = task // 2
+                else:
+                    is_dw = n_dw > n_dh
+                    j = task - both
+                if is_dw:
+                    mem = j // (kt * ng)
+                    rt = (j % (kt * ng)) // ng
+                    g = j % ng
+                    v0 = gstart[li, g]
+                    nv = gstart[li, g + 1] - v0
+                    k0 = rt * TILE_ROWS
+                    w = ws[mem]
+                    d = gp[mem]
+                    npl = layers[li, NP]
+                    tile(d, layers[li, W_OFF] + k0 * npl + LANES * v0, npl,
+                         w, layers[li, IN_OFF] + k0, 1, layers[li, IN_LD],
+                         w, go + LANES * v0, LANES, ld, zero, 0, m, nv)
+                    if rt == 0:  # the bias gradient: rows outer, so columns vectorise
+                        c0 = LANES * v0
+                        db = d[layers[li, B_OFF] + c0: layers[li, B_OFF] + LANES * (v0 + nv)]
+                        db[:] = _ZERO
+                        for r in range(m):
+                            gr = w[go + r * ld + c0: go + r * ld + c0 + db.shape[0]]
+                            for c in range(db.shape[0]):
+                                db[c] += gr[c]
+                else:
+                    mem = j // (rtiles * ngp)
+                    rt = (j % (rtiles * ngp)) // ngp
+                    g = j % ngp
+                    v0 = gstart[li - 1, g]
+                    nv = gstart[li - 1, g + 1] - v0
+                    r0 = rt * TILE_ROWS
+                    w = ws[mem]
+                    ldp = layers[li - 1, LD]
+                    gpo = layers[li - 1, G_OFF]
+                    tile(w, gpo + r0 * ldp + LANES * v0, ldp,
+                         w, go + r0 * ld, ld, 1,
+                         wt[mem], layers[li, WT_OFF] + LANES * v0, LANES, layers[li - 1, NP],
+                         zero, 0, layers[li, N], nv)
+                    _times_derivative(w, gpo, layers[li - 1, Z_OFF], layers[li - 1, A_OFF], ldp,
+                                      r0, r0 + TILE_ROWS, LANES * v0, LANES * (v0 + nv),
+                                      act_code)
+        # Adam (as torch.optim.Adam, L2 weight decay added to the gradient); then W^T
+        t = t0 + step + 1
+        bc2 = math.sqrt(1.0 - beta2 ** t)
+        lr_t = np.float32(lr * bc2 / (1.0 - beta1 ** t))
+        eps_t = np.float32(eps * bc2)
+        for task in prange(n_mem * n_up):
+            mem = task // n_up
+            u = task % n_up
+            li = ublocks[u, 0]
+            k0 = ublocks[u, 1]
+            k1 = ublocks[u, 2]
+            p = pp[mem]
+            gr = gp[mem]
+            mo = mp[mem]
+            ve = vp[mem]
+            n_out = layers[li, N]
+            npl = layers[li, NP]
+            wo = layers[li, W_OFF]
+            for k in range(k0, k1 + (1 if k0 == 0 else 0)):
+                # row k of W, and the bias as an extra row in the task holding row 0
+                base = wo + k * npl if k < k1 else layers[li, B_OFF]
+                for c in range(n_out):
+                    j = base + c
+                    gi = gr[j] + wd * p[j]
+                    mi = b1 * mo[j] + (f1 - b1) * gi
+                    vi = b2 * ve[j] + (f1 - b2) * gi * gi
+                    mo[j] = mi
+                    ve[j] = vi
+                    p[j] -= lr_t * mi / (np.sqrt(vi) + eps_t)
+            if li > 0:  # row c of W^T gets the block's k0:k1, contiguous
+                wtm = wt[mem]
+                to = layers[li, WT_OFF]
+                ldt = layers[li - 1, NP]
+                for c in range(n_out):
+                    for k in range(k0, k1):
+                        wtm[to + c * ldt + k] = p[wo + k * npl + c]
+    for mem in range(n_mem):
+        losses[mem] /= n
+    return n_steps
+
+
+_KERNELS: dict = {}
+
+
+def epoch_kernel(isa=None):
+    spec = get_spec(isa)
+    fn = _KERNELS.get(spec.key)
+    if fn is None:
+        fn = _KERNELS[spec.key] = specialise(_train_epoch, spec, "train_epoch", parallel=True)
+    return fn
+
+
+def _round_up(v: int, to: int) -> int:
+    return -(-v // to) * to
+
+
+class Layout:
+    """Offsets of the padded buffers for MLPs of `sizes` (in, hidden..., out) trained with
+    minibatches of at most `batch` rows under `spec`."""
+
+    def __init__(self, sizes, batch: int, spec):
+        lanes, tr = spec.lanes, spec.tile_rows
+        self.spec, self.sizes, self.batch = spec, tuple(sizes), int(batch)
+        n_layers = len(sizes) - 1
+        rows = _round_up(batch, tr)
+        tab = np.zeros((n_layers, N_COLS), np.int64)
+        kr = [_round_up(k, tr) for k in sizes[:-1]]
+        np_ = [_round_up(n, lanes) for n in sizes[1:]]
+        p = wt = 0
+        ws = rows * kr[0]  # X first
+        groups = [panel_groups(v // lanes, spec) for v in np_]
+        gmax = max(len(g) for g in groups)
+        gstart = np.zeros((n_layers, gmax + 1), np.int64)
+        gcount = np.zeros(n_layers, np.int64)
+        in_off, in_ld = 0, kr[0]
+        ublocks = []
+        for i in range(n_layers):
+            ld = max(np_[i], kr[i + 1]) if i + 1 < n_layers else np_[i]
+            z = ws
+            a = z + rows * ld if i + 1 < n_layers else 0
+            g = (a if a else z) + rows * ld
+            ws = g + rows * ld
+            tab[i] = (sizes[i], sizes[i + 1], kr[i], np_[i], p, p + kr[i] * np_[i],
+                      wt if i else 0, in_off, in_ld, z, a, g, ld)
+            p += kr[i] * np_[i] + np_[i]
+            if i:
+                wt += sizes[i + 1] * np_[i - 1]
+            in_off, in_ld = a, ld
+            gcount[i] = len(groups[i])
+            for j, (v0, nv) in enumerate(groups[i]):
+                gstart[i, j] = v0
+            gstart[i, len(groups[i])] = np_[i] // lanes
+            ublocks += [(i, k0, min(k0 + _UPDATE_ROWS, sizes[i]))
+                        for k0 in range(0, sizes[i], _UPDATE_ROWS)]
+        self.layers, self.gstart, self.gcount = tab, gstart, gcount
+        self.ublocks = np.array(ublocks, np.int64)
+        self.n_params, self.n_wt, self.n_ws = p, max(wt, 1), ws
+        self.zero = np.zeros(3 * lanes, np.float32)
+
+    def weight_view(self, buf, i):
+        """(fan_in, fan_out) view of layer i's weights in a padded parameter row."""
+        k, n, kr, npl, wo = (int(v) for v in self.layers[i, [K, N, KR, NP, W_OFF]])
+        return buf[wo: wo + kr * npl].reshape(kr, npl)[:k, :n]
+
+    def bias_view(self, buf, i):
+        n, bo = int(self.layers[i, N]), int(self.layers[i, B_OFF])
+        return buf[bo: bo + n]
+
+    def transpose_view(self, buf, i):
+        """(fan_out, fan_in) view of layer i's transposed weights (i >= 1) in a wt row."""
+        n, to = int(self.layers[i, N]), int(self.layers[i, WT_OFF])
+        npp = int(self.layers[i - 1, NP])
+        return buf[to: to + n * npp].reshape(n, npp)[:, : int(self.layers[i, K])]
