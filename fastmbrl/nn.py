@@ -408,6 +408,7 @@ class _TileTrainer:
         self.wt = np.zeros((b, lay.n_wt), f)
         self.ws = np.zeros((b, lay.n_ws), f)
         self.losses = np.zeros(b, np.float64)
+        self.block_loss = np.zeros((b, -(-batch_size // spec.chunk_rows)), np.float64)
         self.kernel = _kt.epoch_kernel(spec)
         self.act_code = _DENSE_ACT[self.activation]
 
@@ -445,7 +446,7 @@ class _TileTrainer:
         steps = self.kernel(x, y, order, noise, lay.batch, self.act_code, lay.layers,
                             lay.gstart, lay.gcount, lay.ublocks, self.pp, self.gp, self.mp,
                             self.vp, self.wt, self.ws, lay.zero, opt.lr, b1, b2, opt.eps,
-                            opt.weight_decay, opt.t, self.losses)
+                            opt.weight_decay, opt.t, self.losses, self.block_loss)
         self._copy(nets, opts, False)
         for o in opts:
             o.t += int(steps)

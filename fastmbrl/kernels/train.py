@@ -83,10 +83,16 @@ def _times_derivative(w, go, zo, ao, ld, r0, r1, c0, c1, code):
 
 
 def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ublocks, pp, gp,
-                 mp, vp, wt, ws, zero, lr, beta1, beta2, eps, weight_decay, t0, losses):
+                 mp, vp, wt, ws, zero, lr, beta1, beta2, eps, weight_decay, t0, losses,
+                 block_loss):
     """Returns the number of steps taken; losses[m] = member m's mean batch loss (weighted by
     batch rows), NaN for a member whose loss became non-finite (the epoch stops there, before
-    that step's update)."""
+    that step's update). block_loss (B, row blocks) is scratch.
+
+    A step is three parallel loops: (1) per (member, block of CHUNK rows): gather, forward
+    through every layer, loss, and the backward chain G_i -> G_{i-1}, all of which only mix
+    columns within a row; (2) per (member, layer, fan-in tile, panel group): dW and db, which
+    reduce over the rows; (3) Adam and W^T per (member, block of weight rows)."""
     n_mem = pp.shape[0]
     n = order.shape[1]
     n_layers = layers.shape[0]
@@ -99,132 +105,119 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
     b1 = np.float32(beta1)
     b2 = np.float32(beta2)
     wd = np.float32(weight_decay)
+    # dW tasks of every layer, numbered layer after layer
+    dw_first = np.zeros(n_layers + 1, np.int64)
+    for li in range(n_layers):
+        dw_first[li + 1] = dw_first[li] + (layers[li, KR] // TILE_ROWS) * gcount[li]
+    n_dw = dw_first[n_layers]
     for mem in range(n_mem):
         losses[mem] = 0.0
     n_steps = (n + batch - 1) // batch
     for step in range(n_steps):
         s0 = step * batch
         m = min(batch, n - s0)
-        rtiles = (m + TILE_ROWS - 1) // TILE_ROWS
-        # gather the minibatch (plus input noise) into X
-        for task in prange(n_mem * rtiles):
-            mem = task // rtiles
-            r0 = (task % rtiles) * TILE_ROWS
+        n_blocks = (m + CHUNK - 1) // CHUNK
+        scale = np.float32(2.0 / (m * d_out))
+        for task in prange(n_mem * n_blocks):
+            mem = task // n_blocks
+            blk = task % n_blocks
+            rb0 = blk * CHUNK
+            rb1 = min(rb0 + CHUNK, m)  # real rows of the block
+            rt1 = rb0 + ((rb1 - rb0 + TILE_ROWS - 1) // TILE_ROWS) * TILE_ROWS
             w = ws[mem]
+            p = pp[mem]
             xo = layers[0, IN_OFF]
-            ld = layers[0, IN_LD]
-            for r in range(r0, min(r0 + TILE_ROWS, m)):
+            xld = layers[0, IN_LD]
+            for r in range(rb0, rb1):  # the minibatch's rows (plus input noise) into X
                 src = order[mem, s0 + r]
                 for c in range(d_in):
                     v = x[src, c]
                     if with_noise:
                         v += noise[mem, s0 + r, c]
-                    w[xo + r * ld + c] = v
-        # forward: one task per (member, row tile, panel group); the activation while hot
-        for li in range(n_layers):
-            ng = gcount[li]
-            per = rtiles * ng
-            ld = layers[li, LD]
-            for task in prange(n_mem * per):
-                mem = task // per
-                rt = (task % per) // ng
-                g = task % ng
-                v0 = gstart[li, g]
-                nv = gstart[li, g + 1] - v0
-                r0 = rt * TILE_ROWS
-                w = ws[mem]
-                p = pp[mem]
-                tile(w, layers[li, Z_OFF] + r0 * ld + LANES * v0, ld,
-                     w, layers[li, IN_OFF] + r0 * layers[li, IN_LD], layers[li, IN_LD], 1,
-                     p, layers[li, W_OFF] + LANES * v0, LANES, layers[li, NP],
-                     p, layers[li, B_OFF] + LANES * v0, layers[li, K], nv)
-                if li < last:
-                    _activate(w, layers[li, Z_OFF], layers[li, A_OFF], ld, r0, r0 + TILE_ROWS,
-                              LANES * v0, LANES * (v0 + nv), act_code)
-        # loss and its gradient G_L
-        scale = np.float32(2.0 / (m * d_out))
-        bad = 0
-        for mem in prange(n_mem):
-            w = ws[mem]
-            zo = layers[last, Z_OFF]
+                    w[xo + r * xld + c] = v
+            for li in range(n_layers):  # forward, the activation while the tile is hot
+                ld = layers[li, LD]
+                for g in range(gcount[li]):
+                    v0 = gstart[li, g]
+                    nv = gstart[li, g + 1] - v0
+                    for r0 in range(rb0, rt1, TILE_ROWS):
+                        tile(w, layers[li, Z_OFF] + r0 * ld + LANES * v0, ld,
+                             w, layers[li, IN_OFF] + r0 * layers[li, IN_LD], layers[li, IN_LD],
+                             1, p, layers[li, W_OFF] + LANES * v0, LANES, layers[li, NP],
+                             p, layers[li, B_OFF] + LANES * v0, layers[li, K], nv)
+                        if li < last:
+                            _activate(w, layers[li, Z_OFF], layers[li, A_OFF], ld, r0,
+                                      r0 + TILE_ROWS, LANES * v0, LANES * (v0 + nv), act_code)
+            zo = layers[last, Z_OFF]  # loss and G_L
             go = layers[last, G_OFF]
             ld = layers[last, LD]
             total = 0.0
-            for r in range(m):
+            for r in range(rb0, rb1):
                 src = order[mem, s0 + r]
                 for c in range(d_out):
                     d = w[zo + r * ld + c] - y[src, c]
                     total += d * d
                     w[go + r * ld + c] = d * scale
+            block_loss[mem, blk] = total
+            for li in range(last, 0, -1):  # G_{i-1} = (G_i W_i^T) * f'(Z_{i-1})
+                ld = layers[li, LD]
+                ldp = layers[li - 1, LD]
+                gpo = layers[li - 1, G_OFF]
+                for g in range(gcount[li - 1]):
+                    v0 = gstart[li - 1, g]
+                    nv = gstart[li - 1, g + 1] - v0
+                    for r0 in range(rb0, rt1, TILE_ROWS):
+                        tile(w, gpo + r0 * ldp + LANES * v0, ldp,
+                             w, layers[li, G_OFF] + r0 * ld, ld, 1,
+                             wt[mem], layers[li, WT_OFF] + LANES * v0, LANES, layers[li - 1, NP],
+                             zero, 0, layers[li, N], nv)
+                        _times_derivative(w, gpo, layers[li - 1, Z_OFF], layers[li - 1, A_OFF],
+                                          ldp, r0, r0 + TILE_ROWS, LANES * v0,
+                                          LANES * (v0 + nv), act_code)
+        bad = False
+        for mem in range(n_mem):  # block sums in a fixed order: the same for any thread count
+            total = 0.0
+            for blk in range(n_blocks):
+                total += block_loss[mem, blk]
             loss = total / (m * d_out)
             if np.isfinite(loss):
                 losses[mem] += loss * m
             else:
                 losses[mem] = np.nan
-                bad += 1
-        if bad > 0:
+                bad = True
+        if bad:
             for mem in range(n_mem):
                 if np.isfinite(losses[mem]):
                     losses[mem] /= max(s0, 1)
             return step
-        # backward, last layer first: dW tasks (row tiles of the fan-in x panel groups, which
-        # also sum the bias gradient) and dH tasks (row tiles x the previous layer's groups)
-        for li in range(last, -1, -1):
+        for task in prange(n_mem * n_dw):  # dW = A_{i-1}^T G_i and db = colsum(G_i)
+            mem = task // n_dw
+            j = task % n_dw
+            li = 0
+            while dw_first[li + 1] <= j:
+                li += 1
+            j -= dw_first[li]
             ng = gcount[li]
-            kt = layers[li, KR] // TILE_ROWS
-            n_dw = n_mem * kt * ng
-            ngp = gcount[li - 1] if li > 0 else 1
-            n_dh = n_mem * rtiles * ngp if li > 0 else 0
+            g = j % ng
+            k0 = (j // ng) * TILE_ROWS
+            v0 = gstart[li, g]
+            nv = gstart[li, g + 1] - v0
+            w = ws[mem]
+            d = gp[mem]
+            npl = layers[li, NP]
             ld = layers[li, LD]
             go = layers[li, G_OFF]
-            both = min(n_dw, n_dh)
-            for task in prange(n_dw + n_dh):
-                # alternate dW and dH tasks, so that each thread's share of the range (the
-                # schedule is static) holds both kinds
-                if task < 2 * both:
-                    is_dw = task % 2 == 0
-                    j = task // 2
-                else:
-                    is_dw = n_dw > n_dh
-                    j = task - both
-                if is_dw:
-                    mem = j // (kt * ng)
-                    rt = (j % (kt * ng)) // ng
-                    g = j % ng
-                    v0 = gstart[li, g]
-                    nv = gstart[li, g + 1] - v0
-                    k0 = rt * TILE_ROWS
-                    w = ws[mem]
-                    d = gp[mem]
-                    npl = layers[li, NP]
-                    tile(d, layers[li, W_OFF] + k0 * npl + LANES * v0, npl,
-                         w, layers[li, IN_OFF] + k0, 1, layers[li, IN_LD],
-                         w, go + LANES * v0, LANES, ld, zero, 0, m, nv)
-                    if rt == 0:  # the bias gradient: rows outer, so columns vectorise
-                        c0 = LANES * v0
-                        db = d[layers[li, B_OFF] + c0: layers[li, B_OFF] + LANES * (v0 + nv)]
-                        db[:] = _ZERO
-                        for r in range(m):
-                            gr = w[go + r * ld + c0: go + r * ld + c0 + db.shape[0]]
-                            for c in range(db.shape[0]):
-                                db[c] += gr[c]
-                else:
-                    mem = j // (rtiles * ngp)
-                    rt = (j % (rtiles * ngp)) // ngp
-                    g = j % ngp
-                    v0 = gstart[li - 1, g]
-                    nv = gstart[li - 1, g + 1] - v0
-                    r0 = rt * TILE_ROWS
-                    w = ws[mem]
-                    ldp = layers[li - 1, LD]
-                    gpo = layers[li - 1, G_OFF]
-                    tile(w, gpo + r0 * ldp + LANES * v0, ldp,
-                         w, go + r0 * ld, ld, 1,
-                         wt[mem], layers[li, WT_OFF] + LANES * v0, LANES, layers[li - 1, NP],
-                         zero, 0, layers[li, N], nv)
-                    _times_derivative(w, gpo, layers[li - 1, Z_OFF], layers[li - 1, A_OFF], ldp,
-                                      r0, r0 + TILE_ROWS, LANES * v0, LANES * (v0 + nv),
-                                      act_code)
+            tile(d, layers[li, W_OFF] + k0 * npl + LANES * v0, npl,
+                 w, layers[li, IN_OFF] + k0, 1, layers[li, IN_LD],
+                 w, go + LANES * v0, LANES, ld, zero, 0, m, nv)
+            if k0 == 0:  # the bias gradient: rows outer, so columns vectorise
+                c0 = LANES * v0
+                db = d[layers[li, B_OFF] + c0: layers[li, B_OFF] + LANES * (v0 + nv)]
+                db[:] = _ZERO
+                for r in range(m):
+                    gr = w[go + r * ld + c0: go + r * ld + c0 + db.shape[0]]
+                    for c in range(db.shape[0]):
+                        db[c] += gr[c]
         # Adam (as torch.optim.Adam, L2 weight decay added to the gradient); then W^T
         t = t0 + step + 1
         bc2 = math.sqrt(1.0 - beta2 ** t)
@@ -236,25 +229,16 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
             li = ublocks[u, 0]
             k0 = ublocks[u, 1]
             k1 = ublocks[u, 2]
-            p = pp[mem]
-            gr = gp[mem]
-            mo = mp[mem]
-            ve = vp[mem]
             n_out = layers[li, N]
             npl = layers[li, NP]
             wo = layers[li, W_OFF]
             for k in range(k0, k1 + (1 if k0 == 0 else 0)):
                 # row k of W, and the bias as an extra row in the task holding row 0
-                base = wo + k * npl if k < k1 else layers[li, B_OFF]
-                for c in range(n_out):
-                    j = base + c
-                    gi = gr[j] + wd * p[j]
-                    mi = b1 * mo[j] + (f1 - b1) * gi
-                    vi = b2 * ve[j] + (f1 - b2) * gi * gi
-                    mo[j] = mi
-                    ve[j] = vi
-                    p[j] -= lr_t * mi / (np.sqrt(vi) + eps_t)
+                j = wo + k * npl if k < k1 else layers[li, B_OFF]
+                _adam_row(pp[mem, j: j + n_out], gp[mem, j: j + n_out], mp[mem, j: j + n_out],
+                          vp[mem, j: j + n_out], lr_t, b1, b2, eps_t, wd)
             if li > 0:  # row c of W^T gets the block's k0:k1, contiguous
+                p = pp[mem]
                 wtm = wt[mem]
                 to = layers[li, WT_OFF]
                 ldt = layers[li - 1, NP]
@@ -266,6 +250,18 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
     return n_steps
 
 
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _adam_row(p, g, m, v, lr_t, b1, b2, eps_t, wd):
+    one = np.float32(1.0)
+    for i in range(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        mi = b1 * m[i] + (one - b1) * gi
+        vi = b2 * v[i] + (one - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= lr_t * mi / (np.sqrt(vi) + eps_t)
+
+
 _KERNELS: dict = {}
 
 
@@ -273,7 +269,8 @@ def epoch_kernel(isa=None):
     spec = get_spec(isa)
     fn = _KERNELS.get(spec.key)
     if fn is None:
-        fn = _KERNELS[spec.key] = specialise(_train_epoch, spec, "train_epoch", parallel=True)
+        fn = _KERNELS[spec.key] = specialise(_train_epoch, spec, "train_epoch", parallel=True,
+                                             CHUNK=spec.chunk_rows)
     return fn
 
 
