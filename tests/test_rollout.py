@@ -46,8 +46,9 @@ def check(model, activation, obs, actions, terminated=None, threads=1, rows=None
 @pytest.mark.parametrize("activation,hidden", [("relu", (40, 70)), ("tanh", (100,)),
                                                ("silu", (20, 10, 33)), ("relu", ())])
 def test_matches_reference(activation, hidden, threads, isa):
-    # widths 40, 70, 100, 33, 10 are no multiple of 8 or 16 lanes; 3 + 7 + 1 output widths of
-    # 5 pad a partial vector; 77 rows leave a partial chunk and a partial tile on every spec
+    # hidden widths 70, 100, 33 and 10 are no multiple of 16 lanes and most of them none of 8
+    # or 4; an output of 5 pads a partial vector; 77 rows leave a partial chunk and a partial
+    # tile on every spec
     rng = np.random.default_rng(len(hidden) + threads)
     model = random_model(rng, 5, 2, hidden)
     obs = rng.standard_normal(5).astype(np.float32)

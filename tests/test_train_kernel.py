@@ -67,7 +67,7 @@ def _assert_close(nets, opts, losses, reference):
         np.testing.assert_allclose(opt.v[0], flat_v, rtol=2e-3, atol=1e-6 * flat_v.max())
 
 
-# widths 40, 70, 33, 10 are no multiple of 4, 8 or 16 lanes nor of 4, 6 or 8 tile rows; a
+# widths 70, 33 and 10 are no multiple of 4, 8 or 16 lanes nor of 4, 6 or 8 tile rows; a
 # 1-wide output is one padded lane; batches of 50 and 32 are no multiple of 6 rows, and 123 rows
 # leave a short last batch
 CASES = [("relu", (40, 70), 5, 3, 123, 50), ("silu", (20, 10, 33), 7, 1, 70, 32),
