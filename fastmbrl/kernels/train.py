@@ -31,6 +31,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .dense import RELU, TANH, _tanh, panel_groups, specialise
 from .isa import get_spec
+from .nn import adam_update
 
 # columns of the layer table
 (K, N, KR, NP, W_OFF, B_OFF, WT_OFF, IN_OFF, IN_LD, Z_OFF, A_OFF, G_OFF, LD,
@@ -235,8 +236,8 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
             for k in range(k0, k1 + (1 if k0 == 0 else 0)):
                 # row k of W, and the bias as an extra row in the task holding row 0
                 j = wo + k * npl if k < k1 else layers[li, B_OFF]
-                _adam_row(pp[mem, j: j + n_out], gp[mem, j: j + n_out], mp[mem, j: j + n_out],
-                          vp[mem, j: j + n_out], lr_t, b1, b2, eps_t, wd)
+                adam_update(pp[mem, j: j + n_out], gp[mem, j: j + n_out], mp[mem, j: j + n_out],
+                            vp[mem, j: j + n_out], lr_t, b1, b2, eps_t, wd)
             if li > 0:  # row c of W^T gets the block's k0:k1, contiguous
                 p = pp[mem]
                 wtm = wt[mem]
@@ -248,18 +249,6 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
     for mem in range(n_mem):
         losses[mem] /= n
     return n_steps
-
-
-@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
-def _adam_row(p, g, m, v, lr_t, b1, b2, eps_t, wd):
-    one = np.float32(1.0)
-    for i in range(p.shape[0]):
-        gi = g[i] + wd * p[i]
-        mi = b1 * m[i] + (one - b1) * gi
-        vi = b2 * v[i] + (one - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] -= lr_t * mi / (np.sqrt(vi) + eps_t)
 
 
 _KERNELS: dict = {}
