@@ -45,3 +45,33 @@ def test_npz_round_trip_and_refusals(tmp_path):
         load_npz(tmp_path / "plain.npz", "thing", (1,))
     with pytest.raises(FileNotFoundError):
         load_npz(tmp_path / "missing.npz", "thing", (1,))
+
+
+_COMPILE_ONE = """
+import numpy as np
+from fastmbrl.kernels.planner_ops import load_obs
+load_obs(np.zeros(3), np.zeros(3, np.float32))
+"""
+
+
+def test_compiled_kernels_are_cached_per_user_not_in_the_package(tmp_path):
+    """numba's cache goes to the user's cache folder (XDG_CACHE_HOME here), or NUMBA_CACHE_DIR,
+    never into the installed package, which pip would leave behind."""
+    import os
+    from pathlib import Path
+
+    package = Path(fastmbrl.__file__).parent
+    before = {p for p in package.rglob("*") if p.suffix in (".nbi", ".nbc")}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "xdg" / "fastmbrl" / "numba").rglob("*load_obs*.nbi"))
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "mine").rglob("*load_obs*.nbi"))
+    after = {p for p in package.rglob("*") if p.suffix in (".nbi", ".nbc")}
+    assert after == before
