@@ -10,9 +10,9 @@ buffers laid out for the tile of ``dense.py``, and computes per step
     backward  dW_i = A_{i-1}^T G_i,  db_i = colsum(G_i),  G_{i-1} = (G_i W_i^T) * f'(Z_{i-1})
     Adam      on every parameter; W_i^T refreshed for the next step's backward pass
 
-each phase one parallel loop over (member, tile) tasks, so the members of an ensemble train
-together and a single network still uses every core. Every output element is reduced by one
-task in a fixed order, so results do not depend on the thread count.
+in three parallel loops per step (see `_train_epoch`) whose tasks span the members, so the
+members of an ensemble train together and a single network still uses every core. Every output
+element is reduced by one task in a fixed order, so results do not depend on the thread count.
 
 Layouts (float32, per member row of the 2-D buffers):
 - params/grads/Adam moments: per layer a (Kr, Np) weight block (Kr = fan-in rounded up to tile
@@ -255,6 +255,7 @@ _KERNELS: dict = {}
 
 
 def epoch_kernel(isa=None):
+    """The compiled epoch of `isa`'s spec (default: the current one), cached per spec key."""
     spec = get_spec(isa)
     fn = _KERNELS.get(spec.key)
     if fn is None:
