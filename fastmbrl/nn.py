@@ -415,8 +415,9 @@ class _TileTrainer:
     def fits(self, nets, batch_size, spec) -> bool:
         return (batch_size == self.layout.batch and len(nets) == self.pp.shape[0]
                 and spec == self.layout.spec
-                and all((n.in_dim, *n.hidden, n.out_dim) == self.sizes
-                        and n.activation == self.activation for n in nets))
+                and all(_architecture(n) == _architecture(nets[0]) for n in nets)
+                and (nets[0].in_dim, *nets[0].hidden, nets[0].out_dim) == self.sizes
+                and nets[0].activation == self.activation)
 
     def _copy(self, nets, opts, to_kernel: bool):
         lay = self.layout
@@ -453,6 +454,11 @@ class _TileTrainer:
         return self.losses.copy()
 
 
+def _architecture(net):
+    return (getattr(net, "in_dim", None), getattr(net, "hidden", None),
+            getattr(net, "out_dim", None), getattr(net, "activation", None))
+
+
 def _shaped(flat, net):
     """Views of a flat vector laid out like `net.flat_params`, shaped like `net.params`."""
     out, start = [], 0
@@ -463,11 +469,11 @@ def _shaped(flat, net):
 
 
 def _tile_trainable(nets, opts) -> bool:
-    """Whether the tile kernel can train these: float32 MLPs, each with a fused Adam over its
-    own parameters, all with the same settings."""
-    first = opts[0]
+    """Whether the tile kernel can train these: float32 MLPs of one architecture, each with a
+    fused Adam over its own parameters, all with the same settings."""
+    first, shape = opts[0], _architecture(nets[0])
     return all(
-        isinstance(n, MLP) and n.dtype == np.float32 and n.num_layers >= 1
+        isinstance(n, MLP) and n.dtype == np.float32 and _architecture(n) == shape
         and type(o) is Adam and o._fused and o._targets[0] is n.flat_params
         and (o.lr, o.betas, o.eps, o.weight_decay, o.t) == (first.lr, first.betas, first.eps,
                                                           first.weight_decay, first.t)

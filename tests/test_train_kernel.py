@@ -161,3 +161,17 @@ def test_bad_inputs():
         train_mse_epochs([net], [opt], x, y, 0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown instruction-set spec"):
         train_mse_epochs([net], [opt], x, y, 4, np.random.default_rng(0), isa="mmx")
+
+
+def test_members_of_different_shapes_train_one_by_one():
+    """The joint kernel needs one architecture; mixed members still train, each correctly."""
+    x, y = _data(np.random.default_rng(8), 40, 3, 2)
+    nets = [MLP(3, 2, (8,), "relu", rng=0), MLP(3, 2, (5, 4), "tanh", rng=1)]
+    opts = [Adam(net.params, **LINEAR_ADAM) for net in nets]
+    twins = [MLP(3, 2, n.hidden, n.activation, rng=s) for s, n in enumerate(nets)]
+    twin_opts = [Adam(net.params, **LINEAR_ADAM) for net in twins]
+    losses = train_mse_epochs(nets, opts, x, y, 16, np.random.default_rng(0))
+    alone = [train_mse_epoch(t, o, x, y, 16, np.random.default_rng(0)) for t, o in
+             zip(twins[:1], twin_opts[:1])]
+    assert np.isfinite(losses).all() and losses[0] == pytest.approx(alone[0], rel=1e-5)
+    assert all(o.t == 3 for o in opts)

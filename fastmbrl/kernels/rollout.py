@@ -484,6 +484,6 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
-    run_kernel(rollout_kernel(reward, terminated, packed.isa), packed, obs, actions, chunks, workspace,
-               out.reshape(-1))
+    run_kernel(rollout_kernel(reward, terminated, packed.isa), packed, obs, actions, chunks,
+               workspace, out.reshape(-1))
     return out
