@@ -32,7 +32,8 @@ return becomes inf/NaN scores -inf.
 
 The kernel is specialised to the reward/termination pair (they are compile-time globals, which
 keeps numba's on-disk cache usable); ``rollout_kernel`` builds and memoises one per pair. numba
-does not notice edits to a reward function's helpers: clear ``__pycache__`` after changing them.
+does not notice edits to a reward function's helpers: clear the cache folder (``fastmbrl info``
+prints it) after changing them.
 """
 from __future__ import annotations
 
