@@ -398,9 +398,8 @@ class _TileTrainer:
 
     def __init__(self, nets, batch_size: int, spec):
         net = nets[0]
-        self.sizes = (net.in_dim, *net.hidden, net.out_dim)
-        self.activation = net.activation
-        self.layout = lay = _kt.Layout(self.sizes, batch_size, spec)
+        self.architecture = _architecture(net)
+        self.layout = lay = _kt.Layout((net.in_dim, *net.hidden, net.out_dim), batch_size, spec)
         b = len(nets)
         f = np.float32
         self.pp, self.gp = np.zeros((b, lay.n_params), f), np.zeros((b, lay.n_params), f)
@@ -410,14 +409,12 @@ class _TileTrainer:
         self.losses = np.zeros(b, np.float64)
         self.block_loss = np.zeros((b, -(-batch_size // spec.chunk_rows)), np.float64)
         self.kernel = _kt.epoch_kernel(spec)
-        self.act_code = _DENSE_ACT[self.activation]
+        self.act_code = _DENSE_ACT[net.activation]
 
     def fits(self, nets, batch_size, spec) -> bool:
         return (batch_size == self.layout.batch and len(nets) == self.pp.shape[0]
                 and spec == self.layout.spec
-                and all(_architecture(n) == _architecture(nets[0]) for n in nets)
-                and (nets[0].in_dim, *nets[0].hidden, nets[0].out_dim) == self.sizes
-                and nets[0].activation == self.activation)
+                and all(_architecture(n) == self.architecture for n in nets))
 
     def _copy(self, nets, opts, to_kernel: bool):
         lay = self.layout

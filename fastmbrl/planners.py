@@ -42,6 +42,7 @@ import numpy as np
 
 from ._validate import as_array, check_positive_int
 from .kernels import planner_ops as ops
+from .kernels.isa import get_spec
 from .kernels.rollout import (
     PackedModel,
     Workspace,
@@ -101,9 +102,9 @@ class Planner:
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
                  seed=0, warm_start=True, rows=None, isa=None):
         if isinstance(model, PackedModel):
-            if isa is not None and model.isa.name != getattr(isa, "name", isa):
+            if isa is not None and get_spec(isa) != model.isa:
                 raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
-                                 f"not {getattr(isa, 'name', isa)}")
+                                 f"not {get_spec(isa).name}")
             self._model, self.packed = None, model
         else:
             self._model, self.packed = model, pack_dynamics(model, isa=isa)

@@ -122,7 +122,8 @@ def test_later_epochs_continue_adam():
     x, y = _data(np.random.default_rng(4), 64, 3, 2)
     net = _members(1, 3, 2, (12,), "tanh")[0]
     opt = Adam(net.params, **LINEAR_ADAM)
-    ref_w, ref_b = [w.astype(np.float64) for w in net.weights], [b.astype(np.float64) for b in net.biases]
+    ref_w = [w.astype(np.float64) for w in net.weights]
+    ref_b = [b.astype(np.float64) for b in net.biases]
     mom = [np.zeros(p.shape) for p in net.params]
     vel = [np.zeros(p.shape) for p in net.params]
     for epoch in range(3):

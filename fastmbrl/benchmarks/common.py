@@ -18,7 +18,9 @@ def machine() -> dict:
 
 def machine_line() -> str:
     m, spec = machine(), isa.current()
-    cpu = m["cpu"] if m["cpu"] == m["host_cpu"] else f"{m['cpu']} (compiled for; host {m['host_cpu']})"
+    cpu = m["cpu"]
+    if cpu != m["host_cpu"]:
+        cpu += f" (compiled for; host {m['host_cpu']})"
     return (f"ISA spec {spec.name} ({spec.lanes} lanes, {spec.tile_rows}x{spec.tile_vectors} "
             f"register tile); CPU {cpu}; numba threads {m['threads']}")
 

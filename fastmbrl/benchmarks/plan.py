@@ -22,9 +22,9 @@ import numpy as np
 
 from ..errors import FastMBRLError
 from ..kernels import FASTMATH
-from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 from ..kernels.rollout import pack_model
 from ..planners import CEM, RandomShooting
+from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 
 F32 = np.float32
 

@@ -94,8 +94,10 @@ def target_cpu() -> str:
     import numba
 
     name = numba.config.CPU_NAME
-    if name and name != "host":
-        return name
+    return name if name and name != "host" else host_cpu()
+
+
+def host_cpu() -> str:
     import llvmlite.binding as llvm
 
     return llvm.get_host_cpu_name()
@@ -154,10 +156,4 @@ def describe() -> dict:
     spec = current()
     return {"isa": spec.name, "isa_key": spec.key, "cpu": target_cpu(),
             "isa_forced": bool(os.environ.get(ENV_VAR, "").strip()),
-            "host_cpu": _host_cpu()}
-
-
-def _host_cpu() -> str:
-    import llvmlite.binding as llvm
-
-    return llvm.get_host_cpu_name()
+            "host_cpu": host_cpu()}

@@ -71,10 +71,6 @@ class PackedModel:
     isa: Spec = field(default_factory=get_spec)
 
     @property
-    def lanes(self) -> int:
-        return self.isa.lanes
-
-    @property
     def num_members(self) -> int:
         return self.weights.shape[0]
 
