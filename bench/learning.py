@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmbrl.agent import train
-from fastmbrl.evaluate import evaluate
+from fastmbrl.algorithms.mbrl import train
+from fastmbrl.algorithms.evaluate import evaluate
 
 # task -> (env steps, mean evaluation return to reach); issue 4's targets
 TARGETS = {

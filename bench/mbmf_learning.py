@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fastmbrl import mbmf, trpo  # noqa: E402
+from fastmbrl.algorithms import mbmf, trpo  # noqa: E402
 from fastmbrl.errors import require  # noqa: E402
 
 

@@ -4,7 +4,7 @@ Latency of Controller.act is reported, never asserted (shared cores make timings
 import numpy as np
 import pytest
 
-from fastmbrl.benchmarks.controller import (
+from fastmbrl.cli.bench.controller import (
     CONFIGS,
     allocations,
     make_controller,

@@ -4,7 +4,7 @@ Speed is reported, never asserted (shared cores make timings noisy)."""
 import numpy as np
 import pytest
 
-from fastmbrl.benchmarks.plan import CONFIGS, NumpyPlanner, make_planner, random_model
+from fastmbrl.cli.bench.plan import CONFIGS, NumpyPlanner, make_planner, random_model
 
 pytest.importorskip("pytest_benchmark")
 

@@ -5,7 +5,7 @@ Run: python -m pytest bench/test_bench_train.py --benchmark-only
 """
 import pytest
 
-from fastmbrl.benchmarks.train import CONFIGS, blas_info, fastmbrl_epoch, make_data, numpy_epoch
+from fastmbrl.cli.bench.train import CONFIGS, blas_info, fastmbrl_epoch, make_data, numpy_epoch
 
 SAMPLES = 25_600
 

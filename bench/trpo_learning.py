@@ -20,7 +20,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
-from fastmbrl.trpo import PolicyController, train  # noqa: E402
+from fastmbrl.algorithms.trpo import PolicyController, train  # noqa: E402
 
 
 def evaluate(run, episodes):

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from fastmbrl.agent import Run, TrainConfig, train  # noqa: E402
-from fastmbrl.rundir import read_metrics  # noqa: E402
+from fastmbrl.algorithms.mbrl import Run, TrainConfig, train  # noqa: E402
+from fastmbrl.algorithms.rundir import read_metrics  # noqa: E402
 from fastmbrl.cli import main  # noqa: E402
-from fastmbrl.controller import Controller  # noqa: E402
+from fastmbrl.planning.controller import Controller  # noqa: E402
 from fastmbrl.errors import FastMBRLError  # noqa: E402
 
 TINY = dict(steps=500, random_steps=200, steps_per_iteration=150, episode_length=150,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastmbrl.buffer import FIELDS, ReplayBuffer
+from fastmbrl.data.buffer import FIELDS, ReplayBuffer
 from fastmbrl.errors import FormatError
 from fastmbrl.io import save_npz
 

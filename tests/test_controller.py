@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastmbrl import Controller, DynamicsModel
-from fastmbrl.benchmarks.controller import allocations
+from fastmbrl.cli.bench.controller import allocations
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fastmbrl.buffer import ReplayBuffer
-from fastmbrl.demo import _pendulum_step, pendulum_buffer, pendulum_episodes
-from fastmbrl.dynamics import DynamicsModel
+from fastmbrl.data.buffer import ReplayBuffer
+from fastmbrl.cli.demo import _pendulum_step, pendulum_buffer, pendulum_episodes
+from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import save_npz
 
@@ -285,7 +285,7 @@ def _cli_args(module, argv):
 
 
 def test_demo_smoke(capsys):
-    from fastmbrl import demo
+    from fastmbrl.cli import demo
 
     assert demo.run(_cli_args(demo, ["--steps", "600", "--epochs", "2"])) == 0
     out = capsys.readouterr().out
@@ -295,7 +295,7 @@ def test_demo_smoke(capsys):
 def test_bench_train_smoke(capsys):
     import json
 
-    from fastmbrl.benchmarks import train
+    from fastmbrl.cli.bench import train
 
     argv = ["--json", "--configs", "pendulum_small", "--samples", "512", "--repeats", "1"]
     assert train.run(_cli_args(train, argv)) == 0

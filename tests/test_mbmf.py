@@ -9,13 +9,13 @@ pytest.importorskip("gymnasium")
 
 from fastmbrl.cli import main  # noqa: E402
 from fastmbrl.errors import FastMBRLError, FormatError  # noqa: E402
-from fastmbrl.evaluate import load_controller  # noqa: E402
-from fastmbrl.mbmf import (  # noqa: E402
+from fastmbrl.algorithms.evaluate import load_controller  # noqa: E402
+from fastmbrl.algorithms.mbmf import (  # noqa: E402
     MBMFConfig, MBMFRun, behaviour_clone, dagger_rollouts, policy_actor, train,
 )
-from fastmbrl.rundir import read_metrics, read_run_config  # noqa: E402
+from fastmbrl.algorithms.rundir import read_metrics, read_run_config  # noqa: E402
 from fastmbrl.tasks import get_task  # noqa: E402
-from fastmbrl.trpo import GaussianPolicy, PolicyController, TRPOConfig, TRPORun  # noqa: E402
+from fastmbrl.algorithms.trpo import GaussianPolicy, PolicyController, TRPOConfig, TRPORun  # noqa: E402
 
 QUIET = lambda *a: None  # noqa: E731
 TINY = dict(

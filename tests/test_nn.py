@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastmbrl.nn import ACTIVATIONS, MLP, SGD, Adam, get_activation
+from fastmbrl.models.mlp import ACTIVATIONS, MLP, SGD, Adam, get_activation
 
 ACTS = ["relu", "tanh", "silu"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.rollout import pack_model
-from fastmbrl.planners import CEM, ICEM, MPPI, RandomShooting, colored_noise_matrix
+from fastmbrl.planning.planners import CEM, ICEM, MPPI, RandomShooting, colored_noise_matrix
 from tests.reference import StandInDynamics, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
@@ -171,7 +171,7 @@ def test_bad_arguments(packed):
 
 
 # --- no allocation per call after warm-up (the embedded path) ----------------------------------
-from fastmbrl.benchmarks.controller import allocations
+from fastmbrl.cli.bench.controller import allocations
 from fastmbrl.kernels import planner_ops as ops
 
 

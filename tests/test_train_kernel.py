@@ -6,7 +6,7 @@ import pytest
 
 from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.isa import SPECS
-from fastmbrl.nn import MLP, Adam, train_mse_epoch, train_mse_epochs
+from fastmbrl.models.mlp import MLP, Adam, train_mse_epoch, train_mse_epochs
 from tests.reference import mse_epoch_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.nn import MLP
+from fastmbrl.models.mlp import MLP
 from fastmbrl.cli import main
-from fastmbrl.rundir import read_run_config
-from fastmbrl.trpo import (
+from fastmbrl.algorithms.rundir import read_run_config
+from fastmbrl.algorithms.trpo import (
     GaussianPolicy, PolicyBatch, PolicyController, TRPOConfig, TRPORun,
     conjugate_gradient, gae, gaussian_kl, line_search, train, trpo_update,
 )
-from reference import gae_reference
+from tests.reference import gae_reference
 
 
 def tiny_batch(seed=0, n=7, obs_dim=3, act_dim=2, hidden=(5,)):
@@ -251,7 +251,7 @@ def test_fisher_stride_uses_every_kth_state():
 
 
 def test_running_norm_matches_batch_statistics():
-    from fastmbrl.trpo import RunningNorm
+    from fastmbrl.algorithms.trpo import RunningNorm
     rng = np.random.default_rng(0)
     data = rng.normal([1.0, -5.0], [2.0, 0.1], size=(300, 2))
     norm = RunningNorm(2)

@@ -20,10 +20,10 @@ import time
 import numba
 import numpy as np
 
-from ..errors import FastMBRLError
-from ..kernels import FASTMATH
-from ..kernels.rollout import pack_model
-from ..planners import CEM, RandomShooting
+from fastmbrl.errors import FastMBRLError
+from fastmbrl.kernels import FASTMATH
+from fastmbrl.kernels.rollout import pack_model
+from fastmbrl.planning.planners import CEM, RandomShooting
 from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 
 F32 = np.float32
@@ -205,7 +205,7 @@ def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
 _STARTUP = """
 import time; t0 = time.perf_counter()
 import numpy as np
-from fastmbrl.benchmarks.plan import CONFIGS, make_planner, random_model
+from fastmbrl.cli.bench.plan import CONFIGS, make_planner, random_model
 cfg = CONFIGS["cheetah_rs"]
 planner = make_planner(cfg, random_model(cfg))
 planner.act(np.zeros(cfg.obs_dim, np.float32))

@@ -6,7 +6,7 @@ import time
 import numba
 import numpy as np
 
-from ..kernels import isa
+from fastmbrl.kernels import isa
 
 
 def machine() -> dict:

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
-from .errors import FastMBRLError, FormatError
-from .io import load_npz, read_json, save_npz, write_json
-from .kernels import trpo as _k
-from .nn import MLP, Adam
-from .rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import load_npz, read_json, save_npz, write_json
+from fastmbrl.kernels import trpo as _k
+from fastmbrl.models.mlp import MLP, Adam
+from fastmbrl.algorithms.rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
                      write_run_config)
-from .tasks import get_task
+from fastmbrl.tasks import get_task
 
 POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
 STATE_KIND, STATE_VERSION = "trpo_state", 1

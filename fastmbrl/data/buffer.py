@@ -5,9 +5,9 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
-from .errors import FormatError
-from .io import load_npz, save_npz
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.errors import FormatError
+from fastmbrl.io import load_npz, save_npz
 
 _KIND = "replay_buffer"
 _VERSION = 1

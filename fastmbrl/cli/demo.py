@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from ._validate import check_positive_int
-from .buffer import ReplayBuffer
+from fastmbrl._validate import check_positive_int
+from fastmbrl.data.buffer import ReplayBuffer
 
 EPISODE_STEPS = 200
 
@@ -87,7 +87,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from .dynamics import DynamicsModel
+    from fastmbrl.models.dynamics import DynamicsModel
 
     steps = check_positive_int(args.steps, "--steps")
     epochs = check_positive_int(args.epochs, "--epochs")

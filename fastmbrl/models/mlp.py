@@ -11,11 +11,11 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ._validate import check_positive_int
-from .kernels import isa as _isa
-from .kernels import nn as _k
-from .kernels import train as _kt
-from .kernels.dense import ACTIVATIONS as _DENSE_ACT
+from fastmbrl._validate import check_positive_int
+from fastmbrl.kernels import isa as _isa
+from fastmbrl.kernels import nn as _k
+from fastmbrl.kernels import train as _kt
+from fastmbrl.kernels.dense import ACTIVATIONS as _DENSE_ACT
 
 
 def _flat(x: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .agent import run_episode
-from .controller import Controller
-from .errors import FastMBRLError
-from .rundir import read_run_config
-from .trpo import PolicyController
+from fastmbrl.algorithms.mbrl import run_episode
+from fastmbrl.planning.controller import Controller
+from fastmbrl.errors import FastMBRLError
+from fastmbrl.algorithms.rundir import read_run_config
+from fastmbrl.algorithms.trpo import PolicyController
 
 
 def load_controller(path, **overrides):

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .buffer import ReplayBuffer
-from . import trpo
-from .controller import Controller
-from .planners import PLANNERS
-from .dynamics import DynamicsModel
-from .errors import FastMBRLError
-from .io import read_json, write_json
-from .rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
+from fastmbrl.data.buffer import ReplayBuffer
+from fastmbrl.algorithms import trpo
+from fastmbrl.planning.controller import Controller
+from fastmbrl.planning.planners import PLANNERS
+from fastmbrl.models.dynamics import DynamicsModel
+from fastmbrl.errors import FastMBRLError
+from fastmbrl.io import read_json, write_json
+from fastmbrl.algorithms.rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
                      write_run_config)
-from .tasks import get_task
+from fastmbrl.tasks import get_task
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -331,7 +331,7 @@ def add_arguments(p):
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     trpo.add_arguments(p)
-    from . import mbmf  # mbmf imports this module
+    from fastmbrl.algorithms import mbmf  # mbmf imports this module
     mbmf.add_arguments(p)
 
 
@@ -357,7 +357,7 @@ _RESUME_OPTIONS = {"command", "task", "resume", "quiet", "_run"}
 
 
 def run(args) -> int:
-    from . import mbmf
+    from fastmbrl.algorithms import mbmf
 
     algos = {"mbrl": (Run, new_run), "trpo": (trpo.TRPORun, trpo.new_run),
              "mbmf": (mbmf.MBMFRun, mbmf.new_run)}

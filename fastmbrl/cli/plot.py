@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rundir import read_metrics, read_run_config
-from .errors import FastMBRLError, require
+from fastmbrl.algorithms.rundir import read_metrics, read_run_config
+from fastmbrl.errors import FastMBRLError, require
 
 
 def plot_runs(run_dirs, path, title=None) -> Path:

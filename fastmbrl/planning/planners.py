@@ -40,10 +40,10 @@ import warnings
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
-from .kernels import planner_ops as ops
-from .kernels.isa import get_spec
-from .kernels.rollout import (
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.kernels import planner_ops as ops
+from fastmbrl.kernels.isa import get_spec
+from fastmbrl.kernels.rollout import (
     PackedModel,
     Workspace,
     chunk_rows,

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
-from .agent import Run, TrainConfig, run_episode
-from .errors import FastMBRLError, FormatError
-from .io import load_npz, read_json, save_npz, write_json
-from .nn import Adam, train_mse_epoch
-from .rundir import append_metrics, finished_metrics, read_run_config, write_run_config
-from .tasks import get_task
-from .trpo import GaussianPolicy, TRPOConfig, TRPORun
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.algorithms.mbrl import Run, TrainConfig, run_episode
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import load_npz, read_json, save_npz, write_json
+from fastmbrl.models.mlp import Adam, train_mse_epoch
+from fastmbrl.algorithms.rundir import append_metrics, finished_metrics, read_run_config, write_run_config
+from fastmbrl.tasks import get_task
+from fastmbrl.algorithms.trpo import GaussianPolicy, TRPOConfig, TRPORun
 
 DATA_KIND, DATA_VERSION = "mbmf_imitation", 1
 # The fine-tuning policy starts with σ = e^-1 ≈ 0.37 (TRPO from scratch: 1): exploration noise

@@ -34,8 +34,8 @@ import numpy as np
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FastMBRLError, MissingExtraError, require
 from fastmbrl.kernels import FASTMATH
-from fastmbrl.nn import ACTIVATIONS
-from fastmbrl.planners import PLANNERS
+from fastmbrl.models.mlp import ACTIVATIONS
+from fastmbrl.planning.planners import PLANNERS
 
 __all__ = ["Task", "register_task", "get_task", "list_tasks"]
 

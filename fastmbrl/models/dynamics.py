@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from ._validate import as_array, check_positive_int
-from .buffer import ReplayBuffer
-from .errors import FastMBRLError, FormatError
-from .io import load_npz, save_npz
-from .nn import MLP, Adam, train_mse_epochs
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.data.buffer import ReplayBuffer
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import load_npz, save_npz
+from fastmbrl.models.mlp import MLP, Adam, train_mse_epochs
 
 _KIND = "dynamics_model"
 _VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._validate import check_positive_int
-from ..nn import MLP, Adam, train_mse_epochs
+from fastmbrl._validate import check_positive_int
+from fastmbrl.models.mlp import MLP, Adam, train_mse_epochs
 from .common import blas_info, machine, machine_line, sgemm_gflops
 
 

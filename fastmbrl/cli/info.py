@@ -7,8 +7,8 @@ import sys
 import numba
 import numpy as np
 
-from . import __version__
-from .kernels import isa
+from fastmbrl import __version__
+from fastmbrl.kernels import isa
 
 
 def facts() -> dict:

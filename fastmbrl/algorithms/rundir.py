@@ -10,9 +10,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from . import __version__
-from .errors import FastMBRLError, FormatError
-from .io import read_json, write_json
+from fastmbrl import __version__
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import read_json, write_json
 
 RUN_FORMAT = 1
 ALGOS = ("mbrl", "trpo", "mbmf")

@@ -6,22 +6,22 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import FastMBRLError
-from .kernels import isa
+from fastmbrl import __version__
+from fastmbrl.errors import FastMBRLError
+from fastmbrl.kernels import isa
 
 # name -> (module, help)
 COMMANDS = {
-    "train": ("fastmbrl.agent", "learn to control a task (MBRL loop of Algorithm 1)"),
-    "eval": ("fastmbrl.evaluate", "run a saved controller and report its returns"),
-    "plot": ("fastmbrl.plotting", "draw a run's learning curve to a PNG"),
-    "demo": ("fastmbrl.demo", "fit a dynamics model on Pendulum transitions"),
-    "info": ("fastmbrl.info", "the instruction-set spec, CPU and versions this install runs with"),
+    "train": ("fastmbrl.algorithms.mbrl", "learn to control a task (MBRL loop of Algorithm 1)"),
+    "eval": ("fastmbrl.algorithms.evaluate", "run a saved controller and report its returns"),
+    "plot": ("fastmbrl.cli.plot", "draw a run's learning curve to a PNG"),
+    "demo": ("fastmbrl.cli.demo", "fit a dynamics model on Pendulum transitions"),
+    "info": ("fastmbrl.cli.info", "the instruction-set spec, CPU and versions this install runs with"),
 }
 BENCH_COMMANDS = {
-    "train": ("fastmbrl.benchmarks.train", "training throughput of the dynamics MLP"),
-    "plan": ("fastmbrl.benchmarks.plan", "planning latency of the fused rollout kernel"),
-    "controller": ("fastmbrl.benchmarks.controller", "latency of Controller.act"),
+    "train": ("fastmbrl.cli.bench.train", "training throughput of the dynamics MLP"),
+    "plan": ("fastmbrl.cli.bench.plan", "planning latency of the fused rollout kernel"),
+    "controller": ("fastmbrl.cli.bench.controller", "latency of Controller.act"),
 }
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import check_positive_int
-from .dynamics import DynamicsModel
-from .errors import FastMBRLError, FormatError
-from .io import read_json, write_json
-from .planners import BUDGET_ARG, PLANNERS
-from .tasks import get_task
+from fastmbrl._validate import check_positive_int
+from fastmbrl.models.dynamics import DynamicsModel
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import read_json, write_json
+from fastmbrl.planning.planners import BUDGET_ARG, PLANNERS
+from fastmbrl.tasks import get_task
 
 
 CONTROLLER_FILE = "controller.json"
@@ -75,7 +75,7 @@ class Controller:
 
         Returns `out` (a float32 (A,) array) if given, else a read-only array owned by the
         controller that the next call overwrites (copy it to keep it). With `obs` a float32 or
-        float64 ndarray of shape (O,), a call allocates no NumPy array (see fastmbrl.planners).
+        float64 ndarray of shape (O,), a call allocates no NumPy array (see fastmbrl.planning.planners).
         """
         return self.planner.act(obs, out)
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..controller import Controller
-from ..dynamics import DynamicsModel
-from ..errors import FastMBRLError
-from ..kernels import num_threads
+from fastmbrl.planning.controller import Controller
+from fastmbrl.models.dynamics import DynamicsModel
+from fastmbrl.errors import FastMBRLError
+from fastmbrl.kernels import num_threads
 from .common import machine, machine_line
 
 F32 = np.float32
@@ -61,7 +61,7 @@ CONFIGS = {
 def make_controller(cfg: Config, seed: int = 0) -> Controller:
     """A Controller whose model has random weights and plausible statistics: inputs of unit-ish
     spread around random means, per-step deltas of 5-20 % of a unit (as a fitted model has)."""
-    from ..tasks import get_task
+    from fastmbrl.tasks import get_task
 
     task = get_task(cfg.task)
     model = DynamicsModel(task.obs_dim, task.act_dim, cfg.hidden, cfg.activation,
