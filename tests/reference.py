@@ -5,6 +5,7 @@ import numba
 import numpy as np
 
 from fastmbrl.kernels import FASTMATH
+from fastmbrl.models.dynamics import DynamicsModel
 
 
 def mlp_forward_reference(weights, biases, activation, x):
@@ -66,7 +67,7 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
     return returns
 
 
-# --- small reward/termination functions and a DynamicsModel stand-in for the planner tests ---
+# --- small reward/termination functions and real models for the planner tests ---
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def quadratic_reward(obs, act, next_obs, out):
@@ -85,20 +86,24 @@ def leaves_box(obs, act, next_obs, out):
         out[i] = abs(next_obs[i, 0]) > np.float32(1.0)
 
 
-class _StandInNet:
-    def __init__(self, weights, biases):
-        self.weights, self.biases = weights, biases
-
-
-class StandInDynamics:
-    """Just the DynamicsModel attributes that pack_dynamics reads."""
-
-    def __init__(self, model):
-        self.net = _StandInNet(model["weights"], model["biases"])
-        self.activation = "relu"
-        self.input_mean, self.input_scale = model["input_mean"], model["input_scale"]
-        self.delta_mean, self.delta_std = model["delta_mean"], model["delta_std"]
-        self.version = 0
+def dynamics_model(model, activation="relu"):
+    """A DynamicsModel holding the arrays of `model` (the dict pack_model and rollout_reference
+    take: one member's weight lists, or per-member lists for an ensemble; shared (D,)
+    statistics), set through load_state."""
+    ensemble = isinstance(model["weights"][0], (list, tuple))
+    weights = model["weights"] if ensemble else [model["weights"]]
+    biases = model["biases"] if ensemble else [model["biases"]]
+    first = [np.shape(w) for w in weights[0]]
+    obs_dim = first[-1][1]
+    dm = DynamicsModel(obs_dim, first[0][0] - obs_dim, tuple(s[1] for s in first[:-1]),
+                       activation, ensemble_size=len(weights))
+    state = {k: model[k] for k in ("input_mean", "input_scale", "delta_mean", "delta_std")}
+    for m, (ws, bs) in enumerate(zip(weights, biases)):
+        prefix = f"m{m}_" if ensemble else ""
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            state[f"{prefix}W{i}"], state[f"{prefix}b{i}"] = w, b
+    dm.load_state(state)
+    return dm
 
 
 def gae_reference(rewards, values, next_values, terminated, episode_end, gamma, lam):

@@ -38,8 +38,9 @@ def test_act_returns_bounded_action_in_a_reused_buffer(controller):
 
 
 def test_act_allocates_no_numpy_array(controller):
-    planner = controller.planner
-    kernel = allocations(lambda: planner._kernel(*planner._slot(planner._cand.shape[0])[2]))
+    scorer = controller.planner.scorer
+    batch = scorer.batch(controller.planner.num_samples)
+    kernel = allocations(lambda: scorer.score(batch))  # numba unboxing the kernel's arguments
     obs = np.array([0.3, -0.9, 1.5])  # float64, as gymnasium returns
     out = np.empty(1, np.float32)
     for call in (lambda: controller.act(obs), lambda: controller.act(obs, out)):
@@ -66,3 +67,39 @@ def test_planning_reward_is_used_unless_shaping_is_off(tmp_path):
     assert Controller.load(tmp_path, shaping=True).planner.reward_fn is task.planning_reward
     with pytest.raises(FastMBRLError, match="shaping must be True or False"):
         Controller(model, task, planner="rs", horizon=3, num_samples=16, shaping="no")
+
+
+def test_defaults_come_from_planning(tmp_path):
+    from fastmbrl.planning.planners import CEM, DEFAULT_HORIZON, DEFAULT_PLANNER
+
+    model = DynamicsModel(3, 1, (8,), "silu", seed=0)
+    ctrl = Controller(model, "Pendulum-v1")
+    assert (DEFAULT_PLANNER, DEFAULT_HORIZON) == ("cem", 20)
+    assert type(ctrl.planner) is CEM and ctrl.planner.horizon == DEFAULT_HORIZON
+    assert ctrl.planner.num_samples == 500  # CEM's own default
+    assert ctrl.settings["num_samples"] == 500  # the number used, saved as such
+    ctrl.save(tmp_path)
+    assert Controller.load(tmp_path).planner.num_samples == 500
+    rs = Controller(model, "Pendulum-v1", planner="rs", horizon=3)
+    assert rs.planner.num_samples == rs.settings["num_samples"] == 1000
+
+
+def test_saved_population_option_still_loads(tmp_path):
+    import json
+
+    from fastmbrl.errors import FastMBRLError
+
+    model = DynamicsModel(3, 1, (8,), "silu", seed=0)
+    Controller(model, "Pendulum-v1", planner="icem", horizon=3, num_samples=30).save(tmp_path)
+    path = tmp_path / "controller.json"
+    meta = json.loads(path.read_text())
+    meta["planner_options"] = {"population": 24, "elites": 5}  # as an older file could hold it
+    path.write_text(json.dumps(meta))
+    with pytest.warns(DeprecationWarning, match="population"):
+        ctrl = Controller.load(tmp_path)
+    assert ctrl.planner.num_samples == 30  # the saved setting overrides it, as it always did
+    with pytest.warns(DeprecationWarning, match="population"):
+        ctrl = Controller.load(tmp_path, num_samples=None)
+    assert ctrl.planner.num_samples == 24 and ctrl.planner.num_elites == 5
+    with pytest.raises(FastMBRLError, match="unknown planner"):
+        Controller(model, "Pendulum-v1", planner="nope")

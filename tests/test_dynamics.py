@@ -354,8 +354,33 @@ def test_ensemble_save_load_and_bad_state(ensemble, tmp_path):
         DynamicsModel(3, 1, ensemble_size=0)
 
 
+def test_packed_form_is_cached_per_spec_until_the_version_changes():
+    from fastmbrl.kernels.isa import SPECS, get_spec
+    from fastmbrl.kernels.rollout import pack_model
+
+    model = DynamicsModel(3, 2, hidden=(16,), seed=0, ensemble_size=2)
+    first = model.packed()
+    assert model.packed() is first and model.packed(get_spec()) is first
+    assert first.isa == get_spec() and first.num_members == 2 and first.version == 0
+    other = "generic" if first.isa.name != "generic" else "avx2"
+    laid_out = model.packed(other)
+    assert laid_out.isa == SPECS[other] and model.packed(SPECS[other]) is laid_out
+    assert model.packed() is first  # one cache entry per spec
+    state = model.state_dict()
+    state["m1_W0"] = 2 * state["m1_W0"]
+    model.load_state(state)
+    second = model.packed()
+    assert second is not first and second.version == model.version == 1
+    want = pack_model([net.weights for net in model.nets], [net.biases for net in model.nets],
+                      "relu", model.input_mean, model.input_scale, model.delta_mean,
+                      model.delta_std, 1)
+    np.testing.assert_array_equal(second.weights, want.weights)
+    np.testing.assert_array_equal(second.biases, want.biases)
+    assert not np.array_equal(second.weights, first.weights)
+
+
 def test_angle_inputs_fit_predict_pack_and_save(tmp_path):
-    from fastmbrl.kernels.rollout import pack_dynamics, rollout
+    from fastmbrl.kernels.rollout import rollout
     from tests.reference import quadratic_reward
     buf = _toy_buffer(300, seed=4, obs_dim=3, act_dim=2)
     model = DynamicsModel(3, 2, hidden=(16,), activation="tanh", angle_obs_dims=(1,), seed=2)
@@ -377,7 +402,7 @@ def test_angle_inputs_fit_predict_pack_and_save(tmp_path):
     for t in range(4):
         quadratic_reward(states[:, t], actions[:, t], states[:, t + 1], out)
         want += out
-    got = rollout(pack_dynamics(model), obs[0], actions, quadratic_reward, rows=8)
+    got = rollout(model.packed(), obs[0], actions, quadratic_reward, rows=8)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     back = DynamicsModel.load(model.save(tmp_path / "angles"))
     assert back.angle_obs_dims == (1,)

@@ -5,9 +5,10 @@ import pytest
 
 from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.isa import SPECS
-from fastmbrl.kernels.rollout import (PackedModel, Workspace, make_chunks, pack_dynamics,
+from fastmbrl.kernels.rollout import (Chunks, KernelArgs, PackedModel, Workspace,
+                                      WorkspaceArrays, _rollout, kernel_args, make_chunks,
                                       pack_model, rollout)
-from tests.reference import StandInDynamics, leaves_box, quadratic_reward, rollout_reference
+from tests.reference import leaves_box, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
 
@@ -140,17 +141,25 @@ def test_divergence_scores_minus_inf(isa):
     assert np.isneginf(got).all()
 
 
-def test_pack_dynamics_repacks_on_version_change():
+def test_kernel_arguments_are_named_as_its_parameters():
+    import inspect
+
+    params = list(inspect.signature(_rollout).parameters)
+    assert list(KernelArgs._fields) == params
+    assert set(WorkspaceArrays._fields) | set(Chunks._fields) <= set(params)
     rng = np.random.default_rng(6)
-    stand_in = StandInDynamics(random_model(rng, 3, 1, (16,)))
-    first = pack_dynamics(stand_in)
-    assert pack_dynamics(stand_in, first) is first
-    stand_in.net.weights[0] *= 2
-    stand_in.version += 1
-    second = pack_dynamics(stand_in, first)
-    assert second is not first and second.version == 1
-    assert not np.array_equal(second.weights, first.weights)
-    assert pack_dynamics(StandInDynamics(random_model(rng, 3, 1, (16,))), second) is not second
+    packed = pack_model(activation="relu", **random_model(rng, 3, 1, (16,)))
+    obs, actions, returns = np.zeros(3, np.float32), np.zeros((5, 2, 1), np.float32), np.zeros(5)
+    chunks = make_chunks(5, 8)
+    ws = Workspace(packed, 1)
+    args = kernel_args(packed, obs, actions, chunks, ws, returns)
+    assert args.obs0 is obs and args.actions is actions and args.returns is returns
+    assert args.weights is packed.weights and args.act_code == packed.activation
+    assert args.chunk_member is chunks.chunk_member and args.base_ws is ws.arrays.base_ws
+    other = pack_model(activation="tanh", **random_model(rng, 3, 1, (16,)))
+    moved = args.with_model(other)
+    assert moved.weights is other.weights and moved.act_code == other.activation
+    assert moved.x_ws is args.x_ws and moved.obs0 is obs
 
 
 def test_bad_inputs():
@@ -182,8 +191,6 @@ def test_bad_inputs():
         Workspace(avx2, 1, rows=16)
     with pytest.raises(ValueError, match="unknown instruction-set spec 'sse9'"):
         pack_model(activation="relu", isa="sse9", **model)
-    with pytest.raises(TypeError, match="DynamicsModel"):
-        pack_dynamics(object())
     assert isinstance(packed, PackedModel) and packed.flops_per_step() == 2 * (4 * 16 + 16 * 3)
     assert avx2.width == 16 and avx2.out_width == 8 and avx2.weights.shape == (1, 4 * 16 + 16 * 8)
 

@@ -3,10 +3,11 @@ termination, and the return of every candidate, in one `numba.njit(parallel=True
 
 Data path
 ---------
-``pack_model`` (or ``pack_dynamics`` for a DynamicsModel) lays the dynamics MLP out once for the
-kernel: the input normalisation is folded into the first layer, the delta de-normalisation into the
-last one (so the kernel computes ``next_obs = obs + MLP'(concat(obs, act))``), and each layer's
-weights are cut into column panels one vector register wide (``isa.py``, ``dense.py``).
+``pack_model`` lays the dynamics MLP out once for the kernel (``DynamicsModel.packed()`` calls it
+and keeps the result until the model's version changes): the input normalisation is folded into
+the first layer, the delta de-normalisation into the last one (so the kernel computes
+``next_obs = obs + MLP'(concat(obs, act))``), and each layer's weights are cut into column panels
+one vector register wide (``isa.py``, ``dense.py``).
 Candidates are processed in chunks of ``rows`` (a multiple of the spec's tile rows) per parallel
 task; each chunk steps its rows through the horizon with
 scratch arrays from a preallocated ``Workspace``, so nothing is allocated in the time loop.
@@ -40,7 +41,8 @@ from __future__ import annotations
 import hashlib
 import marshal
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -62,8 +64,7 @@ class PackedModel:
     obs_dim: int
     act_dim: int
     activation: int  # code from dense.ACTIVATIONS
-    version: int = 0
-    source_id: int = 0  # id() of the DynamicsModel it came from (pack_dynamics)
+    version: int = 0  # the DynamicsModel's version it was packed from
     #: observation entries that are angles: the network sees their sine in place and their
     #: cosine after the observation (inputs: obs', cos(angles), act)
     angle_dims: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -183,28 +184,6 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
                        angle_dims=angles.copy(), isa=spec)
 
 
-def pack_dynamics(model, previous: PackedModel | None = None, isa=None) -> PackedModel:
-    """Pack a DynamicsModel; returns `previous` unchanged if it was packed from this model at
-    its current `version`. `isa` defaults to `previous`'s spec, else the current one."""
-    if isa is None and previous is not None:
-        isa = previous.isa
-    spec = get_spec(isa)
-    if (previous is not None and previous.source_id == id(model)
-            and previous.version == model.version and previous.isa == spec):
-        return previous
-    for attr in ("net", "activation", "input_mean", "input_scale", "delta_mean", "delta_std",
-                 "version"):
-        if not hasattr(model, attr):
-            raise TypeError(f"model: expected a DynamicsModel (missing attribute {attr!r})")
-    nets = getattr(model, "nets", [model.net])
-    weights = [n.weights for n in nets] if len(nets) > 1 else nets[0].weights
-    biases = [n.biases for n in nets] if len(nets) > 1 else nets[0].biases
-    packed = pack_model(weights, biases, model.activation, model.input_mean,
-                        model.input_scale, model.delta_mean, model.delta_std, model.version,
-                        getattr(model, "angle_obs_dims", ()), spec)
-    return replace(packed, source_id=id(model))
-
-
 def chunk_rows(packed: PackedModel, rows=None) -> int:
     """`rows` checked against the model's spec (a multiple of its tile rows), or its default."""
     spec = packed.isa
@@ -217,14 +196,21 @@ def chunk_rows(packed: PackedModel, rows=None) -> int:
     return rows
 
 
-def make_chunks(num_candidates: int, rows: int, members=None, every_member=None):
+class Chunks(NamedTuple):
+    """The kernel's split of candidates into parallel chunks (int64 arrays, n chunks)."""
+
+    chunk_start: np.ndarray  # (n + 1,) first return row of each chunk, then the total
+    chunk_member: np.ndarray  # (n,) ensemble member of each chunk
+    chunk_source: np.ndarray  # (n,) first candidate row of each chunk
+
+
+def make_chunks(num_candidates: int, rows: int, members=None, every_member=None) -> Chunks:
     """Split candidates into chunks of at most `rows`, never mixing ensemble members.
 
     `members` (optional, (K,) ints, non-decreasing): the model member of each candidate; order
     candidates by member before calling. `every_member` (optional int B): score every candidate
     on each of members 0..B-1 instead; return m * K + k then holds candidate k under member m
-    (the caller's returns array has B * K rows). Returns (chunk_start (n+1,): first return row,
-    chunk_member (n,), chunk_source (n,): first candidate row) int64.
+    (the caller's returns array has B * K rows).
     """
     num_candidates = check_positive_int(num_candidates, "num_candidates")
     rows = check_positive_int(rows, "rows")
@@ -238,8 +224,8 @@ def make_chunks(num_candidates: int, rows: int, members=None, every_member=None)
                 starts.append(m * num_candidates + s)
                 owners.append(m)
                 sources.append(s)
-        return (np.array(starts + [b * num_candidates], np.int64), np.array(owners, np.int64),
-                np.array(sources, np.int64))
+        return Chunks(np.array(starts + [b * num_candidates], np.int64),
+                      np.array(owners, np.int64), np.array(sources, np.int64))
     if members is None:
         members = np.zeros(num_candidates, np.int64)
     members = np.asarray(members)
@@ -254,8 +240,25 @@ def make_chunks(num_candidates: int, rows: int, members=None, every_member=None)
         for s in range(int(lo), int(hi), rows):
             starts.append(s)
             owners.append(int(members[lo]))
-    return (np.array(starts + [num_candidates], np.int64), np.array(owners, np.int64),
-            np.array(starts, np.int64))
+    return Chunks(np.array(starts + [num_candidates], np.int64), np.array(owners, np.int64),
+                  np.array(starts, np.int64))
+
+
+class WorkspaceArrays(NamedTuple):
+    """The kernel's scratch arrays, one (rows, ...) slab per chunk; named as its parameters."""
+
+    x_ws: np.ndarray  # network input
+    ha_ws: np.ndarray  # hidden ping
+    hb_ws: np.ndarray  # hidden pong
+    out_ws: np.ndarray  # network output (delta)
+    obs_ws: np.ndarray  # obs
+    nxt_ws: np.ndarray  # next obs
+    act_ws: np.ndarray  # actions of this step
+    rew_ws: np.ndarray  # rewards
+    done_ws: np.ndarray  # terminated
+    alive_ws: np.ndarray  # alive
+    ret_ws: np.ndarray  # returns so far
+    base_ws: np.ndarray  # first step's layer-0 share from obs0
 
 
 class Workspace:
@@ -268,19 +271,20 @@ class Workspace:
         n_ang = packed.angle_dims.shape[0]
         self.shape_key = (o, a, n_ang, packed.width, packed.out_width, packed.isa)
         f = np.float32
-        self.arrays = (
-            np.zeros((n, rows, o + n_ang + a), f),  # x: network input
-            np.zeros((n, rows, packed.width), f),  # hidden ping
-            np.zeros((n, rows, packed.width), f),  # hidden pong
-            np.zeros((n, rows, packed.out_width), f),  # network output (delta)
-            np.zeros((n, rows, o), f),  # obs
-            np.zeros((n, rows, o), f),  # next obs
-            np.zeros((n, rows, a), f),  # actions of this step
-            np.zeros((n, rows), f),  # rewards
-            np.zeros((n, rows), np.bool_),  # terminated
-            np.zeros((n, rows), np.bool_),  # alive
-            np.zeros((n, rows), f),  # returns so far
-            np.zeros((n, packed.width if packed.layers.shape[0] > 1 else packed.out_width), f),
+        self.arrays = WorkspaceArrays(
+            x_ws=np.zeros((n, rows, o + n_ang + a), f),
+            ha_ws=np.zeros((n, rows, packed.width), f),
+            hb_ws=np.zeros((n, rows, packed.width), f),
+            out_ws=np.zeros((n, rows, packed.out_width), f),
+            obs_ws=np.zeros((n, rows, o), f),
+            nxt_ws=np.zeros((n, rows, o), f),
+            act_ws=np.zeros((n, rows, a), f),
+            rew_ws=np.zeros((n, rows), f),
+            done_ws=np.zeros((n, rows), np.bool_),
+            alive_ws=np.zeros((n, rows), np.bool_),
+            ret_ws=np.zeros((n, rows), f),
+            base_ws=np.zeros((n, packed.width if packed.layers.shape[0] > 1
+                              else packed.out_width), f),
         )
 
     def fits(self, packed: PackedModel, num_chunks: int) -> bool:
@@ -313,8 +317,8 @@ def _features(obs, r, x, n_obs, angle_dims):
 
 
 def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk_start,
-             chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws, rew_ws, done_ws, alive_ws,
-             ret_ws, base_ws, returns):
+             chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws,
+             rew_ws, done_ws, alive_ws, ret_ws, base_ws, returns):
     # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated and the
     # spec's LANES and dense.
     n_obs = obs0.shape[0]
@@ -436,17 +440,50 @@ def rollout_kernel(reward, terminated=None, isa=None):
     return kernel
 
 
-def kernel_args(packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns) -> tuple:
-    """The kernel's argument tuple (no checks). Planners build it once per candidate count and
-    call ``kernel(*args)``, which allocates nothing per call."""
-    return (obs0, actions, packed.weights, packed.biases, packed.layers, packed.activation,
-            packed.angle_dims, chunks[0], chunks[1], chunks[2], *workspace.arrays, returns)
+class KernelArgs(NamedTuple):
+    """The kernel's arguments, named as `_rollout`'s parameters. Build them once with
+    `kernel_args` and keep ``tuple(args)`` for the calls: ``kernel(*plain_tuple)`` allocates
+    nothing, while unpacking a tuple subclass copies it on every call."""
+
+    obs0: np.ndarray  # (O,) float32 start state
+    actions: np.ndarray  # (K, H, A) float32 candidates
+    weights: np.ndarray  # PackedModel.weights
+    biases: np.ndarray
+    layers: np.ndarray
+    act_code: int
+    angle_dims: np.ndarray
+    chunk_start: np.ndarray  # Chunks
+    chunk_member: np.ndarray
+    chunk_source: np.ndarray
+    x_ws: np.ndarray  # WorkspaceArrays
+    ha_ws: np.ndarray
+    hb_ws: np.ndarray
+    out_ws: np.ndarray
+    obs_ws: np.ndarray
+    nxt_ws: np.ndarray
+    act_ws: np.ndarray
+    rew_ws: np.ndarray
+    done_ws: np.ndarray
+    alive_ws: np.ndarray
+    ret_ws: np.ndarray
+    base_ws: np.ndarray
+    returns: np.ndarray  # (K,) float32 output, or (B K,) for every member
+
+    def with_model(self, packed: PackedModel) -> "KernelArgs":
+        """The same call on another packing of a model of the same shape."""
+        return self._replace(**_model_args(packed))
 
 
-def run_kernel(kernel, packed: PackedModel, obs0, actions, chunks, workspace: Workspace, returns):
-    """Call a kernel with prepared arguments (no checks)."""
-    kernel(*kernel_args(packed, obs0, actions, chunks, workspace, returns))
-    return returns
+def _model_args(packed: PackedModel) -> dict:
+    return dict(weights=packed.weights, biases=packed.biases, layers=packed.layers,
+                act_code=packed.activation, angle_dims=packed.angle_dims)
+
+
+def kernel_args(packed: PackedModel, obs0, actions, chunks: Chunks, workspace: Workspace,
+                returns) -> KernelArgs:
+    """The kernel's arguments (no checks)."""
+    return KernelArgs(obs0=obs0, actions=actions, **_model_args(packed), **chunks._asdict(),
+                      **workspace.arrays._asdict(), returns=returns)
 
 
 def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, members=None,
@@ -471,7 +508,7 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     rows = chunk_rows(packed, rows)
     shape = (packed.num_members, k) if every_member else (k,)
     chunks = make_chunks(k, rows, members, packed.num_members if every_member else None)
-    n_chunks = chunks[1].shape[0]
+    n_chunks = chunks.chunk_member.shape[0]
     if workspace is None:
         workspace = Workspace(packed, n_chunks, rows)
     elif workspace.rows != rows or not workspace.fits(packed, n_chunks):
@@ -481,6 +518,6 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
-    run_kernel(rollout_kernel(reward, terminated, packed.isa), packed, obs, actions, chunks,
-               workspace, out.reshape(-1))
+    kernel = rollout_kernel(reward, terminated, packed.isa)
+    kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1)))
     return out

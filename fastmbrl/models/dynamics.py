@@ -24,6 +24,8 @@ from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.data.buffer import ReplayBuffer
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import load_npz, save_npz
+from fastmbrl.kernels.isa import get_spec
+from fastmbrl.kernels.rollout import PackedModel, pack_model
 from fastmbrl.models.mlp import MLP, Adam, train_mse_epochs
 
 _KIND = "dynamics_model"
@@ -36,8 +38,8 @@ _EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
 class DynamicsModel:
     """A delta model of an environment: `predict`, `rollout`, `fit`, `save` / `load`.
 
-    `version` increases whenever the weights or statistics change (fit, load_state, load),
-    so a consumer (the planner) can cache a layout of the weights and refresh it only then.
+    `version` increases whenever the weights or statistics change (fit, load_state, load);
+    `packed()` lays them out for the rollout kernel and re-packs only then.
     """
 
     def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
@@ -73,6 +75,7 @@ class DynamicsModel:
         # minibatch order, bootstrap resamples, input noise: a resumed run restores its state
         self.rng = np.random.default_rng([self.seed, 1])
         self.version = 0
+        self._packed: dict = {}  # spec -> PackedModel of some version
 
     def __repr__(self):
         return (f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, hidden={self.hidden}, "
@@ -180,6 +183,21 @@ class DynamicsModel:
         per_dim = sq.mean(axis=0)
         return {"horizon": np.arange(1, horizon + 1), "mse": per_dim.mean(axis=1),
                 "mse_per_dim": per_dim, "windows": int(sq.shape[0])}
+
+    def packed(self, isa=None) -> PackedModel:
+        """The model laid out for the rollout kernel (``kernels.rollout.pack_model``) for the
+        instruction-set spec `isa` (a Spec or its name; default the current one). Cached per
+        spec: the same object until `version` changes."""
+        spec = get_spec(isa)
+        packed = self._packed.get(spec)
+        if packed is None or packed.version != self.version:
+            many = self.ensemble_size > 1
+            weights = [n.weights for n in self.nets] if many else self.net.weights
+            biases = [n.biases for n in self.nets] if many else self.net.biases
+            packed = self._packed[spec] = pack_model(
+                weights, biases, self.activation, self.input_mean, self.input_scale,
+                self.delta_mean, self.delta_std, self.version, self.angle_obs_dims, spec)
+        return packed
 
     # ------------------------------------------------------------------------------- training
     def _set_statistics(self, obs, act, delta):

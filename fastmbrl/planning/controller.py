@@ -12,7 +12,7 @@ from fastmbrl._validate import check_positive_int
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
-from fastmbrl.planning.planners import BUDGET_ARG, PLANNERS
+from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS
 from fastmbrl.tasks import get_task
 
 
@@ -30,11 +30,15 @@ def planning_objective(task, shaping=True):
 
 
 def build_planner(name, model, task, horizon, num_samples, seed, options=None, shaping=True):
-    """Construct the planner called `name` on `model` with `task`'s objective and bounds."""
+    """Construct the planner called `name` on `model` with `task`'s objective and bounds;
+    `num_samples` None leaves the planner's own default, `options` are its other arguments."""
     if name not in PLANNERS:
         raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
     kwargs = dict(options or {})
-    kwargs[BUDGET_ARG[name]] = check_positive_int(num_samples, "num_samples")
+    if num_samples is not None:
+        # options saved under the old name: the setting overrides them, as it always did
+        budget = "population" if "population" in kwargs else "num_samples"
+        kwargs[budget] = check_positive_int(num_samples, "num_samples")
     return PLANNERS[name](
         model,
         planning_objective(task, shaping),
@@ -48,10 +52,13 @@ def build_planner(name, model, task, horizon, num_samples, seed, options=None, s
 
 
 class Controller:
-    """Model predictive control with a learned dynamics model: `act(obs) -> action`."""
+    """Model predictive control with a learned dynamics model: `act(obs) -> action`.
 
-    def __init__(self, model: DynamicsModel, task, planner="rs", horizon=20, num_samples=1000,
-                 seed=0, planner_options=None, shaping=True):
+    `num_samples` None takes the planner's default (its constructor's); the settings record the
+    number used."""
+
+    def __init__(self, model: DynamicsModel, task, planner=DEFAULT_PLANNER, horizon=DEFAULT_HORIZON,
+                 num_samples=None, seed=0, planner_options=None, shaping=True):
         self.task = get_task(task) if isinstance(task, str) else task
         if (model.obs_dim, model.act_dim) != (self.task.obs_dim, self.task.act_dim):
             raise FastMBRLError(
@@ -62,13 +69,14 @@ class Controller:
         self.settings = {
             "planner": planner,
             "horizon": int(horizon),
-            "num_samples": int(num_samples),
+            "num_samples": None if num_samples is None else int(num_samples),
             "seed": int(seed),
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options, shaping)
+        self.settings["num_samples"] = self.planner.num_samples
 
     def act(self, obs, out=None) -> np.ndarray:
         """The action (A,) for observation `obs` (O,).

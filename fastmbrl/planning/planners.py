@@ -1,19 +1,23 @@
-"""Model-predictive planners on the fused rollout kernel: random shooting, CEM, MPPI and iCEM.
+"""Model-predictive planners on a learned dynamics model: random shooting, CEM, MPPI and iCEM.
 
-Every planner maximises the H-step return of action sequences under a learned dynamics model:
-it draws candidate sequences with its own ``numpy.random.Generator`` (so one seed gives one
-answer whatever the number of threads), scores them all with one kernel call per iteration and
-updates its sampling distribution. ``plan(obs)`` returns the (H, A) solution, ``act(obs)`` its
-first action. With ``warm_start`` the previous solution, shifted by one step (the tail refilled
-with the middle of the action box), seeds the next call.
+Every planner maximises the H-step return of action sequences under the model: it draws
+candidate sequences with its own ``numpy.random.Generator`` (so one seed gives one answer
+whatever the number of threads), has them scored by its `Scorer` (``planning.scorer``: one call
+of the fused rollout kernel per iteration) and updates its sampling distribution. ``plan(obs)``
+returns the (H, A) solution, ``act(obs)`` its first action. With ``warm_start`` the previous
+solution, shifted by one step (the tail refilled with the middle of the action box), seeds the
+next call. Every planner takes its sample budget as ``num_samples``; its default is the
+constructor's, and `DEFAULT_PLANNER` and `DEFAULT_HORIZON` are the defaults of the Controller
+and the training configs.
 
 Embedding: no allocation per call
 ---------------------------------
 Every buffer is allocated, and every numba function compiled or loaded from the cache, when the
 planner is built (two warm-up plans run then, on a throwaway random generator). After that a
 call of ``plan``/``act`` allocates no NumPy array: the arithmetic runs in small numba helpers
-(``kernels.planner_ops``) on preallocated buffers, random numbers are drawn with ``out=``.
-What remains is a constant handful of short-lived Python scalars (the statistics below).
+(``kernels.planner_ops``) on preallocated buffers, random numbers are drawn with ``out=``, and
+the scorer's batches are prepared for every candidate count the planner uses. What remains is a
+constant handful of short-lived Python scalars (the statistics below).
 
 The returned array is owned by the planner and **overwritten by the next call**: it is
 read-only; copy it (``planner.plan(obs).copy()``) to keep it, or pass ``out=``, a float32
@@ -23,10 +27,11 @@ length O (anything else is converted first, which allocates).
 
 Ensembles
 ---------
-With a model of B > 1 members (``DynamicsModel(ensemble_size=B)``) every candidate is rolled out
-under each member and scored by the mean of its B returns, as PETS's trajectory sampling with one
-particle per member: a sequence that only some members believe in scores low, which keeps the
-planner from exploiting one network's errors. A plan then costs B times the model steps.
+With a model of B > 1 members (``DynamicsModel(ensemble_size=B)``) the scorer rolls every
+candidate out under each member and scores it by the mean of its B returns, as PETS's trajectory
+sampling with one particle per member: a sequence that only some members believe in scores low,
+which keeps the planner from exploiting one network's errors. A plan then costs B times the
+model steps.
 
 After each call, ``last_best_return`` holds the best return found, ``last_num_diverged`` how many
 candidates diverged (the model produced inf/NaN: they score -inf) and ``last_num_evaluated`` how
@@ -42,21 +47,32 @@ import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.kernels import planner_ops as ops
-from fastmbrl.kernels.isa import get_spec
-from fastmbrl.kernels.rollout import (
-    PackedModel,
-    Workspace,
-    chunk_rows,
-    kernel_args,
-    make_chunks,
-    pack_dynamics,
-    rollout_kernel,
-)
+from fastmbrl.planning.scorer import Scorer
 
 F32 = np.float32
 _NEG_INF = -math.inf
 _NO_SMOOTHING = -1.0
-_OBS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: the planner of a Controller (and of a task without a preset) unless one is named
+DEFAULT_PLANNER = "cem"
+#: planning horizon H of a Controller (and of a task without a preset)
+DEFAULT_HORIZON = 20
+
+
+class _Default(int):
+    """A constructor default that can be told apart from the same number passed explicitly
+    (so that `population` refuses an explicit `num_samples` of the default value too)."""
+
+
+def _num_samples(owner, num_samples, population):
+    """`num_samples`, or its deprecated name `population` (CEM, iCEM)."""
+    if population is None:
+        return check_positive_int(num_samples, "num_samples")
+    if type(num_samples) is not _Default:
+        raise ValueError(f"{owner}: pass num_samples or its old name population, not both")
+    warnings.warn(f"{owner}(population=...) is deprecated: use num_samples", DeprecationWarning,
+                  stacklevel=3)
+    return check_positive_int(population, "population")
 
 
 def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
@@ -67,13 +83,13 @@ def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
     return float(value)
 
 
-def _elite_count(elites, population: int) -> int:
-    """`elites` as a count, or as a fraction of the population if a float in (0, 1)."""
+def _elite_count(elites, num_samples: int) -> int:
+    """`elites` as a count, or as a fraction of the samples if a float in (0, 1)."""
     if isinstance(elites, float) and 0 < elites < 1:
-        elites = max(1, int(round(elites * population)))
+        elites = max(1, int(round(elites * num_samples)))
     elites = check_positive_int(elites, "elites")
-    if elites > population:
-        raise ValueError(f"elites ({elites}) must not exceed population ({population})")
+    if elites > num_samples:
+        raise ValueError(f"elites ({elites}) must not exceed num_samples ({num_samples})")
     return elites
 
 
@@ -91,25 +107,23 @@ def _check_out(out, shape):
 
 
 class Planner:
-    """Common machinery: model packing, bounds, RNG, buffers, kernel calls, warm start.
+    """Common machinery: bounds, RNG, buffers, warm start, the scorer.
 
     model: a DynamicsModel (re-packed whenever its `version` changes) or a PackedModel.
     isa: instruction-set spec (or name) to pack a DynamicsModel for (default: the current one;
     a PackedModel brings its own). rows: candidates per parallel chunk (default: the spec's).
     reward_fn / terminated_fn: numba functions ``f(obs, act, next_obs, out)`` (see kernels.rollout).
+    `scorer` is the planner's Scorer; `packed` the PackedModel it plans with.
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
                  seed=0, warm_start=True, rows=None, isa=None):
-        if isinstance(model, PackedModel):
-            if isa is not None and get_spec(isa) != model.isa:
-                raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
-                                 f"not {get_spec(isa).name}")
-            self._model, self.packed = None, model
-        else:
-            self._model, self.packed = model, pack_dynamics(model, isa=isa)
-        a = self.packed.act_dim
         self.horizon = check_positive_int(horizon, "horizon")
+        self.scorer = Scorer(model, reward_fn, terminated_fn, horizon=self.horizon,
+                             max_candidates=self._max_candidates(), rows=rows, isa=isa)
+        a = self.scorer.act_dim
+        self.num_members = self.scorer.num_members
+        self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self.action_low = as_array(action_low, "action_low", (a,)).copy()
         self.action_high = as_array(action_high, "action_high", (a,)).copy()
         if not (self.action_low < self.action_high).all():
@@ -117,44 +131,38 @@ class Planner:
         self.warm_start = bool(warm_start)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self._rows = chunk_rows(self.packed, rows)
-        self.num_members = self.packed.num_members
-        self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
-        self._kernel = rollout_kernel(reward_fn, terminated_fn, self.packed.isa)
         shape = (self.horizon, a)
         self._low = np.ascontiguousarray(np.broadcast_to(self.action_low, shape))
         self._span = np.ascontiguousarray(np.broadcast_to(self.action_high - self.action_low, shape))
         self._middle = np.ascontiguousarray(
             np.broadcast_to((self.action_low + self.action_high) / F32(2), shape))
         self._middle_last = self._middle[-1]
-        self._obs = np.zeros(self.packed.obs_dim, F32)
         self._mean = self._middle.copy()
         self._solution = np.empty(shape, F32)
         self._mean3, self._solution3 = self._mean[None], self._solution[None]
         self._result = self._solution.view()
         self._result.flags.writeable = False
         self._first_action = self._result[0]
-        k = self._max_candidates()
-        self._cand = np.empty((k, self.horizon, a), F32)
-        self._returns = np.empty(k, F32)
-        self._member_returns = np.empty(self.num_members * k if self.num_members > 1 else 0, F32)
-        self._workspace = Workspace(self.packed, self.num_members * -(-k // self._rows),
-                                    self._rows)
-        self._slots = {}
+        self._allocate()
         self._warned = False
         self.reset()
         self._warm_up()
 
     # --- subclass interface -------------------------------------------------------------
     def _max_candidates(self) -> int:
+        """The most candidates one kernel call scores (from the settings alone)."""
         raise NotImplementedError
+
+    def _allocate(self):
+        """Allocate the subclass's buffers (the scorer and the bounds are set)."""
 
     def _candidate_counts(self):
         """Every number of candidates one kernel call may score."""
-        return (self._cand.shape[0],)
+        return (self.scorer.max_candidates,)
 
     def _optimize(self) -> bool:
-        """Fill self._solution from self._obs; return False if every candidate diverged."""
+        """Fill self._solution (the scorer has the observation); return False if every
+        candidate diverged."""
         raise NotImplementedError
 
     def _reset_state(self):
@@ -164,15 +172,33 @@ class Planner:
         pass
 
     # --- public API ----------------------------------------------------------------------
+    @property
+    def packed(self):
+        """The PackedModel the planner plans with (follows the model's version)."""
+        return self.scorer.packed
+
+    @property
+    def last_best_return(self) -> float:
+        """Best return of the last call (-inf before the first, or if every candidate diverged)."""
+        return self.scorer.best_return
+
+    @property
+    def last_num_diverged(self) -> int:
+        """Candidates of the last call whose rollout diverged (inf/NaN)."""
+        return self.scorer.num_diverged
+
+    @property
+    def last_num_evaluated(self) -> int:
+        """Candidates scored by the last call."""
+        return self.scorer.num_evaluated
+
     def reset(self, seed=None):
         """Forget the warm-start state (and reseed if `seed` is given)."""
         if seed is not None:
             self.seed = seed
             self.rng = np.random.default_rng(seed)
         np.copyto(self._mean, self._middle)
-        self.last_best_return = _NEG_INF
-        self.last_num_diverged = 0
-        self.last_num_evaluated = 0
+        self.scorer.reset_statistics()
         self._reset_state()
 
     def plan(self, obs, out=None) -> np.ndarray:
@@ -203,21 +229,7 @@ class Planner:
         return value
 
     def _run(self, obs, out):
-        if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES
-                and obs.shape[0] == self._obs.shape[0]):
-            obs = as_array(obs, "obs", self._obs.shape, finite=False)  # converts, or says why not
-        if not ops.load_obs(obs, self._obs):
-            raise ValueError("obs: contains NaN or infinite values")
-        if self._model is not None and self._model.version != self.packed.version:
-            packed = pack_dynamics(self._model, self.packed)
-            if (packed.num_members != self.num_members
-                    or not self._workspace.fits(packed, self._workspace.num_chunks)):
-                raise ValueError("model: its shape changed since the planner was built")
-            self.packed = packed
-            self._slots.clear()
-        self.last_best_return = _NEG_INF
-        self.last_num_diverged = 0
-        self.last_num_evaluated = 0
+        self.scorer.begin(obs)
         if not self._optimize():
             if not self._warned:
                 warnings.warn(f"{type(self).__name__}: every candidate diverged (inf/NaN in the "
@@ -234,48 +246,21 @@ class Planner:
             self._reset_state()
 
     def _warm_up(self):
-        """Build every kernel argument tuple and compile (or load) every numba function now:
-        two plans with a throwaway random generator, so that the first real call is like any
-        other."""
+        """Prepare the scorer's batch of every candidate count and compile (or load) every
+        numba function now: two plans with a throwaway random generator, so that the first
+        real call is like any other."""
         for k in self._candidate_counts():
-            self._slot(k)
-        for dtype in _OBS_DTYPES:
-            ops.load_obs(np.zeros(self._obs.shape, dtype), self._obs)
+            self.scorer.batch(k)
         rng, self.rng = self.rng, np.random.default_rng(0)
+        obs = np.zeros(self.scorer.obs_dim, F32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for _ in range(2):  # the second call takes the warm-start paths
-                self.act(self._obs)
+                self.act(obs)
         ops.finish_plan(self._solution, self.action_low, self.action_high,
                         np.empty_like(self._first_action))  # act(obs, out) writes one row
         self.rng, self._warned = rng, False
         self.reset()
-
-    def _slot(self, k):
-        """(candidates (k, H, A), returns (k,), kernel arguments, per-member returns (B k,) or
-        None) for k candidates: views and tuples built once, so that a call allocates nothing."""
-        slot = self._slots.get(k)
-        if slot is None:
-            cand, returns = self._cand[:k], self._returns[:k]
-            b = self.num_members
-            raw = self._member_returns[:b * k] if b > 1 else None
-            chunks = make_chunks(k, self._rows, every_member=b if b > 1 else None)
-            args = kernel_args(self.packed, self._obs, cand, chunks, self._workspace,
-                               returns if raw is None else raw)
-            slot = self._slots[k] = (cand, returns, args, raw)
-        return slot
-
-    def _evaluate(self, slot) -> int:
-        """Score a slot's candidates; returns the index of the best; updates the statistics."""
-        self._kernel(*slot[2])
-        returns = slot[1]
-        if slot[3] is not None:
-            ops.member_mean(slot[3], returns)
-        best, n_inf = ops.score_stats(returns)
-        self.last_num_evaluated += returns.shape[0]
-        self.last_num_diverged += n_inf
-        self.last_best_return = max(self.last_best_return, returns.item(best))
-        return best
 
     def _default_std(self, init_std):
         if init_std is None:
@@ -311,36 +296,37 @@ class RandomShooting(Planner):
         self._have_previous = True
 
     def _optimize(self):
-        slot = self._slot(self.num_samples)
-        cand = slot[0]
+        batch = self.scorer.batch(self.num_samples)
+        cand = batch.actions
         self.rng.random(out=cand, dtype=F32)
         ops.affine_clip(cand, self._low, self._span, self.action_low, self.action_high,
                         _NO_SMOOTHING)
         if self._have_previous:
             ops.put_row(cand, 0, self._mean)
-        best = self._evaluate(slot)
+        best = self.scorer.score(batch)
         ops.take_row(cand, best, self._solution)
-        return self.last_best_return > _NEG_INF
+        return self.scorer.best_return > _NEG_INF
 
 
 class CEM(Planner):
     """Cross-entropy method (PETS / mbrl-lib defaults).
 
-    population: samples per iteration (500). elites: count, or fraction of the population if
-    a float < 1 (0.1, i.e. 50 of 500). iterations (5). alpha: weight of the old distribution in the update (0.1).
-    init_std: initial std, scalar or (H, A) (default (high - low) / 4, i.e. variance
-    (ub - lb)^2 / 16). sampling: "truncated" (normal truncated at 2 std, std capped at half the
-    distance to the bounds, as mbrl-lib) or "clipped" (normal, clipped to the bounds).
+    num_samples: samples per iteration, what the literature calls the population (500;
+    `population=` is accepted as a deprecated alias). elites: count, or fraction of the samples
+    if a float < 1 (0.1, i.e. 50 of 500). iterations (5). alpha: weight of the old distribution
+    in the update (0.1). init_std: initial std, scalar or (H, A) (default (high - low) / 4, i.e.
+    variance (ub - lb)^2 / 16). sampling: "truncated" (normal truncated at 2 std, std capped at
+    half the distance to the bounds, as mbrl-lib) or "clipped" (normal, clipped to the bounds).
     return_mean: return the elite mean (default; the best single sample overfits to model
     error) or the best sample seen.
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 population=500, elites=0.1, iterations=5, alpha=0.1, init_std=None,
+                 num_samples=_Default(500), elites=0.1, iterations=5, alpha=0.1, init_std=None,
                  sampling="truncated", return_mean=True, seed=0, warm_start=True,
-                 rows=None, isa=None):
-        self.population = check_positive_int(population, "population")
-        self.num_elites = _elite_count(elites, self.population)
+                 rows=None, isa=None, population=None):
+        self.num_samples = _num_samples("CEM", num_samples, population)
+        self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
         self.alpha = _check_fraction(alpha, "alpha")
         if sampling not in ("truncated", "clipped"):
@@ -353,13 +339,15 @@ class CEM(Planner):
                          isa=isa)
 
     def _max_candidates(self):
+        return self.num_samples
+
+    def _allocate(self):
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
         self._elite_idx = np.empty(self.num_elites, np.intp)
         # replacements for the ~4.6 % of normals beyond 2 std, about twice what one round needs
-        self._spare = np.empty(max(64, self.population * self._init_std.size // 10), F32)
-        return self.population
+        self._spare = np.empty(max(64, self.num_samples * self._init_std.size // 10), F32)
 
     def _sample_normal(self, cand):
         self.rng.standard_normal(out=cand, dtype=F32)
@@ -373,14 +361,14 @@ class CEM(Planner):
         mean, std = self._mean, self._std
         np.copyto(std, self._init_std)
         best_return = _NEG_INF
-        slot = self._slot(self.population)
-        cand, returns = slot[0], slot[1]
+        batch = self.scorer.batch(self.num_samples)
+        cand, returns = batch.actions, batch.returns
         for _ in range(self.iterations):
             if self.sampling == "truncated":  # keep mean +- 2 std inside the bounds
                 ops.cap_std(std, mean, self.action_low, self.action_high)
             self._sample_normal(cand)
             ops.affine_clip(cand, mean, std, self.action_low, self.action_high, _NO_SMOOTHING)
-            self._evaluate(slot)
+            self.scorer.score(batch)
             value = self._rank_elites(cand, returns, self.num_elites, best_return)
             best_return = max(best_return, value)
             if value == _NEG_INF:
@@ -415,20 +403,22 @@ class MPPI(Planner):
                          isa=isa)
 
     def _max_candidates(self):
+        return self.num_samples
+
+    def _allocate(self):
         self._noise = self._default_std(self._noise_arg)
         self._weights = np.empty(self.num_samples, F32)
         self._beta = _NO_SMOOTHING if self.smoothing is None else self.smoothing
-        return self.num_samples
 
     def _optimize(self):
-        slot = self._slot(self.num_samples)
-        cand, returns = slot[0], slot[1]
+        batch = self.scorer.batch(self.num_samples)
+        cand, returns = batch.actions, batch.returns
         ok = False
         for _ in range(self.iterations):
             self.rng.standard_normal(out=cand, dtype=F32)
             ops.affine_clip(cand, self._mean, self._noise, self.action_low, self.action_high,
                             self._beta)
-            self._evaluate(slot)
+            self.scorer.score(batch)
             # diverged candidates get weight exp(-inf) = 0
             if ops.mppi_update(cand, returns, self.temperature, self._weights, self._mean):
                 ok = True
@@ -461,20 +451,22 @@ def colored_noise_matrix(horizon: int, beta: float) -> np.ndarray:
 class ICEM(Planner):
     """Improved CEM (Pinneri et al. 2020).
 
-    population (40) shrinks by `decay` (1.25) per iteration, floored at 2 x elites (10);
-    iterations (3); noise_beta: exponent of the colored noise along the horizon (0.25 as for
-    HalfCheetah; 2-3.5 for manipulation); keep_fraction (0.3) of the elites carried to the next
-    iteration and, shifted one step, to the next call; the mean is added as a candidate in the
-    last iteration; alpha (0.1) momentum of the mean/std update; init_std as in CEM.
-    return_mean: False (default) returns the best sequence seen, True the final mean.
+    num_samples: samples of the first iteration, what the literature calls the population (40;
+    `population=` is accepted as a deprecated alias); it shrinks by `decay` (1.25) per
+    iteration, floored at 2 x elites (10); iterations (3); noise_beta: exponent of the colored
+    noise along the horizon (0.25 as for HalfCheetah; 2-3.5 for manipulation); keep_fraction
+    (0.3) of the elites carried to the next iteration and, shifted one step, to the next call;
+    the mean is added as a candidate in the last iteration; alpha (0.1) momentum of the mean/std
+    update; init_std as in CEM. return_mean: False (default) returns the best sequence seen,
+    True the final mean.
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 population=40, elites=10, iterations=3, decay=1.25, noise_beta=0.25,
+                 num_samples=_Default(40), elites=10, iterations=3, decay=1.25, noise_beta=0.25,
                  keep_fraction=0.3, alpha=0.1, init_std=None, return_mean=False, seed=0,
-                 warm_start=True, rows=None, isa=None):
-        self.population = check_positive_int(population, "population")
-        self.num_elites = _elite_count(elites, self.population)
+                 warm_start=True, rows=None, isa=None, population=None):
+        self.num_samples = _num_samples("ICEM", num_samples, population)
+        self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
         self.decay = _check_positive(decay, "decay")
         if self.decay < 1:
@@ -487,14 +479,17 @@ class ICEM(Planner):
         self.alpha = _check_fraction(alpha, "alpha")
         self.return_mean = bool(return_mean)
         self._init_std_arg = init_std
+        self._sizes = [max(int(self.num_samples / self.decay ** i), 2 * self.num_elites)
+                       if i else self.num_samples for i in range(self.iterations)]
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
     def _max_candidates(self):
-        h, a = self.horizon, self.packed.act_dim
-        self._sizes = [max(int(self.population / self.decay ** i), 2 * self.num_elites)
-                       if i else self.population for i in range(self.iterations)]
+        return max(self._sizes) + self.num_keep + 1
+
+    def _allocate(self):
+        h, a = self.horizon, self.scorer.act_dim
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
@@ -504,7 +499,6 @@ class ICEM(Planner):
         self._kept = np.empty((self.num_keep, h, a), F32)
         self._elite_idx = np.empty(self.num_elites, np.intp)
         self._rank = np.arange(self.num_keep, dtype=np.intp)
-        return max(self._sizes) + self.num_keep + 1
 
     def _candidate_counts(self):
         # elites are never more than the candidates (sizes >= 2 x elites after the first), so
@@ -527,14 +521,14 @@ class ICEM(Planner):
         for it in range(last + 1):
             n, white = self._sizes[it], self._white[it]
             self.rng.standard_normal(out=white, dtype=F32)
-            slot = self._slot(n + self._num_kept + (it == last))
-            cand, returns = slot[0], slot[1]
+            batch = self.scorer.batch(n + self._num_kept + (it == last))
+            cand, returns = batch.actions, batch.returns
             ops.color_clip(cand, white, self._coloring, mean, std, self.action_low,
                            self.action_high)
             ops.gather_rows(self._kept, self._rank, self._num_kept, cand, n)
             if it == last:
                 ops.put_row(cand, n + self._num_kept, mean)
-            self._evaluate(slot)
+            self.scorer.score(batch)
             n_elite = min(self.num_elites, returns.shape[0])
             value = self._rank_elites(cand, returns, n_elite, best_return)
             best_return = max(best_return, value)
@@ -551,5 +545,3 @@ class ICEM(Planner):
 
 #: planner names used by tasks, configs and the CLI
 PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
-#: the constructor argument that sets each planner's sample budget
-BUDGET_ARG = {"rs": "num_samples", "cem": "population", "mppi": "num_samples", "icem": "population"}

@@ -65,7 +65,7 @@ class Config:
     act_dim: int
     hidden: tuple
     horizon: int
-    samples: int  # K (random shooting) or population (CEM)
+    samples: int  # candidates per plan (random shooting) or per iteration (CEM)
     iterations: int = 1  # CEM iterations; 1 = random shooting
     members: int = 1  # ensemble members; every candidate is scored under each
 
@@ -115,7 +115,7 @@ def make_planner(cfg: Config, model: dict, seed: int = 0):
     kw = dict(horizon=cfg.horizon, action_low=low, action_high=high, seed=seed)
     if cfg.iterations == 1:
         return RandomShooting(packed, cfg.rewards[0], num_samples=cfg.samples, **kw)
-    return CEM(packed, cfg.rewards[0], population=cfg.samples, elites=cfg.samples // 10,
+    return CEM(packed, cfg.rewards[0], num_samples=cfg.samples, elites=cfg.samples // 10,
                iterations=cfg.iterations, **kw)
 
 

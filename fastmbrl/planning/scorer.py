@@ -1,0 +1,158 @@
+"""Scoring candidate action sequences for the planners: one rollout-kernel call per batch.
+
+A planner asks its `Scorer` for a `Batch` of k candidates, writes the sequences into
+``batch.actions`` (k, H, A), and calls ``scorer.score(batch)``, which rolls every candidate out
+from the observation given to ``scorer.begin(obs)``, leaves the returns in ``batch.returns`` (k,)
+and gives back the index of the best. The scorer owns what that takes: the packed model (re-packed
+when a DynamicsModel's `version` changes), the compiled kernel, its scratch Workspace, the chunking
+and argument list prepared once per candidate count, and, for an ensemble of B members, the
+rollout of every candidate under each member and the mean of its B returns.
+
+After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
+``score`` allocate no NumPy array.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.kernels import planner_ops as ops
+from fastmbrl.kernels.isa import get_spec
+from fastmbrl.kernels.rollout import (
+    PackedModel,
+    Workspace,
+    chunk_rows,
+    kernel_args,
+    make_chunks,
+    rollout_kernel,
+)
+
+F32 = np.float32
+_NEG_INF = -math.inf
+_OBS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Batch:
+    """k candidates: write ``actions`` (k, H, A) float32, read ``returns`` (k,) float32 after
+    ``Scorer.score`` (-inf for a candidate whose rollout diverged). Views into the scorer's
+    buffers, shared by every batch of that scorer: one batch holds valid data at a time."""
+
+    __slots__ = ("actions", "returns", "_args", "_call", "_member_returns")
+
+    def __init__(self, actions, returns, args, member_returns):
+        self.actions, self.returns = actions, returns
+        self._member_returns = member_returns  # (B k,) under each member, or None
+        self._bind(args)
+
+    def _bind(self, args):
+        self._args = args  # KernelArgs of this count
+        self._call = tuple(args)  # f(*named_tuple) would copy it on every call
+
+    def __len__(self):
+        return self.returns.shape[0]
+
+
+class Scorer:
+    """Scores up to `max_candidates` action sequences of `horizon` steps under a model.
+
+    model: a DynamicsModel (anything with ``packed(isa)`` and ``version``; followed when its
+    version changes) or a PackedModel. isa: the instruction-set spec (or name) to pack a
+    DynamicsModel for (default: the current one; a PackedModel brings its own). rows: candidates
+    per parallel chunk (default: the spec's). reward_fn / terminated_fn: numba functions
+    ``f(obs, act, next_obs, out)`` (see kernels.rollout).
+
+    Statistics since the last ``begin``: `best_return` (the best score, -inf if none was
+    finite), `num_diverged` (candidates that scored -inf), `num_evaluated` (candidates scored).
+    """
+
+    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, max_candidates,
+                 rows=None, isa=None):
+        if isinstance(model, PackedModel):
+            if isa is not None and get_spec(isa) != model.isa:
+                raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
+                                 f"not {get_spec(isa).name}")
+            self._model, self.packed = None, model
+        elif hasattr(model, "packed") and hasattr(model, "version"):
+            self._model, self._version = model, model.version
+            self.packed = model.packed(isa)
+        else:
+            raise TypeError(f"model: expected a DynamicsModel or a PackedModel, got "
+                            f"{type(model).__name__}")
+        packed = self.packed
+        self.horizon = check_positive_int(horizon, "horizon")
+        self.max_candidates = check_positive_int(max_candidates, "max_candidates")
+        self.obs_dim, self.act_dim = packed.obs_dim, packed.act_dim
+        self.num_members = packed.num_members
+        self.rows = chunk_rows(packed, rows)
+        self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
+        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa)
+        k, b = self.max_candidates, self.num_members
+        self._obs = np.zeros(self.obs_dim, F32)
+        self._actions = np.empty((k, self.horizon, self.act_dim), F32)
+        self._returns = np.empty(k, F32)
+        self._member_returns = np.empty(b * k if b > 1 else 0, F32)
+        self._workspace = Workspace(packed, b * -(-k // self.rows), self.rows)
+        self._batches = {}
+        for dtype in _OBS_DTYPES:  # compile both obs paths now
+            ops.load_obs(np.zeros(self.obs_dim, dtype), self._obs)
+        self.reset_statistics()
+
+    def batch(self, k: int) -> Batch:
+        """The batch of the first k candidates (built on the first request of each k, which
+        allocates; later requests return the same object)."""
+        batch = self._batches.get(k)
+        if batch is None:
+            k = check_positive_int(k, "k")
+            if k > self.max_candidates:
+                raise ValueError(f"k: at most {self.max_candidates} candidates, got {k}")
+            b = self.num_members
+            actions, returns = self._actions[:k], self._returns[:k]
+            raw = self._member_returns[:b * k] if b > 1 else None
+            chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
+            args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
+                               returns if raw is None else raw)
+            batch = self._batches[k] = Batch(actions, returns, args, raw)
+        return batch
+
+    def begin(self, obs) -> None:
+        """Start scoring from observation `obs` (O,): check and load it, re-pack the model if
+        its version changed, zero the statistics. Without a copy for a 1-D float32 or float64
+        ndarray; anything else is converted (which allocates) or refused with a ValueError."""
+        if not (type(obs) is np.ndarray and obs.ndim == 1 and obs.dtype in _OBS_DTYPES
+                and obs.shape[0] == self.obs_dim):
+            obs = as_array(obs, "obs", self._obs.shape, finite=False)  # converts, or says why not
+        if not ops.load_obs(obs, self._obs):
+            raise ValueError("obs: contains NaN or infinite values")
+        if self._model is not None and self._model.version != self._version:
+            self._repack()
+        self.reset_statistics()
+
+    def score(self, batch: Batch) -> int:
+        """Roll the batch's candidates out (one kernel call), fill ``batch.returns`` (the members'
+        mean for an ensemble), update the statistics; returns the index of the best return
+        (the first on ties; 0 if every candidate diverged)."""
+        self._kernel(*batch._call)
+        returns = batch.returns
+        if batch._member_returns is not None:
+            ops.member_mean(batch._member_returns, returns)
+        best, n_inf = ops.score_stats(returns)
+        self.num_evaluated += returns.shape[0]
+        self.num_diverged += n_inf
+        self.best_return = max(self.best_return, returns.item(best))
+        return best
+
+    def reset_statistics(self) -> None:
+        self.best_return = _NEG_INF
+        self.num_diverged = 0
+        self.num_evaluated = 0
+
+    def _repack(self):
+        packed = self._model.packed(self.packed.isa)
+        if (packed.num_members != self.num_members
+                or not self._workspace.fits(packed, self._workspace.num_chunks)):
+            raise ValueError("model: its shape changed since the planner was built")
+        self.packed, self._version = packed, self._model.version
+        for batch in self._batches.values():
+            batch._bind(batch._args.with_model(packed))
