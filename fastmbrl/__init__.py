@@ -47,6 +47,7 @@ _LAZY = {
     "Task": "fastmbrl.tasks",
     "register_task": "fastmbrl.tasks",
     "get_task": "fastmbrl.tasks",
+    "register_preset": "fastmbrl.algorithms",
     "FastMBRLError": "fastmbrl.errors",
     "FormatError": "fastmbrl.errors",
 }

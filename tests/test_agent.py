@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from fastmbrl.algorithms.mbrl import Run, TrainConfig, train  # noqa: E402
+from fastmbrl.algorithms import preset  # noqa: E402
+from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun, train  # noqa: E402
 from fastmbrl.algorithms.rundir import read_metrics  # noqa: E402
 from fastmbrl.cli import main  # noqa: E402
 from fastmbrl.planning.controller import Controller  # noqa: E402
@@ -94,7 +95,7 @@ def test_resume_keeps_finished_iterations(tmp_path):
         train("Pendulum-v1", out=out, log=interrupt_in_second_iteration, planner="rs", **TINY)
     first = read_metrics(out)
     assert [r["iteration"] for r in first] == [1]
-    run = Run.resume(out, log=lambda m: None)
+    run = MBRLRun.resume(out, log=lambda m: None)
     assert run.iteration == 1 and run.env_steps == first[0]["env_steps"]
     run.train()
     rows = read_metrics(out)
@@ -107,36 +108,36 @@ def test_resume_keeps_finished_iterations(tmp_path):
 
 def _outcome(row):
     """A metrics row without its timings."""
-    return {k: v for k, v in row.items() if k not in ("fit_s", "plan_ms", "wall_s")}
+    return {k: v for k, v in row.items() if k not in ("fit_s", "plan_ms", "acting_s", "wall_s")}
 
 
 def test_config_defaults_and_errors():
-    cfg = TrainConfig(task="Pendulum-v1").resolved()
+    cfg = MBRLConfig(task="Pendulum-v1").resolved()
     assert cfg.planner in ("rs", "cem", "mppi", "icem") and cfg.steps > cfg.random_steps
     with pytest.raises(FastMBRLError, match="unknown planner"):
-        TrainConfig(task="Pendulum-v1", planner="bogus").resolved()
+        MBRLConfig(task="Pendulum-v1", planner="bogus").resolved()
     with pytest.raises(FastMBRLError, match="random_steps"):
-        TrainConfig(task="Pendulum-v1", steps=100, random_steps=100).resolved()
+        MBRLConfig(task="Pendulum-v1", steps=100, random_steps=100).resolved()
     with pytest.raises(FastMBRLError, match="unknown setting"):
         train("Pendulum-v1", horizn=3)
     with pytest.raises(FastMBRLError, match="No-Such-Task"):
-        TrainConfig(task="No-Such-Task").resolved()
+        MBRLConfig(task="No-Such-Task").resolved()
     with pytest.raises(FastMBRLError, match="ensemble_size must be a positive integer"):
-        TrainConfig(task="Pendulum-v1", ensemble_size=0).resolved()
-    assert TrainConfig(task="Pendulum-v1").resolved().shaping is True
+        MBRLConfig(task="Pendulum-v1", ensemble_size=0).resolved()
+    assert MBRLConfig(task="Pendulum-v1").resolved().shaping is True
     with pytest.raises(FastMBRLError, match="shaping must be True or False"):
-        TrainConfig(task="Pendulum-v1", shaping=1).resolved()
-    # model fitting settings come from the task unless given
-    from fastmbrl.tasks import get_task
-    d = get_task("InvertedPendulum-v5").defaults
-    cfg = TrainConfig(task="InvertedPendulum-v5").resolved()
-    assert (cfg.batch_size, cfg.patience, cfg.ensemble_size) == (
-        d["model_batch_size"], d["model_patience"], d["model_ensemble"])
-    assert TrainConfig(task="InvertedPendulum-v5", batch_size=7).resolved().batch_size == 7
-    # the task's planner options apply to the task's planner only
+        MBRLConfig(task="Pendulum-v1", shaping=1).resolved()
+    # model fitting settings come from the task's preset unless given, else from the defaults
+    d = preset("mbrl", "InvertedPendulum-v5")
+    cfg = MBRLConfig(task="InvertedPendulum-v5").resolved()
+    assert (cfg.batch_size, cfg.patience, cfg.epochs) == (
+        d["batch_size"], d["patience"], d["epochs"]) != (256, 5, 50)
+    assert "ensemble_size" not in d and cfg.ensemble_size == 1
+    assert MBRLConfig(task="InvertedPendulum-v5", batch_size=7).resolved().batch_size == 7
+    # the preset's planner options apply to the preset's planner only
     assert cfg.planner_options == d["planner_options"] != {}
     other = next(p for p in ("rs", "cem") if p != d["planner"])
-    assert TrainConfig(task="InvertedPendulum-v5", planner=other).resolved().planner_options == {}
+    assert MBRLConfig(task="InvertedPendulum-v5", planner=other).resolved().planner_options == {}
 
 
 def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
@@ -169,7 +170,7 @@ def test_cli_no_shaping_is_saved_with_the_run(tmp_path, capsys):
         assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["shaped_objective"] is shaping
         # a resumed run keeps the choice
-        assert Run.resume(out, log=lambda m: None).controller.settings["shaping"] is shaping
+        assert MBRLRun.resume(out, log=lambda m: None).controller.settings["shaping"] is shaping
 
 
 def test_cli_train_eval_plot(tmp_path, capsys):

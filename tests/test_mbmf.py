@@ -11,11 +11,12 @@ from fastmbrl.cli import main  # noqa: E402
 from fastmbrl.errors import FastMBRLError, FormatError  # noqa: E402
 from fastmbrl.algorithms.evaluate import load_controller  # noqa: E402
 from fastmbrl.algorithms.mbmf import (  # noqa: E402
-    MBMFConfig, MBMFRun, behaviour_clone, dagger_rollouts, policy_actor, train,
+    MBMFConfig, MBMFRun, behaviour_clone, dagger_rollouts, train,
 )
 from fastmbrl.algorithms.rundir import read_metrics, read_run_config  # noqa: E402
 from fastmbrl.tasks import get_task  # noqa: E402
-from fastmbrl.algorithms.trpo import GaussianPolicy, PolicyController, TRPOConfig, TRPORun  # noqa: E402
+from fastmbrl.algorithms.trpo import TRPOConfig, TRPORun  # noqa: E402
+from fastmbrl.models.policies import GaussianPolicy, PolicyController  # noqa: E402
 
 QUIET = lambda *a: None  # noqa: E731
 TINY = dict(
@@ -67,7 +68,7 @@ def test_behaviour_cloning_reduces_imitation_error():
 def test_dagger_labels_visited_states_with_the_expert():
     task, expert = pendulum_expert()
     policy = GaussianPolicy(3, 1, (8,), "tanh", rng=3)
-    act = policy_actor(policy, task.action_low, task.action_high)
+    act = PolicyController(policy, task.name, task.action_low, task.action_high).act
     env = task.make_env()
     states, labels, taken, returns, _ = dagger_rollouts(env, act, expert, 150, iter([7, 8]), 100)
     env.close()
@@ -131,11 +132,14 @@ def test_run_directory_phases_and_one_env_step_axis(finished):
 
 
 def test_fine_tuning_begins_with_the_imitated_policy(tmp_path):
-    run = MBMFRun(MBMFConfig("Pendulum-v1", seed=2, **TINY), tmp_path / "r", QUIET)
-    run.write_config()
-    run._model_based()
-    run._imitate()
-    imitated = run.policy.get_flat().copy()
+    def stop_before_fine_tuning(msg):
+        if msg.startswith("phase 3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train("Pendulum-v1", out=tmp_path / "r", log=stop_before_fine_tuning, seed=2, **TINY)
+    run = MBMFRun.resume(tmp_path / "r", QUIET)
+    imitated = GaussianPolicy.load(tmp_path / "r" / "policy.npz")[0].get_flat()
     seen = {}
 
     def check_first_iteration(self):

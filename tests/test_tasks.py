@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from fastmbrl import tasks
+from fastmbrl.algorithms import MBRLConfig, TRPOConfig, preset, presets, register_preset
 from fastmbrl.errors import FastMBRLError, MissingExtraError
 from fastmbrl.kernels import FASTMATH
 from fastmbrl.tasks import Task, get_task, list_tasks, register_task
+from fastmbrl.tasks import task as task_module
 
 BUILTIN = ["Pendulum-v1", "MountainCarContinuous-v0", "InvertedPendulum-v5", "Reacher-v5",
            "HalfCheetah-v5", "Hopper-v5", "Swimmer-v5", "InvertedDoublePendulum-v5", "Pusher-v5"]
@@ -108,11 +110,15 @@ def _mujoco_warnings_to_python():
 
 @pytest.fixture
 def registry():
-    """Restore the registry after a test that registers tasks."""
-    saved = dict(tasks._REGISTRY)
+    """Restore the registries of tasks and presets after a test that registers some."""
+    saved = dict(task_module._REGISTRY)
+    saved_presets = {algo: dict(table) for algo, table in presets._PRESETS.items()}
     yield
-    tasks._REGISTRY.clear()
-    tasks._REGISTRY.update(saved)
+    task_module._REGISTRY.clear()
+    task_module._REGISTRY.update(saved)
+    for algo, table in presets._PRESETS.items():
+        table.clear()
+        table.update(saved_presets[algo])
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -144,26 +150,29 @@ def test_builtin_tasks_are_registered_and_consistent():
         task = get_task(name)
         assert task.name == name and task.action_low.dtype == np.float32
         assert task.action_low.shape == task.action_high.shape == (task.act_dim,)
-        assert set(task.defaults) == set(tasks.GENERIC_DEFAULTS)
+        # every built-in task has an MBRL preset in the config's own names, and it resolves
+        assert set(preset("mbrl", name)) <= MBRLConfig.setting_names()
+        assert MBRLConfig(task=name).resolved().steps == preset("mbrl", name)["steps"]
+        assert TRPOConfig(task=name).resolved().steps > 0
     # absolute positions exposed for the reward are hidden from the model
-    assert get_task("HalfCheetah-v5").defaults["ignore_obs_dims"] == (0,)
+    assert get_task("HalfCheetah-v5").ignore_obs_dims == (0,)
+    assert get_task("HalfCheetah-v5").angle_obs_dims == (2,)
     exposed = {"exclude_current_positions_from_observation": False}
     assert get_task("HalfCheetah-v5").env_kwargs == exposed
 
 
-def test_builtin_spaces_match_environments():
-    gym = pytest.importorskip("gymnasium")
-    for name in BUILTIN:
-        task = get_task(name)
-        try:
-            env = task.make_env()
-        except MissingExtraError:
-            continue
-        assert env.observation_space.shape == (task.obs_dim,)
-        np.testing.assert_array_equal(env.action_space.low, task.action_low)
-        np.testing.assert_array_equal(env.action_space.high, task.action_high)
-        assert task.defaults["episode_length"] <= gym.spec(name).max_episode_steps
-        env.close()
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_spaces_match_environments(name):
+    pytest.importorskip("gymnasium")
+    task = get_task(name)
+    try:
+        env = task.make_env()
+    except MissingExtraError as exc:
+        pytest.skip(f"{name}: {exc}")
+    assert env.observation_space.shape == (task.obs_dim,)
+    np.testing.assert_array_equal(env.action_space.low, task.action_low)
+    np.testing.assert_array_equal(env.action_space.high, task.action_high)
+    env.close()
 
 
 def test_unknown_task_lists_known_ones():
@@ -181,11 +190,11 @@ def test_discrete_action_space_is_refused():
         Task.from_env("CartPole-v1", tasks.pendulum_reward)
 
 
-def test_from_env_reads_spaces_and_limit():
+def test_from_env_reads_spaces_and_facts():
     pytest.importorskip("gymnasium")
     task = Task.from_env("Pendulum-v1", tasks.pendulum_reward, name="pendulum-copy",
-                         defaults={"horizon": 5})
-    assert (task.obs_dim, task.act_dim, task.defaults["episode_length"]) == (3, 1, 200)
+                         angle_obs_dims=())
+    assert (task.obs_dim, task.act_dim, task.ignore_obs_dims) == (3, 1, ())
     np.testing.assert_array_equal(task.action_high, [2.0])
     with pytest.raises(FastMBRLError, match="cannot make Gymnasium environment 'NoSuchEnv-v0'"):
         Task.from_env("NoSuchEnv-v0", tasks.pendulum_reward)
@@ -211,17 +220,45 @@ def test_make_env_without_gymnasium(monkeypatch):
 def test_register_get_overwrite(registry):
     base = get_task("Pendulum-v1")
     task = Task(name="my-pendulum", env_id="Pendulum-v1", obs_dim=3, act_dim=1,
-                action_low=[-2.0], action_high=[2.0], reward=base.reward,
-                defaults={"horizon": 7})
+                action_low=[-2.0], action_high=[2.0], reward=base.reward)
     assert register_task(task) is task and get_task("my-pendulum") is task
     assert "my-pendulum" in list_tasks()
-    assert task.defaults["horizon"] == 7
-    assert task.defaults["num_samples"] == tasks.GENERIC_DEFAULTS["num_samples"]
     with pytest.raises(FastMBRLError, match="already registered"):
         register_task(task)
     register_task(task, overwrite=True)
     with pytest.raises(FastMBRLError, match="expects a Task"):
         register_task("my-pendulum")
+    # a task without a preset runs on the configs' defaults; a registered preset is used
+    assert MBRLConfig(task="my-pendulum").resolved().horizon == 20
+    register_preset("mbrl", "my-pendulum", {"horizon": 7, "planner": "rs"})
+    cfg = MBRLConfig(task="my-pendulum").resolved()
+    assert (cfg.horizon, cfg.planner, cfg.num_samples) == (7, "rs", 1000)
+    assert MBRLConfig(task="my-pendulum", horizon=3).resolved().horizon == 3
+    with pytest.raises(FastMBRLError, match="already has a mbrl preset"):
+        register_preset("mbrl", "my-pendulum", {"horizon": 8})
+    with pytest.raises(FastMBRLError, match=r"unknown setting\(s\) \['horizn'\]"):
+        register_preset("mbrl", "my-pendulum", {"horizn": 8}, overwrite=True)
+    register_preset("mbrl", "my-pendulum", {"horizon": 0}, overwrite=True)
+    with pytest.raises(FastMBRLError, match="horizon must be a positive integer"):
+        MBRLConfig(task="my-pendulum").resolved()
+    with pytest.raises(FastMBRLError, match="unknown algorithm 'ppo'"):
+        register_preset("ppo", "my-pendulum", {})
+
+
+def test_deprecated_task_defaults_still_set_the_mbrl_settings(registry):
+    """Task(defaults=...) of earlier versions: the facts become fields, the rest a preset."""
+    with pytest.warns(DeprecationWarning, match="register_preset"):
+        task = Task(name="old-style", env_id="Pendulum-v1", obs_dim=3, act_dim=1,
+                    action_low=[-2.0], action_high=[2.0], reward=tasks.pendulum_reward,
+                    defaults={"ignore_obs_dims": (2,), "model_hidden": (16,), "iterations": 3,
+                              "random_steps": 100, "planner_options": {"iterations": 2}})
+    register_task(task)
+    assert task.ignore_obs_dims == (2,)
+    cfg = MBRLConfig(task="old-style").resolved()
+    assert (cfg.hidden, cfg.steps, cfg.random_steps) == ((16,), 100 + 3 * 1000, 100)
+    assert cfg.planner_options == {"iterations": 2}
+    with pytest.raises(TypeError):
+        task.defaults["model_hidden"] = (8,)  # read-only under the runs that use it
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
@@ -260,13 +297,11 @@ def test_register_refuses_bad_functions(registry):
     ("action_high", [np.inf], "NaN or infinite"),
     ("obs_dim", 0, "obs_dim must be a positive integer"),
     ("name", "", "name must be a non-empty string"),
+    ("ignore_obs_dims", (3,), r"ignore_obs_dims must be distinct .* \[0, 3\)"),
+    ("angle_obs_dims", (1, 1), r"angle_obs_dims must be distinct"),
+    ("angle_obs_dims", "x", r"angle_obs_dims must be a sequence of indices"),
     ("defaults", {"horizn": 5}, r"unknown key\(s\) \['horizn'\]"),
-    ("defaults", {"horizon": 0}, "horizon must be a positive integer"),
-    ("defaults", {"planner": "bogus"}, "planner must be one of"),
-    ("defaults", {"model_activation": "gelu"}, "model_activation must be one of"),
-    ("defaults", {"ignore_obs_dims": (3,)}, r"ignore_obs_dims must be distinct .* \[0, 3\)"),
-    ("defaults", {"random_steps": -1}, "random_steps must be a positive integer"),
-    ("defaults", {"model_hidden": (64, 0)}, "model_hidden entries must be a positive integer"),
+    ("defaults", [("horizon", 3)], "defaults must be a dict"),
 ])
 def test_task_validation(field, value, message):
     kwargs = dict(name="t", env_id="Pendulum-v1", obs_dim=3, act_dim=1, action_low=[-2.0],
@@ -276,19 +311,11 @@ def test_task_validation(field, value, message):
         Task(**kwargs)
 
 
-def test_task_defaults_are_read_only():
-    task = get_task("InvertedPendulum-v5")
-    with pytest.raises(TypeError):
-        task.defaults["horizon"] = 3
-    with pytest.raises(TypeError):
-        task.defaults["planner_options"]["noise_std"] = 1.0
-    # a task built from another's defaults gets its own copy
-    copy = Task(name="t", env_id=task.env_id, obs_dim=4, act_dim=1, action_low=[-3.0],
-                action_high=[3.0], reward=task.reward, defaults=task.defaults)
-    assert dict(copy.defaults) == dict(task.defaults)
-    with pytest.raises(FastMBRLError, match="defaults must be a dict"):
-        Task(name="t", env_id=task.env_id, obs_dim=4, act_dim=1, action_low=[-3.0],
-             action_high=[3.0], reward=task.reward, defaults=[("horizon", 3)])
+def test_an_observation_entry_is_hidden_or_an_angle_not_both():
+    with pytest.raises(FastMBRLError, match="must not share an index"):
+        Task(name="t", env_id="Pendulum-v1", obs_dim=3, act_dim=1, action_low=[-2.0],
+             action_high=[2.0], reward=tasks.pendulum_reward, ignore_obs_dims=(0,),
+             angle_obs_dims=(0,))
 
 
 def test_task_arrays_are_read_only_copies():
@@ -314,5 +341,7 @@ def test_docs_example_registers_a_task_with_parity(registry, tmp_path, monkeypat
     spec.loader.exec_module(module)
     task = get_task("Walker2d-v5")
     assert task.obs_dim == 18 and task.act_dim == 6
-    assert task.defaults["episode_length"] == 1000 and task.defaults["ignore_obs_dims"] == (0,)
+    assert task.ignore_obs_dims == (0,)
+    cfg = MBRLConfig(task="Walker2d-v5").resolved()
+    assert (cfg.planner, cfg.horizon) == ("cem", 30)
     assert_parity(task)

@@ -177,7 +177,7 @@ def test_smoke_run_writes_run_directory_and_resumes(tmp_path):
     first = TRPORun(TRPOConfig("Pendulum-v1", **SMOKE), out, log=lambda *a: None)
     first.write_config()
     row = first.iterate()
-    first._save(row)
+    first.record(row)
     assert read_run_config(out, "trpo")["algo"] == "trpo"
     assert {"config.json", "metrics.jsonl", "policy.npz", "trpo_state.npz", "state.json"} <= \
         {p.name for p in out.iterdir()}

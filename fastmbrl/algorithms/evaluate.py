@@ -1,16 +1,15 @@
-"""`fastmbrl eval DIR`: run a saved controller on fresh episodes of its task."""
+"""Evaluation: a saved controller (MPC or policy) on fresh episodes of its task."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from fastmbrl.algorithms.mbrl import run_episode
+from fastmbrl.algorithms.base import run_episode
 from fastmbrl.planning.controller import Controller
 from fastmbrl.errors import FastMBRLError
 from fastmbrl.algorithms.rundir import read_run_config
-from fastmbrl.algorithms.trpo import PolicyController
+from fastmbrl.models.policies import PolicyController
 
 
 def load_controller(path, **overrides):
@@ -52,22 +51,3 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
         "returns": [float(r) for r in returns],
         "ms_per_act": 1e3 * act_s / max(steps, 1),
     }
-
-
-def add_arguments(p):
-    p.add_argument("run_dir", metavar="DIR", help="run directory (or its model.npz)")
-    p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--seed", type=int, default=1_000_000, help="seed of the first episode")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args) -> int:
-    result = evaluate(args.run_dir, args.episodes, args.seed,
-                      log=None if args.json else (lambda m: print(m, flush=True)))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['task']}: mean return {result['mean_return']:.2f} ± "
-              f"{result['std_return']:.2f} over {args.episodes} episodes "
-              f"({result['ms_per_act']:.2f} ms per action)")
-    return 0

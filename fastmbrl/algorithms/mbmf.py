@@ -1,6 +1,6 @@
 """Model-based initialisation of model-free fine-tuning (MB-MF, Nagabandi et al. 2018).
 
-    1. mbrl:    Algorithm 1 (agent.Run): fit a dynamics model, act by MPC
+    1. mbrl:    Algorithm 1 (an MBRLRun): fit a dynamics model, act by MPC
     2. bc:      fit the TRPO policy's mean network to the MPC's own (state, action) pairs
        dagger:  roll out the policy, label the visited states with MPC actions, aggregate, refit
     3. trpo:    TRPO from the imitated policy, with a small initial σ
@@ -17,23 +17,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
-from fastmbrl.algorithms.mbrl import Run, TrainConfig, run_episode
+from fastmbrl.algorithms.base import Run, run_episode
+from fastmbrl.algorithms.config import (Config, non_negative_int, positive, positive_int,
+                                        setting)
+from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun
+from fastmbrl.algorithms.trpo import TRPOConfig, TRPORun
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.io import load_npz, read_json, save_npz, write_json
+from fastmbrl.io import load_npz, save_npz
 from fastmbrl.models.mlp import Adam, train_mse_epoch
-from fastmbrl.algorithms.rundir import append_metrics, finished_metrics, read_run_config, write_run_config
-from fastmbrl.tasks import get_task
-from fastmbrl.algorithms.trpo import GaussianPolicy, TRPOConfig, TRPORun
+from fastmbrl.models.policies import GaussianPolicy, PolicyController
 
 DATA_KIND, DATA_VERSION = "mbmf_imitation", 1
 # The fine-tuning policy starts with σ = e^-1 ≈ 0.37 (TRPO from scratch: 1): exploration noise
 # large enough for TRPO's gradient, small enough not to undo the imitated behaviour.
 FINE_TUNE_LOG_STD = -1.0
+#: DAgger episodes are seeded apart from the model-based phase's
+DAGGER_SEED_OFFSET = 50_000
 
 
 # -- imitation ------------------------------------------------------------------------------------
@@ -57,17 +60,6 @@ def behaviour_clone(policy: GaussianPolicy, obs, actions, epochs, batch_size=256
         if not math.isfinite(loss):
             raise FastMBRLError("behaviour cloning diverged (loss is not finite); lower bc_lr")
     return loss
-
-
-def policy_actor(policy: GaussianPolicy, action_low, action_high):
-    """obs -> the policy's mean action, clipped to the bounds, float32 (deterministic)."""
-    low, high = np.asarray(action_low, np.float32), np.asarray(action_high, np.float32)
-
-    def act(obs):
-        mu = policy.mean(np.asarray(obs, np.float64)[None])[0]
-        return np.clip(mu, low, high).astype(np.float32)
-
-    return act
 
 
 def dagger_rollouts(env, act, expert, steps, seeds, episode_length=None):
@@ -100,64 +92,76 @@ def dagger_rollouts(env, act, expert, steps, seeds, episode_length=None):
 
 
 # -- configuration --------------------------------------------------------------------------------
-@dataclasses.dataclass
-class MBMFConfig:
-    """Settings of one MB-MF run; None fields take defaults (the task's where it has them)."""
+def _nested(config_class, name, exclude=(), why=""):
+    """Check of a dict of `config_class` settings for one phase: not its task or seed (the
+    run's), nor the `exclude`d ones. The CLI reads `config_class` and `exclude` to offer the
+    phase's options."""
+    def check(value, field):
+        if not isinstance(value, dict):
+            raise FastMBRLError(f"{field} must be a dict of {name} settings, got {value!r}")
+        if {"task", "seed"} & set(value):
+            raise FastMBRLError(f"{field} settings must not repeat task or seed")
+        unknown = set(value) - (config_class.setting_names() - set(exclude))
+        if unknown:
+            raise FastMBRLError(f"unknown {field} setting(s): {', '.join(sorted(unknown))}{why}")
+        return dict(value)
+    check.config_class, check.exclude = config_class, tuple(exclude)
+    return check
 
-    task: str
-    seed: int = 0
-    #: total environment steps over all phases; TRPO fine-tunes with what the others leave
-    steps: int | None = None
-    #: agent.TrainConfig settings of the model-based phase (its `steps` is that phase's budget)
-    mbrl: dict | None = None
-    #: trpo.TRPOConfig settings of the fine-tuning (init_log_std defaults to -1 here, not 0)
-    trpo: dict | None = None
-    #: passes over the imitation data per fit (behaviour cloning, then after each DAgger round)
-    bc_epochs: int = 30
-    bc_batch_size: int = 256
-    bc_lr: float = 1e-3
-    #: DAgger rounds after behaviour cloning (0: behaviour cloning only)
-    dagger_rounds: int = 3
-    #: environment steps of policy rollouts per DAgger round, each state labelled by MPC
-    dagger_steps: int | None = None
+
+_MBRL_SETTINGS = _nested(MBRLConfig, "mbrl")
+_TRPO_SETTINGS = _nested(TRPOConfig, "trpo", exclude=("steps",),
+                         why=" (the fine-tuning gets the steps the other phases leave)")
+
+
+def _default_steps(v):
+    """By default TRPO fine-tunes with its own budget for the task."""
+    trpo = TRPOConfig(task=v["task"], seed=v["seed"]).resolved()
+    return v["mbrl"]["steps"] + v["dagger_rounds"] * v["dagger_steps"] + trpo.steps
+
+
+@dataclasses.dataclass
+class MBMFConfig(Config):
+    """Settings of one MB-MF run; None fields take the defaults (the task's where it has them).
+
+    `mbrl` and `trpo` hold the model-based phase's MBRLConfig settings (its `steps` is that
+    phase's budget) and the fine-tuning's TRPOConfig settings (init_log_std defaults to -1 here,
+    not 0; its steps are what the other phases leave).
+    """
+
+    ALGO = "mbmf"
+
+    mbrl: dict | None = setting(lambda v: {}, "settings of the model-based phase", _MBRL_SETTINGS,
+                                cli=False)
+    trpo: dict | None = setting(lambda v: {}, "settings of the TRPO fine-tuning",
+                                _TRPO_SETTINGS, cli=False)
+    bc_epochs: int | None = setting(
+        30, "imitation passes per fit (behaviour cloning, then after each DAgger round)",
+        positive_int, "int")
+    bc_batch_size: int | None = setting(256, "imitation minibatch size", positive_int, "int")
+    bc_lr: float | None = setting(1e-3, "imitation learning rate", positive, "float")
+    dagger_rounds: int | None = setting(
+        3, "DAgger rounds after behaviour cloning (0: behaviour cloning only)", non_negative_int,
+        "int")
+    dagger_steps: int | None = setting(
+        lambda v: v["mbrl"]["steps_per_iteration"], "policy rollout steps per DAgger round, "
+        "each labelled by MPC (default: the model-based phase's steps per iteration)",
+        positive_int, "int")
+    steps: int | None = setting(
+        _default_steps, "total environment steps over all phases; TRPO fine-tunes with what "
+        "the others leave", positive_int, "int")
 
     def resolved(self) -> "MBMFConfig":
-        mbrl = dict(self.mbrl or {})
-        trpo = dict(self.trpo or {})
-        for name, given in (("mbrl", mbrl), ("trpo", trpo)):
-            if {"task", "seed"} & set(given):
-                raise FastMBRLError(f"{name} settings must not repeat task or seed")
-        unknown = set(trpo) - {f.name for f in dataclasses.fields(TRPOConfig)}
-        if unknown or "steps" in trpo:
-            names = ", ".join(sorted(unknown or {"steps"}))
-            raise FastMBRLError(f"unknown trpo setting(s): {names} (the fine-tuning gets the "
-                                "steps the other phases leave)")
-        try:
-            mb = TrainConfig(task=self.task, seed=self.seed, **mbrl).resolved()
-        except TypeError as exc:
-            raise FastMBRLError(f"unknown mbrl setting: {exc}") from None
+        """The phases' settings resolved first: the model-based phase completely (so that the
+        run directory records them), the fine-tuning's as given plus its initial log σ."""
+        mbrl = _MBRL_SETTINGS(self.mbrl or {}, "mbrl")
+        trpo = _TRPO_SETTINGS(self.trpo or {}, "trpo")
+        mb = MBRLConfig(task=self.task, seed=self.seed, **mbrl).resolved()
         trpo.setdefault("init_log_std", FINE_TUNE_LOG_STD)
         mbrl = {k: v for k, v in dataclasses.asdict(mb).items() if k not in ("task", "seed")}
-        values = {**dataclasses.asdict(self), "mbrl": mbrl, "trpo": trpo}
-        if values["dagger_steps"] is None:
-            values["dagger_steps"] = mb.steps_per_iteration
-        if values["steps"] is None:  # by default fine-tune with TRPO's budget for the task
-            values["steps"] = (mb.steps + values["dagger_rounds"] * values["dagger_steps"]
-                               + TRPOConfig(task=self.task, seed=self.seed).resolved().steps)
-        cfg = MBMFConfig(**values)
-        cfg.validate()
-        return cfg
+        return Config.resolved(dataclasses.replace(self, mbrl=mbrl, trpo=trpo))
 
     def validate(self) -> None:
-        for name in ("steps", "bc_epochs", "bc_batch_size", "dagger_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise FastMBRLError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.dagger_rounds, int) or self.dagger_rounds < 0:
-            raise FastMBRLError(f"dagger_rounds must be a non-negative integer, got "
-                                f"{self.dagger_rounds!r}")
-        if not (isinstance(self.bc_lr, (int, float)) and self.bc_lr > 0):
-            raise FastMBRLError(f"bc_lr must be positive, got {self.bc_lr!r}")
         if self.fine_tune_steps <= 0:
             raise FastMBRLError(
                 f"steps ({self.steps}) must exceed the model-based phase ({self.mbrl['steps']}) "
@@ -173,44 +177,39 @@ class MBMFConfig:
                           **self.trpo).resolved()
 
 
-MBMF_FIELDS = {f.name for f in dataclasses.fields(MBMFConfig)} - {"task"}
-
-
 class _FineTune(TRPORun):
     """The TRPO phase: each finished iteration is also recorded in the MB-MF run."""
 
     parent: "MBMFRun"
 
-    def _save(self, row) -> None:
-        super()._save(row)
+    def save(self, row=None) -> None:
+        super().save(row)
         self.parent._mirror("trpo", self.metrics)
 
 
 # -- the run --------------------------------------------------------------------------------------
-class MBMFRun:
+class MBMFRun(Run):
     """One MB-MF run bound to a run directory (or to none, for library use)."""
 
+    Config = MBMFConfig
+    title = "MB-MF"
+
     def __init__(self, config: MBMFConfig, out=None, log=print):
-        self.config = cfg = config.resolved()
-        self.task = get_task(cfg.task)
-        self.out = Path(out) if out is not None else None
-        self.log = log
+        super().__init__(config, out, log)
+        cfg = self.config
         self.phase = "mbrl"  # the phase to run next: mbrl, imitation, trpo or done
-        self.iteration = 0  # rows recorded, all phases together
-        self.env_steps = 0
         self.rounds = 0  # imitation fits done (behaviour cloning counts as the first)
-        self.episodes = 0  # DAgger episodes
-        self.metrics: list[dict] = []
-        self.rng = np.random.default_rng([cfg.seed, 2])
         tcfg = cfg.trpo_config()
         self.policy = GaussianPolicy(self.task.obs_dim, self.task.act_dim, tcfg.hidden,
                                      tcfg.activation, tcfg.init_log_std,
                                      rng=np.random.default_rng([cfg.seed, 3]))
         self.data_obs = np.empty((0, self.task.obs_dim))
         self.data_act = np.empty((0, self.task.act_dim))
-        self.mbrl_run: Run | None = None
+        self.mbrl_run: MBRLRun | None = None
         self.trpo_run: _FineTune | None = None
-        self._env = None
+
+    def rng_seed(self):
+        return [self.config.seed, 2]
 
     def _sub(self, name):
         return None if self.out is None else self.out / name
@@ -225,15 +224,18 @@ class MBMFRun:
             self._fine_tune()
         return self.metrics
 
-    def _mbrl(self) -> Run:
+    def finished(self) -> bool:
+        return self.phase == "done"
+
+    def _mbrl(self) -> MBRLRun:
         """The model-based sub-run (resumed from its directory when there is one)."""
         if self.mbrl_run is None:
             sub = self._sub("mbrl")
             if sub is not None and (sub / "config.json").exists():
-                self.mbrl_run = Run.resume(sub, self.log)
+                self.mbrl_run = MBRLRun.resume(sub, self.log)
             else:
-                self.mbrl_run = Run(TrainConfig(task=self.config.task, seed=self.config.seed,
-                                                **self.config.mbrl), sub, self.log)
+                self.mbrl_run = MBRLRun(MBRLConfig(task=self.config.task, seed=self.config.seed,
+                                                   **self.config.mbrl), sub, self.log)
                 self.mbrl_run.write_config()
         return self.mbrl_run
 
@@ -243,7 +245,7 @@ class MBMFRun:
         mb.train()
         self._mirror("mbrl", mb.metrics)
         self.phase = "imitation"
-        self._save_state()
+        self.save()
 
     def _imitate(self) -> None:
         cfg = self.config
@@ -270,19 +272,19 @@ class MBMFRun:
         finally:
             env.close()
         self.phase = "trpo"
-        self._save_state()
+        self.save()
 
     def _dagger_seeds(self):
         while True:
-            self.episodes += 1
-            yield self.config.seed * 100_003 + 50_000 + self.episodes
+            yield self.episode_seed(DAGGER_SEED_OFFSET)
 
-    def _dagger_round(self, env, mb: Run) -> None:
+    def _dagger_round(self, env, mb: MBRLRun) -> None:
         cfg = self.config
         t0 = time.perf_counter()
-        act = policy_actor(self.policy, self.task.action_low, self.task.action_high)
+        learner = PolicyController(self.policy, self.task.name, self.task.action_low,
+                                   self.task.action_high)
         states, labels, taken, returns, label_s = dagger_rollouts(
-            env, act, mb.controller, cfg.dagger_steps, self._dagger_seeds(),
+            env, learner.act, mb.controller, cfg.dagger_steps, self._dagger_seeds(),
             mb.config.episode_length)
         gap = float(np.mean((taken - labels) ** 2))  # the learner's error where it goes
         self.data_obs = np.concatenate([self.data_obs, states])
@@ -315,7 +317,7 @@ class MBMFRun:
         self._mirror("trpo", run.metrics)  # rows a crash left unrecorded here
         run.train()
         self.phase = "done"
-        self._save_state()
+        self.save()
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _mirror(self, phase, rows) -> None:
@@ -341,106 +343,48 @@ class MBMFRun:
 
     def _record(self, row) -> None:
         self.iteration += 1
-        self.env_steps = row["env_steps"]
-        row = {**row, "iteration": self.iteration}
-        self.metrics.append(row)
-        if self.out is not None:
-            append_metrics(self.out, row)
-            self._save_state()
+        self._steps = row["env_steps"]
+        self.record({**row, "iteration": self.iteration})
 
-    def _save_state(self) -> None:
-        if self.out is None:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
+    def describe(self, row) -> None:
+        return None  # the sub-runs and imitation rounds log their own lines
+
+    # -- run directories ----------------------------------------------------------------------
+    def save_files(self, out) -> None:
         if self.rounds > 0:  # before imitation the policy is untrained: nothing to evaluate
-            self.policy.save(self.out / "policy.npz", self.task.name, self.task.action_low,
+            self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                              self.task.action_high)
-        write_json(self.out / "state.json", {
-            "phase": self.phase, "iteration": self.iteration, "env_steps": self.env_steps,
-            "rounds": self.rounds, "episodes": self.episodes,
-            "rng": self.rng.bit_generator.state})  # written last: the commit point
 
-    def write_config(self) -> None:
-        if self.out is not None:
-            write_run_config(self.out, {"algo": "mbmf", **dataclasses.asdict(self.config)})
+    def extra_state(self) -> dict:
+        return {"phase": self.phase, "rounds": self.rounds}
 
-    @classmethod
-    def resume(cls, out, log=print) -> "MBMFRun":
-        out = Path(out)
-        config = dict(read_run_config(out, "mbmf"))
-        config.pop("algo")
-        run = cls(MBMFConfig(**config), out, log)
-        if not (out / "state.json").exists():
-            return run  # nothing recorded yet: the MBRL sub-run resumes on its own
-        state = read_json(out / "state.json", f"no state.json in {out}")
+    def load_files(self, out, state) -> None:
         if state.get("phase") not in ("mbrl", "imitation", "trpo", "done"):
             raise FormatError(f"{out}/state.json has an unknown phase {state.get('phase')!r}")
-        if state["rounds"] > 0:
+        self.phase, self.rounds = state["phase"], state["rounds"]
+        if self.rounds > 0:
             policy, header, _ = GaussianPolicy.load(out / "policy.npz")
-            if header["task"] != run.task.name or policy.net.hidden != run.policy.net.hidden:
+            if header["task"] != self.task.name or policy.net.hidden != self.policy.net.hidden:
                 raise FormatError(f"{out}/policy.npz does not match the run's configuration")
-            run.policy = policy
-        if state["phase"] == "imitation" and state["rounds"] > 0:
+            self.policy = policy
+        if self.phase == "imitation" and self.rounds > 0:
             dheader, arrays = load_npz(out / "imitation.npz", DATA_KIND, (DATA_VERSION,))
-            if dheader.get("rounds") != state["rounds"]:
+            if dheader.get("rounds") != self.rounds:
                 raise FormatError(f"{out}: imitation.npz and state.json are from different rounds")
             try:
-                run.data_obs = as_array(arrays["obs"], "obs", (None, run.task.obs_dim),
-                                        np.float64)
-                run.data_act = as_array(arrays["actions"], "actions",
-                                        (run.data_obs.shape[0], run.task.act_dim), np.float64)
+                self.data_obs = as_array(arrays["obs"], "obs", (None, self.task.obs_dim),
+                                         np.float64)
+                self.data_act = as_array(arrays["actions"], "actions",
+                                         (self.data_obs.shape[0], self.task.act_dim), np.float64)
             except (KeyError, ValueError) as exc:
                 raise FormatError(f"{out}/imitation.npz is not valid imitation data: {exc}") \
                     from exc
-        run.phase, run.iteration = state["phase"], state["iteration"]
-        run.env_steps, run.rounds = state["env_steps"], state["rounds"]
-        run.episodes = state["episodes"]
-        run.rng.bit_generator.state = state["rng"]
-        run.metrics = finished_metrics(out, run.iteration)
-        log(f"resuming {out} in phase {run.phase} at row {run.iteration}, "
-            f"{run.env_steps} env steps")
-        return run
+
+    def resume_message(self) -> str:
+        return (f"resuming {self.out} in phase {self.phase} at row {self.iteration}, "
+                f"{self.env_steps} env steps")
 
 
 def train(task: str, out=None, log=print, **settings) -> MBMFRun:
     """Run MB-MF on `task`; `settings` are MBMFConfig fields. Returns the finished run."""
-    unknown = set(settings) - MBMF_FIELDS
-    if unknown:
-        raise FastMBRLError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    run = MBMFRun(MBMFConfig(task=task, **settings), out, log)
-    run.write_config()
-    run.train()
-    return run
-
-
-# -- CLI: fastmbrl train ENV --algo mbmf ----------------------------------------------------------
-_MBRL_ARGS = ("planner", "random_steps", "steps_per_iteration", "horizon", "num_samples", "epochs",
-              "ensemble_size", "shaping")
-_TRPO_ARGS = ("gamma", "lam", "max_kl", "damping", "cg_iters", "value_epochs")
-
-
-def add_arguments(p) -> None:
-    """MB-MF's own options (the MBRL `train` parser has the shared ones)."""
-    g = p.add_argument_group("MB-MF (with --algo mbmf: --steps is the total over all phases, "
-                             "the MBRL options set the model-based phase, the TRPO ones the "
-                             "fine-tuning)")
-    g.add_argument("--mbrl-steps", type=int, help="env steps of the model-based phase")
-    g.add_argument("--dagger-rounds", type=int, help="DAgger rounds after behaviour cloning")
-    g.add_argument("--dagger-steps", type=int, help="policy rollout steps per DAgger round")
-    g.add_argument("--bc-epochs", type=int, help="imitation passes per fit")
-
-
-def new_run(args, log) -> "MBMFRun":
-    """A new run directory from `fastmbrl train ... --algo mbmf` arguments."""
-    mbrl = {k: getattr(args, k) for k in _MBRL_ARGS if getattr(args, k, None) is not None}
-    if args.mbrl_steps is not None:
-        mbrl["steps"] = args.mbrl_steps
-    trpo = {k: getattr(args, k) for k in _TRPO_ARGS if getattr(args, k, None) is not None}
-    settings = {k: getattr(args, k) for k in ("steps", "dagger_rounds", "dagger_steps",
-                                              "bc_epochs") if getattr(args, k) is not None}
-    cfg = MBMFConfig(task=args.task, seed=args.seed, mbrl=mbrl, trpo=trpo, **settings).resolved()
-    out = args.out or f"runs/{cfg.task}-mbmf-s{cfg.seed}"
-    r = MBMFRun(cfg, out, log)
-    r.write_config()
-    log(f"training {cfg.task} with MB-MF for {cfg.steps} steps into {out}")
-    return r
+    return MBMFRun.run(task, out, log, **settings)

@@ -6,7 +6,6 @@ state.json   written last after each iteration: the commit point a resume starts
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -71,14 +70,3 @@ def finished_metrics(out, iteration: int) -> list[dict]:
         with open(Path(out) / "metrics.jsonl", "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in kept)
     return kept
-
-
-def fill_defaults(config, defaults: dict, tuple_fields=()) -> dict:
-    """The fields of dataclass `config` as a dict, each None replaced by `defaults`' value."""
-    values = dataclasses.asdict(config)
-    for key, value in values.items():
-        if value is None and key in defaults:
-            values[key] = defaults[key]
-    for key in tuple_fields:
-        values[key] = tuple(values[key])
-    return values

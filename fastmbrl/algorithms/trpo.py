@@ -24,147 +24,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.algorithms.base import Run
+from fastmbrl.algorithms.config import (Config, boolean, finite, non_negative, one_of,
+                                        optional, positive, positive_int, setting, unit_interval,
+                                        widths)
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.io import load_npz, read_json, save_npz, write_json
+from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels import trpo as _k
-from fastmbrl.models.mlp import MLP, Adam
-from fastmbrl.algorithms.rundir import (append_metrics, fill_defaults, finished_metrics, read_run_config,
-                     write_run_config)
-from fastmbrl.tasks import get_task
+from fastmbrl.models.mlp import ACTIVATION_NAMES
+from fastmbrl.models.policies import (GaussianPolicy, PolicyController, RunningNorm,  # noqa: F401
+                                      ValueBaseline, gaussian_kl, gaussian_log_prob)
 
-POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
 STATE_KIND, STATE_VERSION = "trpo_state", 1
-_LOG_2PI_E = math.log(2.0 * math.pi * math.e)
-
-
-# -- running statistics ---------------------------------------------------------------------------
-class RunningNorm:
-    """Running mean and variance of vectors (batched parallel update of Chan et al.)."""
-
-    def __init__(self, dim: int, clip: float = 10.0):
-        self.dim = check_positive_int(dim, "dim")
-        self.clip = float(clip)
-        self.mean = np.zeros(self.dim)
-        self.var = np.ones(self.dim)
-        self.count = 1e-4  # a tiny prior weight keeps the first update well defined
-
-    def update(self, x) -> None:
-        x = as_array(x, "x", (None, self.dim), np.float64)
-        n = x.shape[0]
-        if n == 0:
-            return
-        mean, var = x.mean(axis=0), x.var(axis=0)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.var = (self.var * self.count + var * n + delta**2 * (self.count * n / total)) / total
-        self.count = total
-
-    def normalize(self, x, out=None) -> np.ndarray:
-        """(x - mean) / std clipped to ±clip, float64, into `out` when given."""
-        z = np.subtract(x, self.mean, out=out, dtype=np.float64)
-        z /= np.sqrt(self.var + 1e-8)
-        np.minimum(z, self.clip, out=z)  # np.clip's wrapper costs more than the work per state
-        return np.maximum(z, -self.clip, out=z)
-
-    def arrays(self, prefix: str) -> dict:
-        return {f"{prefix}_mean": self.mean, f"{prefix}_var": self.var,
-                f"{prefix}_count": np.array(self.count)}
-
-    def load_arrays(self, arrays: dict, prefix: str) -> None:
-        mean, var = arrays[f"{prefix}_mean"], arrays[f"{prefix}_var"]
-        count = float(arrays[f"{prefix}_count"])
-        if mean.shape != (self.dim,) or var.shape != (self.dim,):
-            raise FormatError(f"{prefix} statistics: expected length {self.dim}, got {mean.shape}")
-        if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
-                and count > 0):
-            raise FormatError(f"{prefix} statistics are not finite and non-negative")
-        self.mean, self.var, self.count = mean.astype(np.float64), var.astype(np.float64), count
-
-
-# -- policy ---------------------------------------------------------------------------------------
-class GaussianPolicy:
-    """a ~ N(μ(normalize(s)), diag σ²): an MLP mean, a state-independent log σ vector, and the
-    running observation statistics that define `normalize` (saved with the policy).
-
-    The flat parameter vector θ is [MLP parameters, log σ].
-    """
-
-    def __init__(self, obs_dim, act_dim, hidden=(64, 64), activation="tanh", init_log_std=0.0,
-                 rng=None):
-        self.net = MLP(obs_dim, act_dim, hidden, activation, dtype=np.float64, rng=rng)
-        self.net.weights[-1] *= 0.01  # start with near-zero means so σ alone drives exploration
-        self.obs_dim, self.act_dim = self.net.in_dim, self.net.out_dim
-        if not math.isfinite(init_log_std):
-            raise ValueError(f"init_log_std must be finite, got {init_log_std!r}")
-        self.log_std = np.full(self.act_dim, float(init_log_std))
-        self.obs_norm = RunningNorm(self.obs_dim)
-
-    @property
-    def num_params(self) -> int:
-        return self.net.flat_params.size + self.act_dim
-
-    def get_flat(self) -> np.ndarray:
-        return np.concatenate([self.net.flat_params, self.log_std])
-
-    def set_flat(self, theta) -> None:
-        theta = as_array(theta, "theta", (self.num_params,), np.float64)
-        n = self.net.flat_params.size
-        self.net.flat_params[...] = theta[:n]
-        self.log_std[...] = theta[n:]
-
-    def mean(self, obs) -> np.ndarray:
-        """μ for raw observations (N, obs_dim)."""
-        obs = as_array(obs, "obs", (None, self.obs_dim), np.float64)
-        return self.net.forward(self.obs_norm.normalize(obs))
-
-    def entropy(self) -> float:
-        return float(np.sum(self.log_std) + 0.5 * self.act_dim * _LOG_2PI_E)
-
-    def save(self, path, task_name: str, action_low, action_high) -> Path:
-        header = {"task": task_name, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                  "hidden": list(self.net.hidden), "activation": self.net.activation}
-        arrays = {**self.net.state_dict(), "log_std": self.log_std,
-                  "action_low": np.asarray(action_low, np.float32),
-                  "action_high": np.asarray(action_high, np.float32),
-                  **self.obs_norm.arrays("obs")}
-        return save_npz(path, POLICY_KIND, POLICY_VERSION, header, arrays)
-
-    @classmethod
-    def load(cls, path) -> tuple["GaussianPolicy", dict, dict]:
-        """(policy, header, arrays) from a file written by `save`."""
-        header, arrays = load_npz(path, POLICY_KIND, (POLICY_VERSION,))
-        try:
-            policy = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
-                         header["activation"])
-            policy.net.load_state_dict({k: v for k, v in arrays.items() if k[0] in "Wb"
-                                        and k[1:].isdigit()})
-            log_std = arrays["log_std"]
-            if log_std.shape != (policy.act_dim,) or not np.isfinite(log_std).all():
-                raise ValueError("log_std: wrong shape or not finite")
-            policy.log_std[...] = log_std
-            policy.obs_norm.load_arrays(arrays, "obs")
-        except (KeyError, ValueError, TypeError) as exc:
-            raise FormatError(f"{path} is not a valid TRPO policy: {exc}") from exc
-        return policy, header, arrays
-
-
-def gaussian_kl(mu_old, log_std_old, mu_new, log_std_new) -> float:
-    """Mean over states of KL(N(μ_old, σ_old²) ‖ N(μ_new, σ_new²)), diagonal Gaussians."""
-    var_old, var_new = np.exp(2 * log_std_old), np.exp(2 * log_std_new)
-    per_dim = (log_std_new - log_std_old
-               + (var_old + (mu_old - mu_new) ** 2) / (2 * var_new) - 0.5)
-    return float(per_dim.sum(axis=1).mean())
-
-
-def gaussian_log_prob(actions, mu, log_std) -> np.ndarray:
-    z = (actions - mu) * np.exp(-log_std)
-    return -0.5 * np.sum(z * z, axis=1) - np.sum(log_std) - 0.5 * mu.shape[1] * math.log(2 * math.pi)
 
 
 # -- the natural-gradient step --------------------------------------------------------------------
@@ -326,156 +201,71 @@ def gae(rewards, values, next_values, terminated, episode_end, gamma=0.99, lam=0
     return out
 
 
-# -- value baseline -------------------------------------------------------------------------------
-class ValueBaseline:
-    """V(s) as an MLP on normalised observations, fitted by Adam on mean squared error."""
-
-    def __init__(self, obs_dim, hidden=(64, 64), activation="tanh", lr=1e-3, rng=None):
-        self.net = MLP(obs_dim, 1, hidden, activation, dtype=np.float64, rng=rng)
-        self.opt = Adam([self.net.flat_params], lr=lr)
-
-    def predict(self, obs_n) -> np.ndarray:
-        return self.net.forward(obs_n)[:, 0].copy()
-
-    def fit(self, obs_n, targets, epochs, batch_size, rng) -> float:
-        """Minibatch Adam over `epochs` passes; returns the mean loss of the last pass."""
-        n = obs_n.shape[0]
-        targets = targets[:, None]
-        losses = []
-        for _ in range(epochs):
-            order = rng.permutation(n)
-            losses.clear()
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                err = self.net.forward(obs_n[idx]) - targets[idx]
-                losses.append(float(np.mean(err * err)) * len(idx))
-                self.net.backward(err * (2.0 / len(idx)), input_grad=False)
-                self.opt.step([self.net.flat_grads])
-        return sum(losses) / n
-
-    def arrays(self) -> dict:
-        return {**{f"value_{k}": v for k, v in self.net.state_dict().items()},
-                "value_adam_m": self.opt.m[0], "value_adam_v": self.opt.v[0],
-                "value_adam_t": np.array(self.opt.t)}
-
-    def load_arrays(self, arrays: dict) -> None:
-        self.net.load_state_dict({k[6:]: v for k, v in arrays.items()
-                                  if k.startswith("value_") and not k.startswith("value_adam")})
-        for mine, key in ((self.opt.m[0], "value_adam_m"), (self.opt.v[0], "value_adam_v")):
-            if arrays[key].shape != mine.shape:
-                raise FormatError(f"{key}: expected shape {mine.shape}, got {arrays[key].shape}")
-            mine[...] = arrays[key]
-        self.opt.t = int(arrays["value_adam_t"])
-
-
 # -- configuration --------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TRPOConfig:
-    """Settings of one TRPO run; fields left None take the task's TRPO defaults."""
-
-    task: str
-    seed: int = 0
-    #: total environment steps
-    steps: int | None = None
-    #: transitions collected per policy update
-    steps_per_iteration: int | None = None
-    #: episode cap (None: the environment's own time limit)
-    episode_length: int | None = None
-    gamma: float | None = None
-    #: GAE λ
-    lam: float | None = None
-    #: trust region δ: the largest mean KL(π_old ‖ π_new) a step may reach
-    max_kl: float | None = None
-    #: added to the Fisher matrix's diagonal before conjugate gradient
-    damping: float | None = None
-    cg_iters: int | None = None
-    #: Fisher-vector products use every fisher_stride-th state of the batch
-    fisher_stride: int | None = None
-    #: step halvings tried by the line search before keeping the old policy
-    backtracks: int | None = None
-    hidden: tuple | None = None
-    activation: str | None = None
-    init_log_std: float | None = None
-    value_hidden: tuple | None = None
-    value_lr: float | None = None
-    #: passes over each batch when fitting the value baseline
-    value_epochs: int | None = None
-    value_batch_size: int | None = None
-    #: scale rewards by a running std of the discounted return (the learning signal only)
-    normalize_rewards: bool | None = None
-
-    def resolved(self) -> "TRPOConfig":
-        """A copy with every None replaced by the task's TRPO default (or the generic one)."""
-        get_task(self.task)  # unknown task names fail here, with the registry's message
-        defaults = {**TRPO_DEFAULTS, **TRPO_TASK_DEFAULTS.get(self.task, {})}
-        cfg = TRPOConfig(**fill_defaults(self, defaults, ("hidden", "value_hidden")))
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        for name in ("steps", "steps_per_iteration", "cg_iters", "fisher_stride", "backtracks",
-                     "value_epochs",
-                     "value_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise FastMBRLError(f"{name} must be a positive integer, got {value!r}")
-        if self.episode_length is not None and not (
-                isinstance(self.episode_length, int) and self.episode_length > 0):
-            raise FastMBRLError(f"episode_length must be a positive integer, got {self.episode_length!r}")
-        for name in ("gamma", "lam"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise FastMBRLError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("max_kl", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise FastMBRLError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.damping >= 0:
-            raise FastMBRLError(f"damping must be >= 0, got {self.damping!r}")
-        if not math.isfinite(self.init_log_std):
-            raise FastMBRLError(f"init_log_std must be finite, got {self.init_log_std!r}")
-        for name in ("hidden", "value_hidden"):
-            widths = getattr(self, name)
-            if not widths or any(not isinstance(h, int) or h <= 0 for h in widths):
-                raise FastMBRLError(f"{name} must be positive integers, got {widths!r}")
-        if self.activation not in ("relu", "tanh", "silu", "swish"):
-            raise FastMBRLError(f"activation must be relu, tanh or silu, got {self.activation!r}")
-
-
-# Generic settings follow rl-baselines3-zoo's TRPO for MuJoCo (2 × 1024 steps per update, 64-64
-# tanh networks, γ 0.99, λ 0.95, δ 0.01, damping 0.1, normalised observations and rewards), with 10
+# Defaults follow rl-baselines3-zoo's TRPO for MuJoCo (2 × 1024 steps per update, 64-64 tanh
+# networks, γ 0.99, λ 0.95, δ 0.01, damping 0.1, normalised observations and rewards), with 10
 # CG iterations. Fisher products use every state: on HalfCheetah a 1-in-4 subsample let CG find
 # directions flat on the subsample but steep on the batch (full-step KL 67δ, steps of δ/64).
-TRPO_DEFAULTS = {
-    "steps": 1_000_000, "steps_per_iteration": 2048, "episode_length": None,
-    "gamma": 0.99, "lam": 0.95, "max_kl": 0.01, "damping": 0.1, "cg_iters": 10,
-    "fisher_stride": 1,
-    "backtracks": 10, "hidden": (64, 64), "activation": "tanh", "init_log_std": 0.0,
-    "value_hidden": (64, 64), "value_lr": 1e-3, "value_epochs": 10, "value_batch_size": 128,
-    "normalize_rewards": True,
-}
-# Budgets of issue 5's targets; Pendulum's short horizon wants γ 0.9 as in the zoo.
-TRPO_TASK_DEFAULTS = {
-    "Pendulum-v1": {"steps": 200_000, "gamma": 0.9},
-    "InvertedPendulum-v5": {"steps": 100_000},
-    # measured here: log σ = -1 reached 1,500 at ~115k steps (2 seeds), log σ = 0 at 612k-784k
-    "HalfCheetah-v5": {"steps": 1_000_000, "init_log_std": -1.0},
-}
+@dataclasses.dataclass
+class TRPOConfig(Config):
+    """Settings of one TRPO run; None fields take the task's preset, else the default."""
+
+    ALGO = "trpo"
+
+    steps: int | None = setting(1_000_000, "total environment steps", positive_int, "int")
+    steps_per_iteration: int | None = setting(
+        2048, "transitions collected per policy update", positive_int, "int")
+    episode_length: int | None = setting(
+        None, "episode cap (default: the environment's own time limit)", optional(positive_int),
+        "int")
+    gamma: float | None = setting(0.99, "discount", unit_interval, "float")
+    lam: float | None = setting(0.95, "GAE lambda", unit_interval, "float")
+    max_kl: float | None = setting(
+        0.01, "trust region: the largest mean KL(old || new) a step may reach", positive,
+        "float")
+    damping: float | None = setting(
+        0.1, "added to the Fisher matrix's diagonal before conjugate gradient", non_negative,
+        "float")
+    cg_iters: int | None = setting(10, "conjugate gradient iterations", positive_int, "int")
+    fisher_stride: int | None = setting(
+        1, "Fisher-vector products use every n-th state of the batch", positive_int, "int")
+    backtracks: int | None = setting(
+        10, "step halvings the line search tries before keeping the old policy", positive_int,
+        "int")
+    hidden: tuple | None = setting((64, 64), "policy hidden widths, e.g. 64,64", widths, "widths")
+    activation: str | None = setting(
+        "tanh", "hidden activation of the policy and value networks", one_of(*ACTIVATION_NAMES),
+        "str")
+    init_log_std: float | None = setting(0.0, "initial log std of the policy", finite, "float")
+    value_hidden: tuple | None = setting((64, 64), "value-baseline hidden widths", widths,
+                                         "widths")
+    value_lr: float | None = setting(1e-3, "value-baseline learning rate", positive, "float")
+    value_epochs: int | None = setting(10, "value-baseline passes per batch", positive_int,
+                                       "int")
+    value_batch_size: int | None = setting(128, "value-baseline minibatch size", positive_int,
+                                           "int")
+    normalize_rewards: bool | None = setting(
+        True, "scale rewards by a running std of the discounted return (the learning signal "
+        "only)", boolean, "bool")
 
 
 # -- the run --------------------------------------------------------------------------------------
-class TRPORun:
+class TRPORun(Run):
     """One TRPO training run bound to a run directory (or to none, for library use).
 
-    `initial_policy` (a GaussianPolicy of the configured sizes, trained in place) replaces the
-    freshly initialised policy, e.g. one imitating a model-based controller (MB-MF); its log σ
-    and observation statistics are kept as they are.
+    A run directory holds config.json, metrics.jsonl, policy.npz (policy and observation
+    statistics), trpo_state.npz (value baseline, its optimizer, reward statistics) and
+    state.json. `initial_policy` (a GaussianPolicy of the configured sizes, trained in place)
+    replaces the freshly initialised policy, e.g. one imitating a model-based controller
+    (MB-MF); its log σ and observation statistics are kept as they are.
     """
 
+    Config = TRPOConfig
+    title = "TRPO"
+
     def __init__(self, config: TRPOConfig, out=None, log=print, initial_policy=None):
-        self.config = cfg = config.resolved()
-        self.task = get_task(cfg.task)
-        self.out = Path(out) if out is not None else None
-        self.log = log
-        self.rng = np.random.default_rng(cfg.seed)
+        super().__init__(config, out, log)
+        cfg = self.config
         init = np.random.default_rng([cfg.seed, 1])  # network weights: a stream of their own
         self.policy = GaussianPolicy(self.task.obs_dim, self.task.act_dim, cfg.hidden,
                                      cfg.activation, cfg.init_log_std, rng=init)
@@ -492,24 +282,9 @@ class TRPORun:
                     f"{cfg.activation})")
             self.policy = p
         self.ret_norm = RunningNorm(1, clip=np.inf)  # statistics of the discounted return
-        self.iteration = 0
-        self.episodes = 0
-        self.env_steps = 0
-        self.metrics: list[dict] = []
-        self._env = None
         self._obs = None  # an episode in progress carries over to the next iteration
         self._ep_return = self._ep_len = 0
         self._disc_return = 0.0
-
-    @property
-    def env(self):
-        if self._env is None:
-            self._env = self.task.make_env()
-        return self._env
-
-    def _episode_seed(self) -> int:
-        self.episodes += 1
-        return self.config.seed * 100_003 + self.episodes
 
     def _collect(self, n: int) -> dict:
         """n transitions with the current policy; the observation statistics stay fixed."""
@@ -525,7 +300,7 @@ class TRPORun:
         for t in range(n):
             if self._obs is None:
                 t0 = time.perf_counter()
-                self._obs, _ = env.reset(seed=self._episode_seed())
+                self._obs, _ = env.reset(seed=self.episode_seed())
                 env_s += time.perf_counter() - t0
                 self._ep_return, self._ep_len = 0.0, 0
             t0 = time.perf_counter()
@@ -545,7 +320,7 @@ class TRPORun:
                 returns.append(self._ep_return)
                 self._obs = None
         end[-1] = True
-        self.env_steps += n
+        self._steps += n
         return {"obs": obs, "next_obs": next_obs, "actions": actions, "rewards": rewards,
                 "terminated": terminated, "end": end, "returns": returns,
                 "env_s": env_s, "act_s": act_s}
@@ -606,137 +381,34 @@ class TRPORun:
             "wall_s": round(t3 - t0, 3),
         }
 
-    def train(self) -> list[dict]:
-        cfg = self.config
-        while self.env_steps < cfg.steps:
-            row = self.iterate()
-            self.metrics.append(row)
-            ret = row["mean_return"]
-            self.log(f"iteration {row['iteration']}: {row['env_steps']}/{cfg.steps} steps, "
-                     f"return {'-' if ret is None else f'{ret:.2f}'}, kl {row['kl']:.4f}, "
-                     f"step {row['step_fraction']:.3g}, entropy {row['entropy']:.2f}, "
-                     f"env {row['env_s']:.2f} s, act {row['act_s']:.2f} s, "
-                     f"update {row['policy_s'] + row['value_s']:.2f} s")
-            self._save(row)
-        return self.metrics
+    def describe(self, row) -> str:
+        return (f"{super().describe(row)}, kl {row['kl']:.4f}, step {row['step_fraction']:.3g}, "
+                f"entropy {row['entropy']:.2f}, env {row['env_s']:.2f} s, act "
+                f"{row['act_s']:.2f} s, update {row['policy_s'] + row['value_s']:.2f} s")
 
     # -- run directories ----------------------------------------------------------------------
-    def _save(self, row) -> None:
-        if self.out is None:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        append_metrics(self.out, row)
-        self.policy.save(self.out / "policy.npz", self.task.name, self.task.action_low,
+    def save_files(self, out) -> None:
+        self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                          self.task.action_high)
-        save_npz(self.out / "trpo_state.npz", STATE_KIND, STATE_VERSION,
+        save_npz(out / "trpo_state.npz", STATE_KIND, STATE_VERSION,
                  {"iteration": self.iteration},
                  {**self.value.arrays(), **self.ret_norm.arrays("ret")})
-        state = {"iteration": self.iteration, "episodes": self.episodes,
-                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state}
-        write_json(self.out / "state.json", state)  # written last: the iteration's commit point
 
-    def write_config(self) -> None:
-        if self.out is None:
-            return
-        write_run_config(self.out, {"algo": "trpo", **dataclasses.asdict(self.config)})
-
-    @classmethod
-    def resume(cls, out, log=print) -> "TRPORun":
-        out = Path(out)
-        config = dict(read_run_config(out, "trpo"))
-        config.pop("algo")
-        run = cls(TRPOConfig(**config), out, log)
-        state_path = out / "state.json"
-        if not state_path.exists():
-            return run  # stopped before the first iteration was saved: start over
-        state = read_json(state_path, f"no state.json in {out}")
+    def load_files(self, out, state) -> None:
         policy, header, _ = GaussianPolicy.load(out / "policy.npz")
-        if header["task"] != run.task.name or policy.net.hidden != run.config.hidden:
+        if header["task"] != self.task.name or policy.net.hidden != self.config.hidden:
             raise FormatError(f"{out}/policy.npz does not match the run's configuration")
-        run.policy = policy
+        self.policy = policy
         sheader, arrays = load_npz(out / "trpo_state.npz", STATE_KIND, (STATE_VERSION,))
         if sheader.get("iteration") != state["iteration"]:
             raise FormatError(f"{out}: trpo_state.npz and state.json are from different iterations")
         try:
-            run.value.load_arrays(arrays)
-            run.ret_norm.load_arrays(arrays, "ret")
+            self.value.load_arrays(arrays)
+            self.ret_norm.load_arrays(arrays, "ret")
         except (KeyError, ValueError) as exc:
             raise FormatError(f"{out}/trpo_state.npz is not a valid TRPO state: {exc}") from exc
-        run.iteration, run.episodes = state["iteration"], state["episodes"]
-        run.env_steps = state["env_steps"]
-        run.rng.bit_generator.state = state["rng"]
-        run.metrics = finished_metrics(out, run.iteration)
-        log(f"resuming {out} at iteration {run.iteration}, {run.env_steps} env steps")
-        return run
 
 
 def train(task: str, out=None, log=print, **settings) -> TRPORun:
     """Train a TRPO policy on `task`; `settings` are TRPOConfig fields. Returns the finished run."""
-    fields = {f.name for f in dataclasses.fields(TRPOConfig)} - {"task"}
-    unknown = set(settings) - fields
-    if unknown:
-        raise FastMBRLError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    run = TRPORun(TRPOConfig(task=task, **settings), out, log)
-    run.write_config()
-    run.train()
-    return run
-
-
-# -- acting with a trained policy -----------------------------------------------------------------
-class PolicyController:
-    """A saved TRPO policy acting deterministically (its mean action, clipped to the bounds)."""
-
-    def __init__(self, policy: GaussianPolicy, task_name: str, action_low, action_high):
-        self.policy = policy
-        self.task_name = task_name
-        self.action_low = np.asarray(action_low, np.float32)
-        self.action_high = np.asarray(action_high, np.float32)
-        self.settings = {"algo": "trpo", "planner": "policy"}
-
-    @property
-    def task(self):
-        return get_task(self.task_name)
-
-    @classmethod
-    def load(cls, path) -> "PolicyController":
-        """From a run directory or its policy.npz."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "policy.npz"
-        policy, header, arrays = GaussianPolicy.load(path)
-        return cls(policy, header["task"], arrays["action_low"], arrays["action_high"])
-
-    def act(self, obs) -> np.ndarray:
-        obs = as_array(obs, "obs", (self.policy.obs_dim,), np.float64)
-        mu = self.policy.mean(obs[None])[0]
-        return np.clip(mu, self.action_low, self.action_high).astype(np.float32)
-
-    def reset(self) -> None:
-        """Nothing to reset: the policy is memoryless (kept for the Controller interface)."""
-
-
-# -- CLI: fastmbrl train ENV --algo trpo ------------------------------------------------------------
-_CLI_SETTINGS = ("steps", "steps_per_iteration", "gamma", "lam", "max_kl", "damping", "cg_iters",
-                 "value_epochs")
-
-
-def add_arguments(p) -> None:
-    """TRPO's own options, for `fastmbrl train --algo trpo` (agent.py has the shared ones)."""
-    g = p.add_argument_group("TRPO (with --algo trpo)")
-    g.add_argument("--gamma", type=float, help="discount")
-    g.add_argument("--lam", type=float, help="GAE lambda")
-    g.add_argument("--max-kl", type=float, help="trust region: largest mean KL per update")
-    g.add_argument("--damping", type=float, help="Fisher damping for conjugate gradient")
-    g.add_argument("--cg-iters", type=int, help="conjugate gradient iterations")
-    g.add_argument("--value-epochs", type=int, help="value-baseline passes per batch")
-
-
-def new_run(args, log) -> TRPORun:
-    """A new run directory from `fastmbrl train ... --algo trpo` arguments."""
-    settings = {k: getattr(args, k) for k in _CLI_SETTINGS if getattr(args, k, None) is not None}
-    cfg = TRPOConfig(task=args.task, seed=args.seed, **settings).resolved()
-    out = args.out or f"runs/{cfg.task}-trpo-s{cfg.seed}"
-    r = TRPORun(cfg, out, log)
-    r.write_config()
-    log(f"training {cfg.task} with TRPO for {cfg.steps} steps into {out}")
-    return r
+    return TRPORun.run(task, out, log, **settings)

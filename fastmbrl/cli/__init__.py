@@ -1,5 +1,6 @@
-"""The `fastmbrl` command. Each subcommand lives in its own module exposing
-`add_arguments(parser)` and `run(args) -> int`; this file only wires them together."""
+"""The `fastmbrl` command. Each subcommand lives in its own module of this package exposing
+`add_arguments(parser)` and `run(args) -> int`; this file only wires them together (a
+subcommand's module is imported when the parser is built, light modules only)."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ from fastmbrl.kernels import isa
 
 # name -> (module, help)
 COMMANDS = {
-    "train": ("fastmbrl.algorithms.mbrl", "learn to control a task (MBRL loop of Algorithm 1)"),
-    "eval": ("fastmbrl.algorithms.evaluate", "run a saved controller and report its returns"),
+    "train": ("fastmbrl.cli.train", "learn to control a task (MBRL loop of Algorithm 1)"),
+    "eval": ("fastmbrl.cli.eval", "run a saved controller and report its returns"),
     "plot": ("fastmbrl.cli.plot", "draw a run's learning curve to a PNG"),
     "demo": ("fastmbrl.cli.demo", "fit a dynamics model on Pendulum transitions"),
     "info": ("fastmbrl.cli.info", "the instruction-set spec, CPU and versions this install runs with"),
@@ -25,20 +26,9 @@ BENCH_COMMANDS = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-
-
 def _add(subparsers, table):
     for name, (module, help_) in table.items():
-        mod = _load(module)
-        if mod is None or not hasattr(mod, "run"):
-            continue
+        mod = importlib.import_module(module)
         p = subparsers.add_parser(name, help=help_, description=help_)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

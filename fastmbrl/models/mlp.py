@@ -26,7 +26,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
 # overlap z); backward(z, a, grad) -> grad multiplied IN PLACE by f'(z), given both the
 # pre-activation z and a = f(z) so each derivative uses the cheaper one. Arrays are C-contiguous
 # and of one float dtype.
-def _check_out(z, out):
+def _out_for(z, out):
     if out is None:
         return np.empty_like(z, order="C")
     if np.shares_memory(out, z):
@@ -35,7 +35,7 @@ def _check_out(z, out):
 
 
 def relu(z, out=None):
-    out = _check_out(z, out)
+    out = _out_for(z, out)
     _k.relu_forward(_flat(z), _flat(out))
     return out
 
@@ -46,7 +46,7 @@ def relu_grad(z, a, grad):
 
 
 def tanh(z, out=None):
-    return np.tanh(z, out=_check_out(z, out))
+    return np.tanh(z, out=_out_for(z, out))
 
 
 def tanh_grad(z, a, grad):
@@ -55,7 +55,7 @@ def tanh_grad(z, a, grad):
 
 
 def silu(z, out=None):
-    out = _check_out(z, out)
+    out = _out_for(z, out)
     np.multiply(z, z.dtype.type(0.5), out=out)
     np.tanh(out, out=out)  # tanh(z/2) stays finite where exp(-z) would overflow
     _k.silu_finish(_flat(z), _flat(out))
@@ -78,13 +78,15 @@ ACTIVATIONS = {
     "silu": Activation(silu, silu_grad),
 }
 _ALIASES = {"swish": "silu"}
+#: every activation name a network accepts: the kernels' list (fastmbrl.kernels.dense)
+ACTIVATION_NAMES = tuple(_DENSE_ACT)
 
 
 def get_activation(name: str) -> Activation:
     """The (forward, backward) pair of an activation name ("relu", "tanh", "silu"/"swish")."""
     key = _ALIASES.get(name, name)
     if key not in ACTIVATIONS:
-        names = ", ".join(sorted([*ACTIVATIONS, *_ALIASES]))
+        names = ", ".join(sorted(ACTIVATION_NAMES))
         raise ValueError(f"activation: expected one of {names}, got {name!r}")
     return ACTIVATIONS[key]
 

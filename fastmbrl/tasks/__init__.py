@@ -1,4 +1,9 @@
-"""Tasks: an environment, its reward and termination as compiled functions, and facts about them."""
-from fastmbrl.tasks.builtin import *  # noqa: F401,F403
-from fastmbrl.tasks.builtin import (GENERIC_DEFAULTS, Task, _REGISTRY, get_task, list_tasks,  # noqa: F401
-                                    register_task, pendulum_reward)
+"""Tasks: an environment, its reward and termination as compiled functions, and facts about them.
+
+``task.py`` holds the Task type and the registry, ``builtin.py`` the built-in tasks' rewards.
+"""
+from fastmbrl.tasks import builtin  # noqa: F401  (registers the built-in tasks)
+from fastmbrl.tasks.builtin import *  # noqa: F401,F403  (the reward functions)
+from fastmbrl.tasks.task import Task, get_task, list_tasks, register_task
+
+__all__ = ["Task", "register_task", "get_task", "list_tasks"]

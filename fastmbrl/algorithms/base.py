@@ -1,0 +1,197 @@
+"""One run lifecycle for every algorithm: configuration, seeding, the environment, the run
+directory with state.json as the commit point, resume, and the training loop.
+
+An algorithm subclasses `Run` with its `Config` class and supplies `iterate()` (one iteration,
+returning its metrics row) and the files it keeps (`save_files`, `load_files`, `extra_state`).
+A run directory holds config.json, metrics.jsonl (one row per finished iteration), the
+algorithm's files and state.json, written last after each iteration: a resume starts from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from fastmbrl.algorithms.config import Config
+from fastmbrl.algorithms.rundir import (append_metrics, finished_metrics, read_run_config,
+                                        write_run_config)
+from fastmbrl.errors import FastMBRLError, FormatError
+from fastmbrl.io import read_json, write_json
+from fastmbrl.tasks import get_task
+
+#: episode e of a run with seed s is reset with seed s * EPISODE_SEED_STRIDE + e, so that runs of
+#: different seeds never share an episode seed (below 100,003 episodes)
+EPISODE_SEED_STRIDE = 100_003
+
+
+def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
+    """Run one episode with `act(obs) -> action` (or uniform random actions when `act` is None).
+
+    Returns (return, steps, seconds spent in `act`, whether the environment ended the episode
+    itself: terminated or its own time limit, not `max_steps`). Transitions go into `buffer`.
+    """
+    obs, _ = env.reset(seed=int(seed))
+    total, steps, act_s = 0.0, 0, 0.0
+    low, high = env.action_space.low, env.action_space.high
+    while True:
+        t0 = time.perf_counter()
+        action = rng.uniform(low, high).astype(np.float32) if act is None else act(obs)
+        act_s += time.perf_counter() - t0
+        next_obs, reward, terminated, env_truncated, _ = env.step(action)
+        steps += 1
+        truncated = env_truncated or (max_steps is not None and steps >= max_steps)
+        if buffer is not None:
+            buffer.add(obs, action, next_obs, reward, terminated, truncated)
+        total += float(reward)
+        obs = next_obs
+        if terminated or truncated:
+            return total, steps, act_s, bool(terminated or env_truncated)
+
+
+class Run:
+    """One training run bound to a run directory (or to none, for library use)."""
+
+    Config: ClassVar[type[Config]] = Config
+    #: the algorithm's name in log lines (default: the config's label)
+    title: ClassVar[str] = ""
+
+    def __init__(self, config: Config, out=None, log=print):
+        if not isinstance(config, self.Config):
+            raise FastMBRLError(f"config: expected a {self.Config.__name__}, got "
+                                f"{type(config).__name__}")
+        self.config = config.resolved()
+        self.task = get_task(self.config.task)
+        self.out = Path(out) if out is not None else None
+        self.log = log
+        self.iteration = 0
+        self.episodes = 0
+        self.metrics: list[dict] = []
+        self.rng = np.random.default_rng(self.rng_seed())
+        self._steps = 0
+        self._env = None
+
+    def rng_seed(self):
+        """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
+        return self.config.seed
+
+    @property
+    def env(self):
+        if self._env is None:
+            self._env = self.task.make_env()
+        return self._env
+
+    @property
+    def env_steps(self) -> int:
+        return self._steps
+
+    def episode_seed(self, offset: int = 0) -> int:
+        self.episodes += 1
+        return self.config.seed * EPISODE_SEED_STRIDE + offset + self.episodes
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> list[dict]:
+        """Iterate until the step budget is spent, recording each iteration; returns the rows."""
+        self.begin()
+        while not self.finished():
+            self.record(self.iterate())
+        return self.metrics
+
+    def begin(self) -> None:
+        """Hook: work before the first iteration (skipped by a resume that is past it)."""
+
+    def finished(self) -> bool:
+        return self.env_steps >= self.config.steps
+
+    def iterate(self) -> dict:
+        """One iteration; returns its metrics row (at least iteration, env_steps, mean_return)."""
+        raise NotImplementedError
+
+    def describe(self, row) -> str | None:
+        """The log line of a finished iteration (None: nothing to log)."""
+        ret = row.get("mean_return")
+        return (f"iteration {row['iteration']}: {row['env_steps']}/{self.config.steps} steps, "
+                f"return {'-' if ret is None else f'{ret:.2f}'}")
+
+    def record(self, row: dict) -> None:
+        self.metrics.append(row)
+        line = self.describe(row)
+        if line is not None:
+            self.log(line)
+        self.save(row)
+
+    # -- run directories ----------------------------------------------------------------------
+    def save(self, row: dict | None = None) -> None:
+        """Append `row`, write the algorithm's files, then state.json: the commit point."""
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if row is not None:
+            append_metrics(self.out, row)
+        self.save_files(self.out)
+        write_json(self.out / "state.json", {
+            "iteration": self.iteration, "episodes": self.episodes,
+            "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
+            **self.extra_state()})
+
+    def save_files(self, out: Path) -> None:
+        """Hook: write the algorithm's files into `out` (before state.json)."""
+
+    def extra_state(self) -> dict:
+        """Hook: what state.json keeps besides the counters and the run's random state."""
+        return {}
+
+    def load_files(self, out: Path, state: dict) -> None:
+        """Hook: read back what `save_files` and `extra_state` kept."""
+
+    def write_config(self) -> None:
+        """Start the run directory (refused if it already holds a run)."""
+        if self.out is not None:
+            write_run_config(self.out, {"algo": self.Config.ALGO,
+                                        **dataclasses.asdict(self.config)})
+
+    def resume_message(self) -> str:
+        return (f"resuming {self.out} at iteration {self.iteration}, {self.env_steps} env "
+                "steps")
+
+    @classmethod
+    def resume(cls, out, log=print) -> "Run":
+        """The run saved in `out`, at its last finished iteration."""
+        out = Path(out)
+        config = dict(read_run_config(out, cls.Config.ALGO))
+        config.pop("algo")
+        unknown = set(config) - cls.Config.setting_names() - {"task", "seed"}
+        if unknown:
+            raise FormatError(f"{out}/config.json has settings this fastmbrl does not know: "
+                              f"{', '.join(sorted(unknown))}")
+        run = cls(cls.Config(**config), out, log)
+        if not (out / "state.json").exists():
+            return run  # stopped before its first save: start over
+        state = read_json(out / "state.json", f"no state.json in {out}")
+        try:
+            run.iteration, run.episodes = state["iteration"], state["episodes"]
+            run._steps = state["env_steps"]
+            run.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{out}/state.json is not a valid run state: {exc}") from exc
+        run.load_files(out, state)
+        run.metrics = finished_metrics(out, run.iteration)
+        log(run.resume_message())
+        return run
+
+    @classmethod
+    def start(cls, task: str, out=None, log=print, **settings) -> "Run":
+        """A new run of `task` (settings are the Config's fields, seed included) whose run
+        directory, if any, is started now."""
+        run = cls(cls.Config.create(task, **settings), out, log)
+        run.write_config()
+        return run
+
+    @classmethod
+    def run(cls, task: str, out=None, log=print, **settings) -> "Run":
+        """Start a run and train it to the end; returns the finished run."""
+        run = cls.start(task, out, log, **settings)
+        run.train()
+        return run

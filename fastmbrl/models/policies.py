@@ -1,0 +1,225 @@
+"""Policies: the Gaussian policy of TRPO (an MLP mean, a state-independent log σ and running
+observation statistics), its value baseline, and a saved policy acting as a controller.
+
+The networks work in float64: TRPO's line search compares KL values near 1e-2 and surrogate
+differences near 1e-4, and the networks are small enough that precision costs nothing.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl.errors import FormatError
+from fastmbrl.io import load_npz, save_npz
+from fastmbrl.models.mlp import MLP, Adam
+from fastmbrl.tasks import get_task
+
+POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
+_LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+
+
+# -- running statistics ---------------------------------------------------------------------------
+class RunningNorm:
+    """Running mean and variance of vectors (batched parallel update of Chan et al.)."""
+
+    def __init__(self, dim: int, clip: float = 10.0):
+        self.dim = check_positive_int(dim, "dim")
+        self.clip = float(clip)
+        self.mean = np.zeros(self.dim)
+        self.var = np.ones(self.dim)
+        self.count = 1e-4  # a tiny prior weight keeps the first update well defined
+
+    def update(self, x) -> None:
+        x = as_array(x, "x", (None, self.dim), np.float64)
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean, var = x.mean(axis=0), x.var(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.var = (self.var * self.count + var * n + delta**2 * (self.count * n / total)) / total
+        self.count = total
+
+    def normalize(self, x, out=None) -> np.ndarray:
+        """(x - mean) / std clipped to ±clip, float64, into `out` when given."""
+        z = np.subtract(x, self.mean, out=out, dtype=np.float64)
+        z /= np.sqrt(self.var + 1e-8)
+        np.minimum(z, self.clip, out=z)  # np.clip's wrapper costs more than the work per state
+        return np.maximum(z, -self.clip, out=z)
+
+    def arrays(self, prefix: str) -> dict:
+        return {f"{prefix}_mean": self.mean, f"{prefix}_var": self.var,
+                f"{prefix}_count": np.array(self.count)}
+
+    def load_arrays(self, arrays: dict, prefix: str) -> None:
+        mean, var = arrays[f"{prefix}_mean"], arrays[f"{prefix}_var"]
+        count = float(arrays[f"{prefix}_count"])
+        if mean.shape != (self.dim,) or var.shape != (self.dim,):
+            raise FormatError(f"{prefix} statistics: expected length {self.dim}, got {mean.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
+                and count > 0):
+            raise FormatError(f"{prefix} statistics are not finite and non-negative")
+        self.mean, self.var, self.count = mean.astype(np.float64), var.astype(np.float64), count
+
+
+# -- policy ---------------------------------------------------------------------------------------
+class GaussianPolicy:
+    """a ~ N(μ(normalize(s)), diag σ²): an MLP mean, a state-independent log σ vector, and the
+    running observation statistics that define `normalize` (saved with the policy).
+
+    The flat parameter vector θ is [MLP parameters, log σ].
+    """
+
+    def __init__(self, obs_dim, act_dim, hidden=(64, 64), activation="tanh", init_log_std=0.0,
+                 rng=None):
+        self.net = MLP(obs_dim, act_dim, hidden, activation, dtype=np.float64, rng=rng)
+        self.net.weights[-1] *= 0.01  # start with near-zero means so σ alone drives exploration
+        self.obs_dim, self.act_dim = self.net.in_dim, self.net.out_dim
+        if not math.isfinite(init_log_std):
+            raise ValueError(f"init_log_std must be finite, got {init_log_std!r}")
+        self.log_std = np.full(self.act_dim, float(init_log_std))
+        self.obs_norm = RunningNorm(self.obs_dim)
+
+    @property
+    def num_params(self) -> int:
+        return self.net.flat_params.size + self.act_dim
+
+    def get_flat(self) -> np.ndarray:
+        return np.concatenate([self.net.flat_params, self.log_std])
+
+    def set_flat(self, theta) -> None:
+        theta = as_array(theta, "theta", (self.num_params,), np.float64)
+        n = self.net.flat_params.size
+        self.net.flat_params[...] = theta[:n]
+        self.log_std[...] = theta[n:]
+
+    def mean(self, obs) -> np.ndarray:
+        """μ for raw observations (N, obs_dim)."""
+        obs = as_array(obs, "obs", (None, self.obs_dim), np.float64)
+        return self.net.forward(self.obs_norm.normalize(obs))
+
+    def entropy(self) -> float:
+        return float(np.sum(self.log_std) + 0.5 * self.act_dim * _LOG_2PI_E)
+
+    def save(self, path, task_name: str, action_low, action_high) -> Path:
+        header = {"task": task_name, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                  "hidden": list(self.net.hidden), "activation": self.net.activation}
+        arrays = {**self.net.state_dict(), "log_std": self.log_std,
+                  "action_low": np.asarray(action_low, np.float32),
+                  "action_high": np.asarray(action_high, np.float32),
+                  **self.obs_norm.arrays("obs")}
+        return save_npz(path, POLICY_KIND, POLICY_VERSION, header, arrays)
+
+    @classmethod
+    def load(cls, path) -> tuple["GaussianPolicy", dict, dict]:
+        """(policy, header, arrays) from a file written by `save`."""
+        header, arrays = load_npz(path, POLICY_KIND, (POLICY_VERSION,))
+        try:
+            policy = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
+                         header["activation"])
+            policy.net.load_state_dict({k: v for k, v in arrays.items() if k[0] in "Wb"
+                                        and k[1:].isdigit()})
+            log_std = arrays["log_std"]
+            if log_std.shape != (policy.act_dim,) or not np.isfinite(log_std).all():
+                raise ValueError("log_std: wrong shape or not finite")
+            policy.log_std[...] = log_std
+            policy.obs_norm.load_arrays(arrays, "obs")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise FormatError(f"{path} is not a valid TRPO policy: {exc}") from exc
+        return policy, header, arrays
+
+
+def gaussian_kl(mu_old, log_std_old, mu_new, log_std_new) -> float:
+    """Mean over states of KL(N(μ_old, σ_old²) ‖ N(μ_new, σ_new²)), diagonal Gaussians."""
+    var_old, var_new = np.exp(2 * log_std_old), np.exp(2 * log_std_new)
+    per_dim = (log_std_new - log_std_old
+               + (var_old + (mu_old - mu_new) ** 2) / (2 * var_new) - 0.5)
+    return float(per_dim.sum(axis=1).mean())
+
+
+def gaussian_log_prob(actions, mu, log_std) -> np.ndarray:
+    z = (actions - mu) * np.exp(-log_std)
+    return -0.5 * np.sum(z * z, axis=1) - np.sum(log_std) - 0.5 * mu.shape[1] * math.log(2 * math.pi)
+
+
+
+# -- value baseline -------------------------------------------------------------------------------
+class ValueBaseline:
+    """V(s) as an MLP on normalised observations, fitted by Adam on mean squared error."""
+
+    def __init__(self, obs_dim, hidden=(64, 64), activation="tanh", lr=1e-3, rng=None):
+        self.net = MLP(obs_dim, 1, hidden, activation, dtype=np.float64, rng=rng)
+        self.opt = Adam([self.net.flat_params], lr=lr)
+
+    def predict(self, obs_n) -> np.ndarray:
+        return self.net.forward(obs_n)[:, 0].copy()
+
+    def fit(self, obs_n, targets, epochs, batch_size, rng) -> float:
+        """Minibatch Adam over `epochs` passes; returns the mean loss of the last pass."""
+        n = obs_n.shape[0]
+        targets = targets[:, None]
+        losses = []
+        for _ in range(epochs):
+            order = rng.permutation(n)
+            losses.clear()
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                err = self.net.forward(obs_n[idx]) - targets[idx]
+                losses.append(float(np.mean(err * err)) * len(idx))
+                self.net.backward(err * (2.0 / len(idx)), input_grad=False)
+                self.opt.step([self.net.flat_grads])
+        return sum(losses) / n
+
+    def arrays(self) -> dict:
+        return {**{f"value_{k}": v for k, v in self.net.state_dict().items()},
+                "value_adam_m": self.opt.m[0], "value_adam_v": self.opt.v[0],
+                "value_adam_t": np.array(self.opt.t)}
+
+    def load_arrays(self, arrays: dict) -> None:
+        self.net.load_state_dict({k[6:]: v for k, v in arrays.items()
+                                  if k.startswith("value_") and not k.startswith("value_adam")})
+        for mine, key in ((self.opt.m[0], "value_adam_m"), (self.opt.v[0], "value_adam_v")):
+            if arrays[key].shape != mine.shape:
+                raise FormatError(f"{key}: expected shape {mine.shape}, got {arrays[key].shape}")
+            mine[...] = arrays[key]
+        self.opt.t = int(arrays["value_adam_t"])
+
+
+# -- acting with a trained policy -----------------------------------------------------------------
+class PolicyController:
+    """A saved TRPO policy acting deterministically (its mean action, clipped to the bounds)."""
+
+    def __init__(self, policy: GaussianPolicy, task_name: str, action_low, action_high):
+        self.policy = policy
+        self.task_name = task_name
+        self.action_low = np.asarray(action_low, np.float32)
+        self.action_high = np.asarray(action_high, np.float32)
+        self.settings = {"algo": "trpo", "planner": "policy"}
+
+    @property
+    def task(self):
+        return get_task(self.task_name)
+
+    @classmethod
+    def load(cls, path) -> "PolicyController":
+        """From a run directory or its policy.npz."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "policy.npz"
+        policy, header, arrays = GaussianPolicy.load(path)
+        return cls(policy, header["task"], arrays["action_low"], arrays["action_high"])
+
+    def act(self, obs) -> np.ndarray:
+        obs = as_array(obs, "obs", (self.policy.obs_dim,), np.float64)
+        mu = self.policy.mean(obs[None])[0]
+        return np.clip(mu, self.action_low, self.action_high).astype(np.float32)
+
+    def reset(self, seed=None) -> None:
+        """Nothing to reset: the policy is memoryless and deterministic (the Controller's
+        interface)."""
+
+
