@@ -14,7 +14,7 @@ import numpy as np
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
-from fastmbrl.models.mlp import MLP, Adam
+from fastmbrl.models.mlp import MLP, Adam, train_mse_epoch
 from fastmbrl.tasks import get_task
 
 POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
@@ -153,26 +153,18 @@ class ValueBaseline:
 
     def __init__(self, obs_dim, hidden=(64, 64), activation="tanh", lr=1e-3, rng=None):
         self.net = MLP(obs_dim, 1, hidden, activation, dtype=np.float64, rng=rng)
-        self.opt = Adam([self.net.flat_params], lr=lr)
+        self.opt = Adam(self.net.params, lr=lr)  # one fused state over the flat parameters
 
     def predict(self, obs_n) -> np.ndarray:
         return self.net.forward(obs_n)[:, 0].copy()
 
     def fit(self, obs_n, targets, epochs, batch_size, rng) -> float:
         """Minibatch Adam over `epochs` passes; returns the mean loss of the last pass."""
-        n = obs_n.shape[0]
-        targets = targets[:, None]
-        losses = []
+        targets = np.ascontiguousarray(targets[:, None])
+        loss = float("nan")
         for _ in range(epochs):
-            order = rng.permutation(n)
-            losses.clear()
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                err = self.net.forward(obs_n[idx]) - targets[idx]
-                losses.append(float(np.mean(err * err)) * len(idx))
-                self.net.backward(err * (2.0 / len(idx)), input_grad=False)
-                self.opt.step([self.net.flat_grads])
-        return sum(losses) / n
+            loss = train_mse_epoch(self.net, self.opt, obs_n, targets, batch_size, rng)
+        return loss
 
     def arrays(self) -> dict:
         return {**{f"value_{k}": v for k, v in self.net.state_dict().items()},

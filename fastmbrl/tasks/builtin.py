@@ -28,6 +28,23 @@ import numpy as np
 from fastmbrl.kernels import FASTMATH
 from fastmbrl.tasks.task import _REGISTRY, Task
 
+__all__ = [  # the rewards and terminations, for users' tasks and tests
+    "pendulum_reward",
+    "mountain_car_reward",
+    "mountain_car_terminated",
+    "inverted_pendulum_reward",
+    "inverted_pendulum_planning_reward",
+    "inverted_pendulum_terminated",
+    "reacher_reward",
+    "half_cheetah_reward",
+    "hopper_reward",
+    "hopper_terminated",
+    "swimmer_reward",
+    "inverted_double_pendulum_reward",
+    "inverted_double_pendulum_terminated",
+    "pusher_reward",
+]
+
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _INF = np.float32(np.inf)
