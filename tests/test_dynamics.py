@@ -318,7 +318,8 @@ def test_ensemble_members_fit_their_own_bootstrap(ensemble, pendulum):
     assert not np.array_equal(params[0], params[1]) and not np.array_equal(params[1], params[2])
     _, val = pendulum.split(FIT["validation_ratio"], seed=1)
     v = pendulum.get(val)
-    x = model._inputs(v.obs, v.action)
+    x = ((np.concatenate([v.obs, v.action], axis=1) - model.input_mean)
+         * model.input_scale).astype(np.float32)  # the normalised network inputs
     outs = [net.forward(x).copy() for net in model.nets]
     member_mse = [float(np.mean(((o * model.delta_std + model.delta_mean) + v.obs - v.next_obs)
                                 ** 2)) for o in outs]

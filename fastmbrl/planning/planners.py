@@ -151,7 +151,7 @@ class Planner:
     # --- subclass interface -------------------------------------------------------------
     def _max_candidates(self) -> int:
         """The most candidates one kernel call scores (from the settings alone)."""
-        raise NotImplementedError
+        return self.num_samples
 
     def _allocate(self):
         """Allocate the subclass's buffers (the scorer and the bounds are set)."""
@@ -286,9 +286,6 @@ class RandomShooting(Planner):
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
-    def _max_candidates(self):
-        return self.num_samples
-
     def _reset_state(self):
         self._have_previous = False
 
@@ -337,9 +334,6 @@ class CEM(Planner):
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
-
-    def _max_candidates(self):
-        return self.num_samples
 
     def _allocate(self):
         self._init_std = self._default_std(self._init_std_arg)
@@ -401,9 +395,6 @@ class MPPI(Planner):
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
-
-    def _max_candidates(self):
-        return self.num_samples
 
     def _allocate(self):
         self._noise = self._default_std(self._noise_arg)
