@@ -259,7 +259,7 @@ def test_population_is_a_deprecated_alias_of_num_samples(packed, cls):
         old = cls(packed, quadratic_reward, population=24, **kw)
     assert old.num_samples == 24
     np.testing.assert_array_equal(old.plan(X0), new.plan(X0))
-    for explicit in (24, int(cls.__init__.__kwdefaults__["num_samples"])):  # even the default
+    for explicit in (24, cls.DEFAULT_NUM_SAMPLES):  # even the default
         with pytest.raises(ValueError, match="not both"):
             cls(packed, quadratic_reward, num_samples=explicit, population=24, **kw)
     with pytest.raises(ValueError, match="population must be a positive integer"):

@@ -10,7 +10,6 @@ interrupted run resumes from its last finished iteration.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 
 import numpy as np
@@ -24,11 +23,6 @@ from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.models.mlp import ACTIVATION_NAMES
 from fastmbrl.planning import planners
 from fastmbrl.planning.controller import Controller
-
-
-def _planner_budget(name: str) -> int:
-    """The planner's own default sample budget: its constructor's."""
-    return int(inspect.signature(planners.PLANNERS[name]).parameters["num_samples"].default)
 
 
 @dataclasses.dataclass
@@ -55,7 +49,7 @@ class MBRLConfig(Config):
     horizon: int | None = setting(planners.DEFAULT_HORIZON, "planning horizon", positive_int,
                                   "int")
     num_samples: int | None = setting(
-        lambda v: _planner_budget(v["planner"]),
+        lambda v: planners.PLANNERS[v["planner"]].DEFAULT_NUM_SAMPLES,
         "candidate sequences per plan (per iteration for cem, icem and mppi; CEM's population)",
         positive_int, "int")
     planner_options: dict | None = setting(

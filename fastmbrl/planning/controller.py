@@ -54,7 +54,7 @@ def build_planner(name, model, task, horizon, num_samples, seed, options=None, s
 class Controller:
     """Model predictive control with a learned dynamics model: `act(obs) -> action`.
 
-    `num_samples` None takes the planner's default (its constructor's); the settings record the
+    `num_samples` None takes the planner's DEFAULT_NUM_SAMPLES; the settings record the
     number used."""
 
     def __init__(self, model: DynamicsModel, task, planner=DEFAULT_PLANNER, horizon=DEFAULT_HORIZON,

@@ -6,8 +6,8 @@ whatever the number of threads), has them scored by its `Scorer` (``planning.sco
 of the fused rollout kernel per iteration) and updates its sampling distribution. ``plan(obs)``
 returns the (H, A) solution, ``act(obs)`` its first action. With ``warm_start`` the previous
 solution, shifted by one step (the tail refilled with the middle of the action box), seeds the
-next call. Every planner takes its sample budget as ``num_samples``; its default is the
-constructor's, and `DEFAULT_PLANNER` and `DEFAULT_HORIZON` are the defaults of the Controller
+next call. Every planner takes its sample budget as ``num_samples``, defaulting to its class's
+`DEFAULT_NUM_SAMPLES`; `DEFAULT_PLANNER` and `DEFAULT_HORIZON` are the defaults of the Controller
 and the training configs.
 
 Embedding: no allocation per call
@@ -59,20 +59,19 @@ DEFAULT_PLANNER = "cem"
 DEFAULT_HORIZON = 20
 
 
-class _Default(int):
-    """A constructor default that can be told apart from the same number passed explicitly
-    (so that `population` refuses an explicit `num_samples` of the default value too)."""
-
-
-def _num_samples(owner, num_samples, population):
-    """`num_samples`, or its deprecated name `population` (CEM, iCEM)."""
-    if population is None:
-        return check_positive_int(num_samples, "num_samples")
-    if type(num_samples) is not _Default:
-        raise ValueError(f"{owner}: pass num_samples or its old name population, not both")
-    warnings.warn(f"{owner}(population=...) is deprecated: use num_samples", DeprecationWarning,
-                  stacklevel=3)
-    return check_positive_int(population, "population")
+def _num_samples(owner, num_samples, population=None):
+    """`num_samples` (None: the planner's DEFAULT_NUM_SAMPLES), or its deprecated name
+    `population` (CEM, iCEM)."""
+    name = owner.__name__
+    if population is not None:
+        if num_samples is not None:
+            raise ValueError(f"{name}: pass num_samples or its old name population, not both")
+        warnings.warn(f"{name}(population=...) is deprecated: use num_samples",
+                      DeprecationWarning, stacklevel=3)
+        return check_positive_int(population, "population")
+    if num_samples is None:
+        return owner.DEFAULT_NUM_SAMPLES
+    return check_positive_int(num_samples, "num_samples")
 
 
 def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
@@ -123,7 +122,6 @@ class Planner:
                              max_candidates=self._max_candidates(), rows=rows, isa=isa)
         a = self.scorer.act_dim
         self.num_members = self.scorer.num_members
-        self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self.action_low = as_array(action_low, "action_low", (a,)).copy()
         self.action_high = as_array(action_high, "action_high", (a,)).copy()
         if not (self.action_low < self.action_high).all():
@@ -172,6 +170,15 @@ class Planner:
         pass
 
     # --- public API ----------------------------------------------------------------------
+    @property
+    def reward_fn(self):
+        """The objective the planner maximises (the scorer's reward function)."""
+        return self.scorer.reward_fn
+
+    @property
+    def terminated_fn(self):
+        return self.scorer.terminated_fn
+
     @property
     def packed(self):
         """The PackedModel the planner plans with (follows the model's version)."""
@@ -279,9 +286,11 @@ class RandomShooting(Planner):
     previous best sequence, shifted, is one of them.
     """
 
+    DEFAULT_NUM_SAMPLES = 1000
+
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=1000, seed=0, warm_start=True, rows=None, isa=None):
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+                 num_samples=None, seed=0, warm_start=True, rows=None, isa=None):
+        self.num_samples = _num_samples(RandomShooting, num_samples)
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
@@ -318,11 +327,13 @@ class CEM(Planner):
     error) or the best sample seen.
     """
 
+    DEFAULT_NUM_SAMPLES = 500
+
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=_Default(500), elites=0.1, iterations=5, alpha=0.1, init_std=None,
+                 num_samples=None, elites=0.1, iterations=5, alpha=0.1, init_std=None,
                  sampling="truncated", return_mean=True, seed=0, warm_start=True,
                  rows=None, isa=None, population=None):
-        self.num_samples = _num_samples("CEM", num_samples, population)
+        self.num_samples = _num_samples(CEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
         self.alpha = _check_fraction(alpha, "alpha")
@@ -383,10 +394,12 @@ class MPPI(Planner):
     smoothing: beta of the filter a_t = beta (mu_t + n_t) + (1 - beta) a_{t-1}, or None.
     """
 
+    DEFAULT_NUM_SAMPLES = 1000
+
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=1000, temperature=1.0, noise_std=None, iterations=1, smoothing=None,
+                 num_samples=None, temperature=1.0, noise_std=None, iterations=1, smoothing=None,
                  seed=0, warm_start=True, rows=None, isa=None):
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.num_samples = _num_samples(MPPI, num_samples)
         self.temperature = _check_positive(temperature, "temperature")
         self.iterations = check_positive_int(iterations, "iterations")
         self.smoothing = (None if smoothing is None
@@ -452,11 +465,13 @@ class ICEM(Planner):
     True the final mean.
     """
 
+    DEFAULT_NUM_SAMPLES = 40
+
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=_Default(40), elites=10, iterations=3, decay=1.25, noise_beta=0.25,
+                 num_samples=None, elites=10, iterations=3, decay=1.25, noise_beta=0.25,
                  keep_fraction=0.3, alpha=0.1, init_std=None, return_mean=False, seed=0,
                  warm_start=True, rows=None, isa=None, population=None):
-        self.num_samples = _num_samples("ICEM", num_samples, population)
+        self.num_samples = _num_samples(ICEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
         self.decay = _check_positive(decay, "decay")
