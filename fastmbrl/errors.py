@@ -1,4 +1,4 @@
-"""Exceptions that the CLI turns into a one-line message and a non-zero exit."""
+"""Exceptions that the CLI turns into a one-line message and exit status 2."""
 
 
 class FastMBRLError(Exception):
@@ -7,6 +7,14 @@ class FastMBRLError(Exception):
 
 class FormatError(FastMBRLError, ValueError):
     """A saved file of another kind, schema or version, or a corrupt one."""
+
+
+class FileError(FastMBRLError, OSError):
+    """A file or directory the user named cannot be read or written (it names the path)."""
+
+
+class MissingFileError(FileError, FileNotFoundError):
+    """A file fastmbrl needs does not exist."""
 
 
 class MissingExtraError(FastMBRLError, ImportError):

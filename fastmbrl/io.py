@@ -1,22 +1,127 @@
-"""One file format for everything fastmbrl saves: an .npz of arrays plus a JSON header.
+"""One file format for everything fastmbrl saves: an .npz of arrays plus a JSON header; and
+the JSON files beside them.
 
 Nothing is pickled, so loading a crafted file cannot run code. The header names the kind of
-object and a format version; a file of another kind or a newer version is refused.
+object and a format version; a file of another kind or a newer version is refused. Every
+array's size must agree with the bytes the file holds and members must be stored
+uncompressed, so reading a file never allocates more than about its own size.
+
+JSON is read and written as RFC 8259 defines it: NaN and infinities are refused when reading
+(Python's json module would accept them) and never written. `write_json` refuses an object
+holding one; `json_dumps`, for metrics rows, writes a non-finite float as null (a fit with no
+validation rows has no validation loss, for example).
+
+Every problem with a file becomes a FastMBRLError naming it: FormatError for a file that is
+corrupt or of another kind, FileError (an OSError too) for one that cannot be read or written,
+MissingFileError (a FileNotFoundError too) for one that does not exist.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy
 
-from .errors import FastMBRLError, FormatError
+from .errors import FileError, FormatError, MissingFileError
 
 _HEADER_KEY = "__header__"
 
 
+# -- JSON -----------------------------------------------------------------------------------------
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a float")
+    return value
+
+
+def json_loads(text, source):
+    """Parse JSON `text` (str or bytes) strictly; FormatError naming `source` (a path or a
+    description) if it is not valid RFC 8259 JSON."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise FormatError(f"{source} is nested too deeply to be read") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long ints, NaN
+        raise FormatError(f"{source} is corrupt: {exc}") from None
+
+
+def _nulled(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nulled(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulled(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj) -> str:
+    """`obj` as one line of JSON with every non-finite float written as null (metrics rows)."""
+    return json.dumps(_nulled(obj), allow_nan=False)
+
+
+def _strict_dumps(obj, path, **kwargs) -> str:
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"refusing to write {path}: it holds a NaN or infinite number "
+                         f"({exc})") from None
+
+
+def write_json(path, obj) -> Path:
+    """Write `obj` as JSON atomically (temp file then rename); ValueError, writing nothing,
+    if it holds a NaN or infinity."""
+    path = Path(path)
+    data = _strict_dumps(obj, path, indent=2).encode("utf-8")
+    write_atomic(path, lambda fh: fh.write(data))
+    return path
+
+
+def read_json(path, missing: str) -> dict:
+    """Read a JSON object; MissingFileError(`missing`) if absent, FormatError if corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(missing)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    obj = json_loads(data, path)
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path} does not hold a JSON object")
+    return obj
+
+
+def write_atomic(path, write) -> Path:
+    """`write(fh)` into a temp file beside `path`, then rename it over `path`. If that fails,
+    no temp file is left and an OSError becomes a FileError naming `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    return path
+
+
+# -- npz ------------------------------------------------------------------------------------------
 def save_npz(path, kind: str, version: int, header: dict, arrays: dict) -> Path:
     """Write `arrays` and a JSON `header` to `path` atomically (temp file then rename)."""
     path = Path(path)
@@ -27,30 +132,68 @@ def save_npz(path, kind: str, version: int, header: dict, arrays: dict) -> Path:
     meta = dict(header)
     meta["kind"] = kind
     meta["format_version"] = int(version)
-    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **{_HEADER_KEY: blob}, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(tmp, path)
+    blob = np.frombuffer(_strict_dumps(meta, path, sort_keys=True).encode("utf-8"), np.uint8)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_atomic(path, lambda fh: np.savez(fh, **{_HEADER_KEY: blob},
+                                       **{k: np.asarray(v) for k, v in arrays.items()}))
     return path
 
 
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path) -> np.ndarray:
+    """One .npy member, after checking that its header's shape matches the bytes it holds."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise FormatError(f"{path}: member {info.filename} is compressed; fastmbrl files are "
+                          "stored uncompressed")
+    with zf.open(info) as fh:
+        version = npy.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise FormatError(f"{path}: member {info.filename} has .npy version {version}")
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+        if dtype.hasobject:
+            raise FormatError(f"{path}: member {info.filename} holds Python objects")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != info.file_size - fh.tell():
+            raise FormatError(f"{path}: member {info.filename} claims shape {shape} of "
+                              f"{dtype} ({nbytes} bytes) but holds {info.file_size - fh.tell()}")
+        fh.seek(0)
+        arr = npy.read_array(fh, allow_pickle=False)
+        fh.read(1)  # at the end: zipfile checks the CRC here
+    return arr
+
+
 def load_npz(path, kind: str, supported_versions) -> tuple[dict, dict]:
-    """Read a file written by `save_npz`; return (header, arrays) or raise FormatError."""
+    """Read a file written by `save_npz`; return (header, arrays) or raise FormatError
+    (MissingFileError if absent, FileError if unreadable)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingFileError(f"no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if _HEADER_KEY not in data.files:
-                raise FormatError(f"{path} is not a fastmbrl file (no header)")
-            header = json.loads(bytes(data[_HEADER_KEY]).decode("utf-8"))
-            arrays = {k: data[k] for k in data.files if k != _HEADER_KEY}
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    arrays = {}
+    try:
+        with fh, zipfile.ZipFile(fh) as zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                if name == info.filename or name in arrays:
+                    raise FormatError(f"{path}: unexpected member {info.filename!r}")
+                arrays[name] = _read_member(zf, info, path)
     except FormatError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path} is corrupt or not an .npz file: {exc}") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, struct.error,
+            NotImplementedError, OverflowError) as exc:
+        raise FormatError(f"{path} is corrupt or not an .npz file: {exc}") from None
+    blob = arrays.pop(_HEADER_KEY, None)
+    if blob is None:
+        raise FormatError(f"{path} is not a fastmbrl file (no header)")
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise FormatError(f"{path} has a malformed header")
+    header = json_loads(blob.tobytes(), f"{path} (its header)")
     if not isinstance(header, dict):
         raise FormatError(f"{path} has a malformed header")
     found = header.get("kind")
@@ -63,26 +206,3 @@ def load_npz(path, kind: str, supported_versions) -> tuple[dict, dict]:
             f"version(s) {', '.join(map(str, supported_versions))}"
         )
     return header, arrays
-
-
-def write_json(path, obj) -> Path:
-    """Write `obj` as JSON atomically (temp file then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path, missing: str) -> dict:
-    """Read a JSON object; FastMBRLError(`missing`) if absent, FormatError if corrupt."""
-    path = Path(path)
-    if not path.exists():
-        raise FastMBRLError(missing)
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path} is corrupt: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise FormatError(f"{path} does not hold a JSON object")
-    return obj

@@ -60,10 +60,10 @@ def test_mean_return_leaves_out_an_episode_the_step_budget_cut(tmp_path):
 def test_resume_refuses_settings_it_would_ignore(finished_run, capsys):
     out, _ = finished_run
     before = (out / "metrics.jsonl").read_text()
-    assert main(["train", "--resume", str(out), "--horizon", "3", "--seed", "5"]) == 1
+    assert main(["train", "--resume", str(out), "--horizon", "3", "--seed", "5"]) == 2
     err = capsys.readouterr().err
     assert "drop --horizon, --seed" in err and "Traceback" not in err
-    assert main(["train", "--resume", str(out), "--algo", "trpo", "--gamma", "0.9"]) == 1
+    assert main(["train", "--resume", str(out), "--algo", "trpo", "--gamma", "0.9"]) == 2
     assert "drop --algo, --gamma" in capsys.readouterr().err
     assert (out / "metrics.jsonl").read_text() == before
 
@@ -151,9 +151,9 @@ def test_cli_ensemble_run_saves_and_reloads_members(tmp_path, capsys):
     ctrl = Controller.load(out)
     assert ctrl.model.ensemble_size == 2 and ctrl.planner.num_members == 2
     assert json.loads((out / "config.json").read_text())["config"]["ensemble_size"] == 2
-    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--ensemble-size", "2"]) == 1
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--ensemble-size", "2"]) == 2
     assert "--ensemble-size only apply" in capsys.readouterr().err
-    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--no-shaping"]) == 1
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--no-shaping"]) == 2
     assert "--no-shaping only apply" in capsys.readouterr().err
 
 
@@ -184,7 +184,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(argv) == 0
     assert "fastmbrl eval" in capsys.readouterr().out
     # a second train into the same directory is refused, not overwritten
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["eval", str(out), "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -198,15 +198,15 @@ def test_cli_train_eval_plot(tmp_path, capsys):
 
 
 def test_cli_errors_are_messages(tmp_path, capsys):
-    assert main(["train", "No-Such-Task"]) == 1
+    assert main(["train", "No-Such-Task"]) == 2
     err = capsys.readouterr().err
     assert "No-Such-Task" in err and "Traceback" not in err
-    assert main(["eval", str(tmp_path)]) == 1
+    assert main(["eval", str(tmp_path)]) == 2
     assert "no saved model" in capsys.readouterr().err
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_text(json.dumps({"run_format": 99, "fastmbrl_version": "9.0"}))
-    assert main(["train", "--resume", str(old)]) == 1
+    assert main(["train", "--resume", str(old)]) == 2
     assert "run format 99" in capsys.readouterr().err
 
 
@@ -219,7 +219,7 @@ def test_cli_trpo_train_eval_and_resume_dispatch(tmp_path, capsys):
     assert result["planner"] == "policy" and len(result["returns"]) == 1
     # resuming a finished TRPO run dispatches to TRPO and has nothing left to do
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
-    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--horizon", "5"]) == 1
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--horizon", "5"]) == 2
     assert "only apply to --algo mbrl" in capsys.readouterr().err
 
 

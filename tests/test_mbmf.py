@@ -211,7 +211,7 @@ def test_cli_train_eval_resume(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["planner"] == "policy" and len(result["returns"]) == 1
     assert main(["train", "--resume", str(out), "--quiet"]) == 0  # finished: nothing to do
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "already holds a run" in capsys.readouterr().err
 
 
@@ -242,5 +242,5 @@ def test_bad_inputs(tmp_path, capsys):
         {"fastmbrl_version": "0", "run_format": 1, "config": {"algo": "trpo"}}))
     with pytest.raises(FormatError, match="not a mbmf run"):
         MBMFRun.resume(tmp_path)
-    assert main(["train", "--algo", "mbmf"]) == 1
+    assert main(["train", "--algo", "mbmf"]) == 2
     assert "task name is required" in capsys.readouterr().err

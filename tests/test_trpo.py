@@ -207,7 +207,7 @@ def test_cli_trains_and_reports(tmp_path, capsys):
                  "--steps-per-iteration", "200", "--max-kl", "0.02", "--out", out, "--quiet"]) == 0
     assert "done: 400 steps" in capsys.readouterr().out
     assert read_run_config(out, "trpo")["max_kl"] == 0.02
-    assert main(["train", "Pendulum-v1", "--resume", out]) == 1
+    assert main(["train", "Pendulum-v1", "--resume", out]) == 2
     assert "either a task or --resume" in capsys.readouterr().err
 
 

@@ -5,28 +5,43 @@ from pathlib import Path
 
 import numpy as np
 
+from fastmbrl._validate import check_positive_int
 from fastmbrl.algorithms.base import run_episode
+from fastmbrl.algorithms.config import non_negative_int
 from fastmbrl.planning.controller import Controller
-from fastmbrl.errors import FastMBRLError
+from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError
 from fastmbrl.algorithms.rundir import read_run_config
 from fastmbrl.models.policies import PolicyController
 
 
 def load_controller(path, **overrides):
     """The acting object saved at `path`: an MPC Controller, or a TRPO (or MB-MF) policy."""
-    directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    path = Path(path)
+    if not path.exists():  # not the parent's controller: a typo must not evaluate the parent
+        raise MissingFileError(f"{path} does not exist (expected a run directory or its "
+                               "model.npz or policy.npz)")
+    directory = path if path.is_dir() else path.parent
     if (directory / "config.json").exists() and read_run_config(directory)["algo"] in ("trpo",
                                                                                        "mbmf"):
         if overrides:
             raise FastMBRLError("a policy has no planner settings to override")
-        return PolicyController.load(path)
+        controller = PolicyController.load(path)
+        policy_file = path / "policy.npz" if path.is_dir() else path
+        try:
+            task, policy = controller.task, controller.policy
+        except FastMBRLError as exc:
+            raise FormatError(f"{policy_file}: {exc}") from None
+        if (task.obs_dim, task.act_dim) != (policy.obs_dim, policy.act_dim):
+            raise FormatError(f"{policy_file}: the policy's sizes (obs {policy.obs_dim}, act "
+                              f"{policy.act_dim}) do not fit task {task.name}")
+        return controller
     return Controller.load(path, **overrides)
 
 
 def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
     """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes."""
-    if episodes <= 0:
-        raise ValueError(f"episodes must be positive, got {episodes}")
+    check_positive_int(episodes, "episodes")
+    non_negative_int(seed, "seed")  # environments refuse negative seeds, after loading
     controller = load_controller(path, **overrides)
     env = controller.task.make_env()
     returns, act_s, steps = [], 0.0, 0

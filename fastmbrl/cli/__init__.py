@@ -49,12 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(exc, what=None) -> int:
+    """One line on stderr and exit status 2: a user's mistake or a bad file."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"fastmbrl: error: {what + ': ' if what else ''}{text}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     try:
         isa.current()  # a bad FASTMBRL_ISA is a one-line error before anything runs
     except isa.IsaError as exc:
-        print(f"fastmbrl: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)
@@ -64,9 +70,13 @@ def main(argv=None) -> int:
     try:
         return int(run(args) or 0)
     except (FastMBRLError, ValueError) as exc:
-        # ValueErrors name the bad setting or input; a traceback would add nothing for a user
-        print(f"fastmbrl: error: {exc}", file=sys.stderr)
-        return 1
+        # they name the bad setting, option or file: a traceback would add nothing for a user
+        return _error(exc)
+    except (OSError, MemoryError, RecursionError) as exc:
+        # last line of defence: the readers and writers name their files and the settings
+        # their sizes; these escaped from somewhere that does not yet
+        return _error(exc, "out of memory" if isinstance(exc, MemoryError) else
+                      "input nested too deeply" if isinstance(exc, RecursionError) else None)
     except KeyboardInterrupt:
         print("fastmbrl: interrupted", file=sys.stderr)
         return 130

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 from fastmbrl.algorithms import ALGORITHMS
 from fastmbrl.algorithms.rundir import read_run_config
-from fastmbrl.errors import FastMBRLError
+from fastmbrl.errors import FastMBRLError, FileError
 
 DEFAULT_ALGO = "mbrl"
 
@@ -124,6 +126,22 @@ def _spelling(dest: str, value) -> str:
     return flag(dest)
 
 
+def _writable_dir(out: str) -> Path:
+    """`--out` as a path, refused (before anything is written) if it cannot become a run
+    directory: empty, a file, under a file, or under a directory we cannot write."""
+    if not out:
+        raise FastMBRLError("--out must not be empty")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FastMBRLError(f"--out {out} is a file, not a directory")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        raise FastMBRLError(f"--out {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FastMBRLError(f"--out {out}: cannot write into {existing}")
+    return path
+
+
 def new_run(args, log):
     """A new run directory from `fastmbrl train` arguments."""
     algo = args.algo or DEFAULT_ALGO
@@ -133,9 +151,14 @@ def new_run(args, log):
     settings = _settings(algo, _given(args))
     cfg = run_class.Config.create(args.task, 0 if args.seed is None else args.seed,
                                   **settings).resolved()
-    out = args.out or f"runs/{cfg.task}-{cfg.label}-s{cfg.seed}"
+    out = _writable_dir(args.out if args.out is not None else
+                        f"runs/{cfg.task}-{cfg.label}-s{cfg.seed}")
     run = run_class(cfg, out, log)
-    run.write_config()
+    try:
+        run.write_config()
+    except OSError as exc:
+        raise FileError(f"--out {out}: cannot create the run directory: "
+                        f"{exc.strerror or exc}") from None
     log(f"training {cfg.task} with {run.title or cfg.label} for {cfg.steps} steps into {out}")
     return run
 

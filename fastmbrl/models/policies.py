@@ -119,6 +119,13 @@ class GaussianPolicy:
         """(policy, header, arrays) from a file written by `save`."""
         header, arrays = load_npz(path, POLICY_KIND, (POLICY_VERSION,))
         try:
+            sizes = (header["obs_dim"], *header["hidden"], header["act_dim"])
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                # the header's sizes must be those of the arrays before any is allocated
+                for key, shape in ((f"W{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))):
+                    if arrays[key].shape != shape:
+                        raise ValueError(f"{key}: the header's sizes imply shape {shape}, the "
+                                         f"file holds {arrays[key].shape}")
             policy = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
                          header["activation"])
             policy.net.load_state_dict({k: v for k, v in arrays.items() if k[0] in "Wb"
@@ -203,7 +210,14 @@ class PolicyController:
         if path.is_dir():
             path = path / "policy.npz"
         policy, header, arrays = GaussianPolicy.load(path)
-        return cls(policy, header["task"], arrays["action_low"], arrays["action_high"])
+        try:
+            if not isinstance(header.get("task"), str):
+                raise ValueError(f"task: expected a task name, got {header.get('task')!r}")
+            bounds = [as_array(arrays[k], k, (policy.act_dim,)) for k in ("action_low",
+                                                                         "action_high")]
+        except (KeyError, ValueError) as exc:
+            raise FormatError(f"{path} is not a valid TRPO policy: {exc}") from None
+        return cls(policy, header["task"], *bounds)
 
     def act(self, obs) -> np.ndarray:
         obs = as_array(obs, "obs", (self.policy.obs_dim,), np.float64)
