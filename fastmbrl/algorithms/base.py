@@ -4,10 +4,13 @@ directory with state.json as the commit point, resume, and the training loop.
 An algorithm subclasses `Run` with its `Config` class and supplies `iterate()` (one iteration,
 returning its metrics row) and the files it keeps (`save_files`, `load_files`, `extra_state`).
 A run directory holds config.json, metrics.jsonl (one row per finished iteration), the
-algorithm's files and state.json, written last after each iteration: a resume starts from it.
+algorithm's files and state.json; each iteration commits as one atomic step (rundir.commit), and
+a resume starts from the last commit. A run holds the directory's lock while it trains, commits or
+recovers, so that two processes never write one directory.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -16,10 +19,8 @@ from typing import ClassVar
 import numpy as np
 
 from fastmbrl.algorithms.config import Config
-from fastmbrl.algorithms.rundir import (append_metrics, finished_metrics, read_run_config,
-                                        write_run_config)
+from fastmbrl.algorithms.rundir import RunLock, commit, read_run_config, recover, write_run_config
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.io import read_json, write_json
 from fastmbrl.tasks import get_task
 
 #: episode e of a run with seed s is reset with seed s * EPISODE_SEED_STRIDE + e, so that runs of
@@ -72,6 +73,7 @@ class Run:
         self.rng = np.random.default_rng(self.rng_seed())
         self._steps = 0
         self._env = None
+        self._lock = None if self.out is None else RunLock(self.out)
 
     def rng_seed(self):
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
@@ -93,7 +95,12 @@ class Run:
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self) -> list[dict]:
-        """Iterate until the step budget is spent, recording each iteration; returns the rows."""
+        """Iterate until the step budget is spent, recording each iteration; returns the rows.
+        The run directory's lock is released when it returns, however it returns."""
+        with self.locked():
+            return self.loop()
+
+    def loop(self) -> list[dict]:
         self.begin()
         while not self.finished():
             self.record(self.iterate())
@@ -123,21 +130,33 @@ class Run:
         self.save(row)
 
     # -- run directories ----------------------------------------------------------------------
-    def save(self, row: dict | None = None) -> None:
-        """Append `row`, write the algorithm's files, then state.json: the commit point."""
-        if self.out is None:
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the run directory's lock for the block (RunLockedError if another process, or
+        another Run of this one, holds it); re-entrant."""
+        if self._lock is None or self._lock.held:
+            yield
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        if row is not None:
-            append_metrics(self.out, row)
-        self.save_files(self.out)
-        write_json(self.out / "state.json", {
-            "iteration": self.iteration, "episodes": self.episodes,
-            "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
-            **self.extra_state()})
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
 
-    def save_files(self, out: Path) -> None:
-        """Hook: write the algorithm's files into `out` (before state.json)."""
+    def save(self, row: dict | None = None) -> None:
+        """Commit `row` and the algorithm's files with the state, as one atomic step."""
+        if self.out is None:
+            return
+        with self.locked():
+            commit(self.out, {
+                "iteration": self.iteration, "episodes": self.episodes,
+                "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
+                **self.extra_state()}, self.save_files, row)
+
+    def save_files(self, stage: Path) -> None:
+        """Hook: write the files of this commit into `stage` (a fresh directory; each file
+        replaces the run directory's own of that name once the commit is made)."""
 
     def extra_state(self) -> dict:
         """Hook: what state.json keeps besides the counters and the run's random state."""
@@ -149,8 +168,9 @@ class Run:
     def write_config(self) -> None:
         """Start the run directory (refused if it already holds a run)."""
         if self.out is not None:
-            write_run_config(self.out, {"algo": self.Config.ALGO,
-                                        **dataclasses.asdict(self.config)})
+            with self.locked():
+                write_run_config(self.out, {"algo": self.Config.ALGO,
+                                            **dataclasses.asdict(self.config)})
 
     def resume_message(self) -> str:
         return (f"resuming {self.out} at iteration {self.iteration}, {self.env_steps} env "
@@ -167,17 +187,19 @@ class Run:
             raise FormatError(f"{out}/config.json has settings this fastmbrl does not know: "
                               f"{', '.join(sorted(unknown))}")
         run = cls(cls.Config(**config), out, log)
-        if not (out / "state.json").exists():
-            return run  # stopped before its first save: start over
-        state = read_json(out / "state.json", f"no state.json in {out}")
-        try:
+        with run.locked():
+            state, rows = recover(out)
+            if state is None:
+                return run  # stopped before its first commit: start over
             run.iteration, run.episodes = state["iteration"], state["episodes"]
             run._steps = state["env_steps"]
-            run.rng.bit_generator.state = state["rng"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{out}/state.json is not a valid run state: {exc}") from exc
-        run.load_files(out, state)
-        run.metrics = finished_metrics(out, run.iteration)
+            try:
+                run.rng.bit_generator.state = state["rng"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"{out}/state.json: rng is not a random generator's state "
+                                  f"({exc})") from None
+            run.load_files(out, state)
+        run.metrics = rows
         log(run.resume_message())
         return run
 

@@ -215,7 +215,7 @@ class MBMFRun(Run):
         return None if self.out is None else self.out / name
 
     # -- phases -------------------------------------------------------------------------------
-    def train(self) -> list[dict]:
+    def loop(self) -> list[dict]:
         if self.phase == "mbrl":
             self._model_based()
         if self.phase == "imitation":
@@ -336,9 +336,6 @@ class MBMFRun(Run):
         self.log(f"{row['phase']} round {row['phase_iteration']}: {row['env_steps']} env steps, "
                  f"policy return {'-' if ret is None else f'{ret:.2f}'}, imitation loss "
                  f"{row['imitation_loss']:.4g} on {row['samples']} samples")
-        if self.out is not None:  # the data first: state.json (written last) must not outrun it
-            save_npz(self.out / "imitation.npz", DATA_KIND, DATA_VERSION,
-                     {"rounds": self.rounds}, {"obs": self.data_obs, "actions": self.data_act})
         self._record(row)
 
     def _record(self, row) -> None:
@@ -354,6 +351,9 @@ class MBMFRun(Run):
         if self.rounds > 0:  # before imitation the policy is untrained: nothing to evaluate
             self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                              self.task.action_high)
+        if self.phase == "imitation" and self.rounds > 0:
+            save_npz(out / "imitation.npz", DATA_KIND, DATA_VERSION, {"rounds": self.rounds},
+                     {"obs": self.data_obs, "actions": self.data_act})
 
     def extra_state(self) -> dict:
         return {"phase": self.phase, "rounds": self.rounds}

@@ -1,12 +1,24 @@
 """Run directories, shared by every training algorithm.
 
-config.json  {"fastmbrl_version", "run_format", "config": {"algo": ..., ...}}
+config.json   {"fastmbrl_version", "run_format", "config": {"algo": ..., ...}}
 metrics.jsonl one JSON object per finished iteration (at least iteration, env_steps, mean_return)
-state.json   written last after each iteration: the commit point a resume starts from
+state.json    the commit point a resume starts from
+.lock         held by the process training in the directory (its pid inside)
+
+An iteration commits as one atomic step (`commit`): its metrics row is appended, its files are
+written into a fresh stage directory `.stage-<id>/`, then state.json, which names the stage, its
+files and the committed length of metrics.jsonl, replaces the previous one; only then are the
+staged files moved over the directory's own. A process killed before the replace leaves the
+previous commit intact (`recover` removes the stage and truncates the uncommitted row); killed
+after it, `recover` finishes the moves. Every step is fsynced, so a power cut behaves as a kill.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
+import shutil
 from pathlib import Path
 
 from fastmbrl import __version__
@@ -15,8 +27,110 @@ from fastmbrl.io import read_json, write_json
 
 RUN_FORMAT = 1
 ALGOS = ("mbrl", "trpo", "mbmf")
+STATE = "state.json"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+STAGE_PREFIX = ".stage-"
+_STAGE_NAME = re.compile(r"\.stage-[0-9a-f]{1,32}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
+class RunLockedError(FastMBRLError):
+    """The run directory is held by another training process (or another Run in this one)."""
+
+
+# -- durability ---------------------------------------------------------------------------------
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in `path` durable (a no-op where directories cannot be opened: Windows)."""
+    if os.name == "nt":
+        return
+    _fsync(path)
+
+
+def _replace_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` atomically and durably."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# -- the lock -----------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive, advisory lock on a run directory, released when the process ends however
+    it ends (the operating system drops it with the file descriptor: a kill -9 leaves no stale
+    lock behind)."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+        self._fh = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(self) -> "RunLock":
+        if self._fh is not None:
+            return self
+        path = self.out / LOCK
+        fh = open(path, "a+")
+        try:
+            _lock_file(fh)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            where = ("another Run object in this process (finish its train() or call its "
+                     "close())" if holder == str(os.getpid())
+                     else f"the fastmbrl process with pid {holder}")
+            raise RunLockedError(f"{self.out} is in use by {where}; a run directory is "
+                                 "trained by one process at a time") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            _unlock_file(fh)
+            fh.close()
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock_file(fh):
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+
+    def _unlock_file(fh):
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock_file(fh):
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_file(fh):
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- config.json --------------------------------------------------------------------------------
 def write_run_config(out, config: dict) -> None:
     """Start a run directory; refuses one that already holds a run."""
     out = Path(out)
@@ -27,6 +141,8 @@ def write_run_config(out, config: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json",
                {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config})
+    _fsync(out / "config.json")
+    _fsync_dir(out)
 
 
 def read_run_config(out, algo=None) -> dict:
@@ -46,27 +162,180 @@ def read_run_config(out, algo=None) -> dict:
     return config
 
 
-def append_metrics(out, row: dict) -> None:
-    with open(Path(out) / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+# -- the commit ---------------------------------------------------------------------------------
+def metrics_line(row: dict) -> str:
+    return json.dumps(row) + "\n"
+
+
+def commit(out, state: dict, write_files, row: dict | None = None) -> dict:
+    """Commit one iteration of the run in `out`: append `row` to metrics.jsonl, let
+    `write_files(stage)` write the iteration's files into a fresh stage directory, then replace
+    state.json (`state` plus where the commit's files are); then publish the staged files.
+    Returns the state as written. The caller holds the directory's lock."""
+    out = Path(out)
+    metrics = out / METRICS
+    if row is not None:
+        with open(metrics, "a") as fh:
+            fh.write(metrics_line(row))
+            fh.flush()
+            os.fsync(fh.fileno())
+    size = metrics.stat().st_size if metrics.exists() else 0
+    stage = out / f"{STAGE_PREFIX}{secrets.token_hex(6)}"
+    stage.mkdir()
+    write_files(stage)
+    names = sorted(p.name for p in stage.iterdir())
+    bad = [n for n in names if not (stage / n).is_file() or not _FILE_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"a run's files must be plain files with plain names, got {bad}")
+    for name in names:
+        _fsync(stage / name)
+    state = {**state, "commit": {"stage": stage.name, "files": names, "metrics_bytes": size}}
+    write_json(stage / STATE, state)
+    _fsync(stage / STATE)
+    _fsync_dir(stage)
+    os.replace(stage / STATE, out / STATE)  # the commit point
+    _fsync_dir(out)
+    _publish(out, stage, names)
+    return state
+
+
+def _publish(out: Path, stage: Path, names) -> None:
+    """Move a committed stage's files over the directory's own (idempotent: a resume repeats
+    what a kill interrupted)."""
+    for name in names:
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+    _fsync_dir(out)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit_entry(out: Path, state: dict) -> dict | None:
+    entry = state.get("commit")
+    if entry is None:
+        return None  # written before commits named their files (fastmbrl 0.1.0)
+    ok = (isinstance(entry, dict) and isinstance(entry.get("stage"), str)
+          and _STAGE_NAME.fullmatch(entry["stage"]) is not None
+          and isinstance(entry.get("files"), list)
+          and all(isinstance(n, str) and _FILE_NAME.fullmatch(n) for n in entry["files"])
+          and type(entry.get("metrics_bytes")) is int and entry["metrics_bytes"] >= 0)
+    if not ok:
+        raise FormatError(f"{out}/{STATE} has a malformed commit entry")
+    return entry
+
+
+def read_state(out) -> dict | None:
+    """The committed state of `out` (None before its first commit), read-only."""
+    path = Path(out) / STATE
+    if not path.exists():
+        return None
+    state = read_json(path, f"no {STATE} in {out}")
+    for key in ("iteration", "episodes", "env_steps"):
+        value = state.get(key)
+        if type(value) is not int or value < 0:
+            raise FormatError(f"{path}: {key} must be a non-negative integer, got {value!r}")
+    if not isinstance(state.get("rng"), dict):
+        raise FormatError(f"{path}: rng must be a random generator's state (a JSON object)")
+    _commit_entry(Path(out), state)
+    return state
+
+
+def recover(out) -> tuple[dict | None, list[dict]]:
+    """Bring `out` back to its last commit: finish the moves of a committed stage, remove what
+    uncommitted saves left (stages, temporary files, metrics rows past the commit, a torn last
+    line). Returns (state, committed metrics rows); state is None before the first commit.
+
+    Refuses, changing nothing, when the state and metrics.jsonl disagree in a way that only
+    deleting committed rows would reconcile. The caller holds the directory's lock."""
+    out = Path(out)
+    state = read_state(out)
+    entry = None if state is None else _commit_entry(out, state)
+    data = (out / METRICS).read_bytes() if (out / METRICS).exists() else b""
+    keep, rows = _committed_metrics(out, state, entry, data)  # checks before any change
+    if entry is not None and (out / entry["stage"]).is_dir():
+        _publish(out, out / entry["stage"], entry["files"])
+    for path in out.iterdir():
+        if path.name.startswith(STAGE_PREFIX) and path.is_dir():
+            shutil.rmtree(path)  # an uncommitted save's
+        elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+            path.unlink()
+    if keep != len(data):
+        _replace_bytes(out / METRICS, data[:keep])
+    return state, rows
+
+
+def _committed_metrics(out: Path, state, entry, data: bytes) -> tuple[int, list[dict]]:
+    """(bytes of metrics.jsonl that are committed, their rows), or FormatError."""
+    path = out / METRICS
+    iteration = 0 if state is None else state.get("iteration")
+    if entry is not None:
+        keep = entry["metrics_bytes"]
+        if len(data) < keep:
+            raise FormatError(f"{path} holds {len(data)} bytes but {keep} were committed: "
+                              "committed rows are missing; nothing was changed")
+    else:
+        # no recorded length (fastmbrl 0.1.0): the committed rows are those up to the state's
+        # iteration; what follows is uncommitted
+        keep = 0
+        for line in data.split(b"\n")[:-1]:
+            if _row_iteration(line) > iteration:
+                break
+            keep += len(line) + 1
+    extra = data[keep:].count(b"\n")
+    if extra > 1:  # one row is the iteration a kill interrupted; more were committed once
+        raise FormatError(
+            f"{path} has {extra} rows past the iteration {out}/{STATE} commits ({iteration!r}): "
+            "keeping the state would delete them; nothing was changed")
+    rows = []
+    for line in data[:keep].splitlines():
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise FormatError(f"{path} is corrupt: {exc}") from None
+        if not isinstance(row, dict):
+            raise FormatError(f"{path} holds a row that is not a JSON object")
+        rows.append(row)
+    found = [r.get("iteration") for r in rows]
+    if found != list(range(1, len(rows) + 1)) or len(rows) != iteration:
+        raise FormatError(
+            f"{out}/{STATE} commits iteration {iteration!r} but {path} holds rows for iterations "
+            f"{_span(found)}: the two disagree; nothing was changed")
+    return keep, rows
+
+
+def _row_iteration(line: bytes):
+    try:
+        it = json.loads(line).get("iteration")
+    except (ValueError, AttributeError, RecursionError):
+        return float("inf")
+    return it if isinstance(it, int) else float("inf")
+
+
+def _span(found) -> str:
+    if not found:
+        return "none"
+    return ", ".join(map(str, found)) if len(found) <= 4 else f"{found[0]} … {found[-1]}"
 
 
 def read_metrics(out) -> list[dict]:
-    path = Path(out) / "metrics.jsonl"
+    """The committed rows of `out`'s metrics.jsonl (read-only: a row a kill left past the
+    commit, or a torn last line, is not returned)."""
+    path = Path(out) / METRICS
     if not path.exists():
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is corrupt: {exc}") from exc
-
-
-def finished_metrics(out, iteration: int) -> list[dict]:
-    """Rows up to `iteration`, dropping (and deleting from disk) any written just before an
-    interruption that state.json does not cover."""
-    rows = read_metrics(out)
-    kept = [r for r in rows if r["iteration"] <= iteration]
-    if len(kept) != len(rows):
-        with open(Path(out) / "metrics.jsonl", "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in kept)
-    return kept
+    data = path.read_bytes()
+    state = read_state(out)
+    entry = None if state is None else _commit_entry(Path(out), state)
+    if entry is not None:
+        data = data[:entry["metrics_bytes"]]
+    rows = []
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            if i == len(lines) - 1:
+                break  # a torn last line: an append that a kill interrupted
+            raise FormatError(f"{path} is corrupt: {exc}") from None
+    return rows
