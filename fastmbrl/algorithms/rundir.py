@@ -14,7 +14,6 @@ after it, `recover` finishes the moves. Every step is fsynced, so a power cut be
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from fastmbrl import __version__
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.io import read_json, write_json
+from fastmbrl.io import json_dumps, json_loads, read_json, write_atomic, write_json
 
 RUN_FORMAT = 1
 ALGOS = ("mbrl", "trpo", "mbmf")
@@ -55,14 +54,17 @@ def _fsync_dir(path: Path) -> None:
     _fsync(path)
 
 
-def _replace_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` atomically and durably."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+def _durable_write(data: bytes):
+    def write(fh):
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return write
+
+
+def _replace_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` atomically and durably."""
+    write_atomic(path, _durable_write(data))
     _fsync_dir(path.parent)
 
 
@@ -163,10 +165,6 @@ def read_run_config(out, algo=None) -> dict:
 
 
 # -- the commit ---------------------------------------------------------------------------------
-def metrics_line(row: dict) -> str:
-    return json.dumps(row) + "\n"
-
-
 def commit(out, state: dict, write_files, row: dict | None = None) -> dict:
     """Commit one iteration of the run in `out`: append `row` to metrics.jsonl, let
     `write_files(stage)` write the iteration's files into a fresh stage directory, then replace
@@ -176,7 +174,7 @@ def commit(out, state: dict, write_files, row: dict | None = None) -> dict:
     metrics = out / METRICS
     if row is not None:
         with open(metrics, "a") as fh:
-            fh.write(metrics_line(row))
+            fh.write(json_dumps(row) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
     size = metrics.stat().st_size if metrics.exists() else 0
@@ -287,10 +285,7 @@ def _committed_metrics(out: Path, state, entry, data: bytes) -> tuple[int, list[
             "keeping the state would delete them; nothing was changed")
     rows = []
     for line in data[:keep].splitlines():
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise FormatError(f"{path} is corrupt: {exc}") from None
+        row = json_loads(line, path)
         if not isinstance(row, dict):
             raise FormatError(f"{path} holds a row that is not a JSON object")
         rows.append(row)
@@ -304,8 +299,8 @@ def _committed_metrics(out: Path, state, entry, data: bytes) -> tuple[int, list[
 
 def _row_iteration(line: bytes):
     try:
-        it = json.loads(line).get("iteration")
-    except (ValueError, AttributeError, RecursionError):
+        it = json_loads(line, "a row").get("iteration")
+    except (FormatError, AttributeError):
         return float("inf")
     return it if isinstance(it, int) else float("inf")
 
@@ -333,9 +328,9 @@ def read_metrics(out) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except (ValueError, RecursionError) as exc:
+            rows.append(json_loads(line, path))
+        except FormatError:
             if i == len(lines) - 1:
                 break  # a torn last line: an append that a kill interrupted
-            raise FormatError(f"{path} is corrupt: {exc}") from None
+            raise
     return rows
