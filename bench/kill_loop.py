@@ -47,7 +47,7 @@ def _run_killed(out: Path, resume: bool, targeted: bool, rng) -> bool:
     proc = subprocess.Popen(_cmd(out, resume), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     if targeted:
-        wanted = rng.randint(1, 6)
+        wanted = rng.randint(1, 3)
         seen = 0
         for line in proc.stdout:
             if line.startswith("iteration ") and " steps, return " in line:
@@ -56,7 +56,7 @@ def _run_killed(out: Path, resume: bool, targeted: bool, rng) -> bool:
                     time.sleep(rng.uniform(0, 0.015))
                     break
     else:
-        time.sleep(rng.uniform(1.0, 10.0))
+        time.sleep(rng.uniform(0.5, 5.0))
     if proc.poll() is not None:
         proc.stdout.read()
         return False

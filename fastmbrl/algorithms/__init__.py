@@ -40,6 +40,8 @@ def register_preset(algo: str, task: str, settings: Mapping, overwrite: bool = F
     store_preset(algo, task, settings, overwrite)
 
 
-def train(algo: str, task: str, out=None, log=print, **settings) -> Run:
-    """Train `algo` on `task` (settings: the algorithm's Config fields); returns the run."""
+def train(task: str, algo: str = "mbrl", out=None, log=print, **settings) -> Run:
+    """Train `algo` (mbrl, trpo or mbmf) on `task`, as `fastmbrl train TASK --algo ALGO` does;
+    `settings` are the algorithm's Config fields, `out` a new run directory (None: keep
+    nothing). Returns the finished run (its `metrics`, model or policy)."""
     return _algorithm(algo).run(task, out, log, **settings)

@@ -19,9 +19,10 @@ from typing import ClassVar
 import numpy as np
 
 from fastmbrl.algorithms.config import Config
-from fastmbrl.algorithms.rundir import RunLock, commit, read_run_config, recover, write_run_config
+from fastmbrl.algorithms.rundir import (RunLock, commit, import_run_tasks, read_run_config,
+                                        recover, write_run_config)
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.tasks import get_task
+from fastmbrl.tasks import get_task, task_source
 
 #: episode e of a run with seed s is reset with seed s * EPISODE_SEED_STRIDE + e, so that runs of
 #: different seeds never share an episode seed (below 100,003 episodes)
@@ -168,9 +169,11 @@ class Run:
     def write_config(self) -> None:
         """Start the run directory (refused if it already holds a run)."""
         if self.out is not None:
+            source = task_source(self.task.name)
             with self.locked():
                 write_run_config(self.out, {"algo": self.Config.ALGO,
-                                            **dataclasses.asdict(self.config)})
+                                            **dataclasses.asdict(self.config)},
+                                 imports=[source] if source else [])
 
     def resume_message(self) -> str:
         return (f"resuming {self.out} at iteration {self.iteration}, {self.env_steps} env "
@@ -181,6 +184,7 @@ class Run:
         """The run saved in `out`, at its last finished iteration."""
         out = Path(out)
         config = dict(read_run_config(out, cls.Config.ALGO))
+        import_run_tasks(out)
         config.pop("algo")
         unknown = set(config) - cls.Config.setting_names() - {"task", "seed"}
         if unknown:

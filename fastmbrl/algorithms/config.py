@@ -15,7 +15,7 @@ from typing import Callable, ClassVar
 
 from fastmbrl.algorithms.presets import preset
 from fastmbrl.errors import FastMBRLError
-from fastmbrl.tasks import get_task
+from fastmbrl.tasks import get_task, import_tasks
 
 
 def setting(default=None, help: str = "", check: Callable | None = None, kind: str = "",
@@ -137,10 +137,13 @@ class Config:
 
     @classmethod
     def create(cls, task: str, seed: int = 0, **settings) -> "Config":
-        """A config from keyword settings, refusing unknown names."""
+        """A config from keyword settings, refusing unknown names. `task` is a task's name or
+        MODULE:ATTRIBUTE of one (imported now: fastmbrl.tasks.import_tasks)."""
         unknown = set(settings) - cls.setting_names()
         if unknown:
             raise FastMBRLError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if isinstance(task, str) and ":" in task:
+            task = import_tasks(task)[0].name
         return cls(task=task, seed=seed, **settings)
 
     @property

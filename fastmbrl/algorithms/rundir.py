@@ -133,16 +133,19 @@ else:
 
 
 # -- config.json --------------------------------------------------------------------------------
-def write_run_config(out, config: dict) -> None:
-    """Start a run directory; refuses one that already holds a run."""
+def write_run_config(out, config: dict, imports=()) -> None:
+    """Start a run directory; refuses one that already holds a run. `imports` are the
+    import_tasks specs that define its task (a resume or an eval imports them again)."""
     out = Path(out)
     if (out / "config.json").exists():
         raise FastMBRLError(f"{out} already holds a run: use --resume {out} or another --out")
     if config.get("algo") not in ALGOS:
         raise ValueError(f"config algo must be one of {ALGOS}, got {config.get('algo')!r}")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json",
-               {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config})
+    meta = {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config}
+    if imports:
+        meta["imports"] = list(imports)
+    write_json(out / "config.json", meta)
     _fsync(out / "config.json")
     _fsync_dir(out)
 
@@ -162,6 +165,22 @@ def read_run_config(out, algo=None) -> dict:
     if found not in ALGOS or (algo is not None and found != algo):
         raise FormatError(f"{out} is not a {algo or 'fastmbrl'} run (its algo is {found!r})")
     return config
+
+
+def import_run_tasks(out) -> None:
+    """Import the task modules `out`'s config.json names (a task of the user's, added with
+    --import or MODULE:ATTRIBUTE), so that its task is known. Only modules already on the
+    Python path or in the current directory can be imported: the file names them, it holds no
+    code."""
+    from fastmbrl.tasks import import_tasks
+
+    meta = read_json(Path(out) / "config.json",
+                     f"{out} is not a fastmbrl run directory (no config.json)")
+    imports = meta.get("imports", [])
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        raise FormatError(f"{out}/config.json: imports must be a list of module names")
+    for spec in imports:
+        import_tasks(spec)
 
 
 # -- the commit ---------------------------------------------------------------------------------

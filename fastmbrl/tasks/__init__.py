@@ -4,6 +4,7 @@
 """
 from fastmbrl.tasks import builtin  # noqa: F401  (registers the built-in tasks)
 from fastmbrl.tasks.builtin import *  # noqa: F401,F403  (the reward functions)
-from fastmbrl.tasks.task import Task, get_task, list_tasks, register_task
+from fastmbrl.tasks.task import (Task, get_task, import_tasks, list_tasks, register_task,
+                                 task_source)
 
-__all__ = ["Task", "register_task", "get_task", "list_tasks"]
+__all__ = ["Task", "register_task", "get_task", "list_tasks", "import_tasks", "task_source"]

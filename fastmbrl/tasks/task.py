@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import operator
+import os
+import re
+import sys
 import types
 import warnings
 from collections.abc import Mapping
@@ -21,7 +25,11 @@ import numpy as np
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FastMBRLError, MissingExtraError, require
 
-__all__ = ["Task", "register_task", "get_task", "list_tasks"]
+__all__ = ["Task", "register_task", "get_task", "list_tasks", "import_tasks", "task_source"]
+
+#: the entry-point group an installed package names its tasks in (name = the task's name,
+#: value = "module:attribute" of a Task or of a function returning one)
+ENTRY_POINT_GROUP = "fastmbrl.tasks"
 
 #: the keys a Task's deprecated `defaults` may hold (MBRL settings under their old names)
 LEGACY_DEFAULT_KEYS = (
@@ -168,15 +176,19 @@ class Task:
         return env
 
     @classmethod
-    def from_env(cls, env_id: str, reward, terminated=None, *, name: str | None = None,
+    def from_env(cls, env_id, reward, terminated=None, *, name: str | None = None,
                  env_kwargs: dict | None = None, planning_reward=None, ignore_obs_dims=(),
                  angle_obs_dims=(), defaults: dict | None = None) -> "Task":
         """Build a task for a Gymnasium environment with a continuous (Box) action space.
 
-        Makes the environment once to read its spaces. Refuses discrete or unbounded action
-        spaces with a FastMBRLError.
+        `env_id` is a registered Gymnasium id, or an environment class or a function returning
+        an environment, which is registered with Gymnasium under `name` (default: the class's
+        name + "-v0"). Makes the environment once to read its spaces. Refuses discrete or
+        unbounded action spaces with a FastMBRLError.
         """
         gym = require("gymnasium", "envs", f"building a task from {env_id!r}")
+        if not isinstance(env_id, str):
+            env_id = _register_env(gym, env_id, name)
         env_kwargs = dict(env_kwargs or {})
         try:
             env = gym.make(env_id, **env_kwargs)
@@ -191,6 +203,25 @@ class Task:
                    planning_reward=planning_reward, env_kwargs=env_kwargs,
                    ignore_obs_dims=ignore_obs_dims, angle_obs_dims=angle_obs_dims,
                    defaults=defaults or {})
+
+
+def _register_env(gym, factory, name) -> str:
+    """Register an environment class or factory with Gymnasium; returns its id."""
+    if not callable(factory):
+        raise FastMBRLError(f"Task.from_env: env_id must be a Gymnasium id, an environment "
+                            f"class or a function returning an environment, got {factory!r}")
+    env_id = name or f"{getattr(factory, '__name__', 'Env')}-v0"
+    spec = gym.envs.registry.get(env_id)
+    if spec is not None and spec.entry_point is not factory:
+        raise FastMBRLError(f"Task.from_env: the Gymnasium id {env_id!r} is taken by "
+                            f"{spec.entry_point!r}; pass another name=")
+    if spec is None:
+        try:
+            gym.register(id=env_id, entry_point=factory)
+        except gym.error.Error as exc:
+            raise FastMBRLError(f"Task.from_env: cannot register {env_id!r} with Gymnasium: "
+                                f"{exc} (name= must look like 'Name-v0')") from exc
+    return env_id
 
 
 def _continuous_spaces(env, env_id: str):
@@ -256,16 +287,125 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The registered task called `name`; a FastMBRLError listing the known tasks otherwise."""
+    """The task called `name`: a registered one, else one an installed package names in the
+    `fastmbrl.tasks` entry-point group, else a FastMBRLError that says how to add one."""
     task = _REGISTRY.get(name) if isinstance(name, str) else None
+    if task is None and isinstance(name, str):
+        task = _entry_point_task(name)
     if task is None:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise FastMBRLError(
-            f"unknown task {name!r}.{hint} Known tasks: {', '.join(list_tasks())}. Another "
-            "continuous-action Gymnasium environment can be added with register_task "
-            "(see docs/tasks.md).")
+            f"unknown task {name!r}.{hint} Known tasks: {', '.join(list_tasks())}. To use "
+            "another continuous-action Gymnasium environment, write its reward as a numba.njit "
+            "function reward(obs, act, next_obs, out) and register it in a module of yours with "
+            "register_task(Task.from_env(ENV_ID, reward)); then pass --import MODULE to "
+            "fastmbrl, or name the task MODULE:ATTRIBUTE (docs/tasks.md).")
     return task
+
+
+#: where the tasks that import_tasks added came from: task name -> the spec that added it
+_SOURCES: dict[str, str] = {}
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def import_tasks(spec: str) -> list[Task]:
+    """Load a user's tasks. `spec` is "module" (imported; it registers its tasks) or
+    "module:attribute" (a Task, or a function returning one, registered here). The module is
+    looked up on the Python path and then in the current directory, as `python -m` does.
+    Returns the tasks this added or named; `task_source(name)` remembers the spec."""
+    if not isinstance(spec, str):
+        raise FastMBRLError(f"a task module must be named by a string, got {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    if not _MODULE.fullmatch(module_name) or (attr and not _MODULE.fullmatch(attr)):
+        raise FastMBRLError(f"{spec!r} is not a module name or MODULE:ATTRIBUTE")
+    if module_name.partition(".")[0] in sys.stdlib_module_names:
+        # a task module is never the standard library's, and some of those act when imported
+        raise FastMBRLError(f"{module_name!r} is a standard-library module, not a task module")
+    known = [_REGISTRY[n] for n, src in _SOURCES.items() if src == spec and n in _REGISTRY]
+    if known:
+        return known  # imported before (a factory is not called twice)
+    before = set(_REGISTRY)
+    module = _import(module_name)
+    if attr:
+        obj = module
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise FastMBRLError(f"task module {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        task = _as_task(obj, spec)
+        if _REGISTRY.get(task.name) is not task:
+            register_task(task)
+        added = [task]
+    else:
+        added = [_REGISTRY[n] for n in sorted(set(_REGISTRY) - before)]
+    for task in added:
+        _SOURCES.setdefault(task.name, spec)
+    return added
+
+
+def task_source(name: str) -> str | None:
+    """The import_tasks spec that added task `name` (None: built in, or registered directly)."""
+    return _SOURCES.get(name)
+
+
+def _import(module_name: str):
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise FastMBRLError(f"no task module {module_name!r} on the Python path or in "
+                                f"{cwd}") from None
+        raise FastMBRLError(f"task module {module_name!r} needs a module that is not "
+                            f"installed: {exc}") from exc
+    except FastMBRLError:
+        raise
+    except Exception as exc:
+        raise FastMBRLError(f"importing task module {module_name!r} failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _as_task(obj, where: str) -> Task:
+    if not isinstance(obj, Task) and callable(obj):
+        try:
+            obj = obj()
+        except FastMBRLError:
+            raise
+        except Exception as exc:
+            raise FastMBRLError(f"{where}() failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, Task):
+        raise FastMBRLError(f"{where} is not a Task or a function returning one, got "
+                            f"{type(obj).__name__}")
+    return obj
+
+
+def _entry_point_task(name: str) -> Task | None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name != name:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise FastMBRLError(f"task {name!r} of the installed package entry point "
+                                f"{ep.value!r} failed to load: {type(exc).__name__}: "
+                                f"{exc}") from exc
+        task = _as_task(obj, f"entry point {ep.value!r}")
+        if task.name != name:
+            raise FastMBRLError(f"entry point {name!r} ({ep.value}) gives a task named "
+                                f"{task.name!r}")
+        if _REGISTRY.get(name) is not task:
+            register_task(task)
+        return task
+    return None
 
 
 def list_tasks() -> list[str]:
