@@ -199,7 +199,7 @@ def test_load_refuses_bad_files(fitted, tmp_path):
     with pytest.raises(FormatError, match="replay_buffer"):
         DynamicsModel.load(tmp_path / "buf.npz")
     save_npz(tmp_path / "shape.npz", "dynamics_model", 1, {**header, "hidden": [32, 64]}, state)
-    with pytest.raises(FormatError, match="W0"):
+    with pytest.raises(FormatError, match=r"'hidden' is \[32, 64\].*widths \[64, 64\]"):
         DynamicsModel.load(tmp_path / "shape.npz")
     save_npz(tmp_path / "act.npz", "dynamics_model", 1, {**header, "activation": "gelu"}, state)
     with pytest.raises(FormatError, match="activation"):

@@ -8,6 +8,7 @@ import numpy as np
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
+from fastmbrl.limits import ResourceLimitError, check_bytes
 
 _KIND = "replay_buffer"
 _VERSION = 1
@@ -23,6 +24,23 @@ class Batch(NamedTuple):
 
 
 FIELDS = Batch._fields
+
+
+def buffer_bytes(obs_dim: int, act_dim: int, capacity: int) -> int:
+    """Bytes of a buffer's arrays: obs, next_obs, action, reward (float32), two flags."""
+    return capacity * (4 * (2 * obs_dim + act_dim + 1) + 2)
+
+
+def _flags(x, name: str, shape: tuple) -> np.ndarray:
+    """Booleans, or numbers that are exactly 0 or 1 (2.5 or NaN is not a flag)."""
+    arr = np.asarray(x)
+    if arr.dtype != np.bool_:
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(f"{name}: expected booleans (or 0/1), got {arr.dtype}")
+        bad = (arr != 0) & (arr != 1)  # NaN too
+        if bad.any():
+            raise ValueError(f"{name}: expected booleans (or 0/1), got {arr[bad].flat[0]!r}")
+    return as_array(arr, name, shape, dtype=np.bool_)
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -44,6 +62,8 @@ class ReplayBuffer:
         self.act_dim = check_positive_int(act_dim, "act_dim")
         self.capacity = check_positive_int(capacity, "capacity")
         c = self.capacity
+        check_bytes(f"ReplayBuffer(obs_dim={self.obs_dim}, act_dim={self.act_dim}, capacity={c})",
+                    buffer_bytes(self.obs_dim, self.act_dim, c), "capacity")
         self._data = Batch(
             np.zeros((c, self.obs_dim), np.float32),
             np.zeros((c, self.act_dim), np.float32),
@@ -77,7 +97,7 @@ class ReplayBuffer:
         lead = (obs.shape[0],) if batched else ()
 
         def flag(x, name):
-            return np.zeros(lead, np.bool_) if x is None else as_array(x, name, lead, dtype=np.bool_)
+            return np.zeros(lead, np.bool_) if x is None else _flags(x, name, lead)
 
         return Batch(
             obs,
@@ -190,19 +210,34 @@ class ReplayBuffer:
     def load(cls, path) -> "ReplayBuffer":
         """Read a buffer written by `save`; another kind, version or a damaged file raises FormatError."""
         header, arrays = load_npz(path, _KIND, (_VERSION,))
-        try:
-            buf = cls(header["obs_dim"], header["act_dim"], header["capacity"])
-            size, pos, total = (int(header[k]) for k in ("size", "pos", "total_added"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{path}: bad replay buffer header ({exc})") from exc
-        if not (0 <= size <= buf.capacity and 0 <= pos < buf.capacity and total >= size):
+        sizes = {}
+        for key in ("obs_dim", "act_dim", "capacity", "size", "pos", "total_added"):
+            value = header.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise FormatError(f"{path}: header field {key!r} must be a non-negative integer, "
+                                  f"got {value!r}")
+            sizes[key] = value
+        size, pos, capacity = sizes["size"], sizes["pos"], sizes["capacity"]
+        if not (0 <= size <= capacity and 0 <= pos < capacity and sizes["total_added"] >= size):
             raise FormatError(f"{path}: inconsistent size/pos in the header")
+        # the header's sizes must be those of the arrays before a buffer is sized from them
+        width = {"obs": "obs_dim", "action": "act_dim", "next_obs": "obs_dim"}
+        dtypes = dict(zip(FIELDS, (np.float32,) * 4 + (np.bool_,) * 2))
+        for name in FIELDS:
+            src, dim = arrays.get(name), width.get(name)
+            expected = (size, sizes[dim]) if dim else (size,)
+            if src is None or src.shape != expected or src.dtype != dtypes[name]:
+                found = None if src is None else f"{src.dtype} {src.shape}"
+                fields = f"'size' and {dim!r}" if dim else "'size'"
+                raise FormatError(f"{path}: array {name!r} should be {np.dtype(dtypes[name])} "
+                                  f"{expected} by the header's {fields}, found {found}")
+        try:
+            buf = cls(sizes["obs_dim"], sizes["act_dim"], capacity)
+        except ResourceLimitError as exc:
+            raise ResourceLimitError(f"{path}: {exc}") from None
+        except ValueError as exc:
+            raise FormatError(f"{path}: bad replay buffer header ({exc})") from exc
         for name, dst in zip(FIELDS, buf._data):
-            src = arrays.get(name)
-            expected = (size, *dst.shape[1:])
-            if src is None or src.shape != expected or src.dtype != dst.dtype:
-                raise FormatError(f"{path}: field {name!r} should be {dst.dtype} {expected}, "
-                                  f"found {None if src is None else (src.dtype, src.shape)}")
-            dst[:size] = src
-        buf._size, buf._pos, buf.total_added = size, pos, total
+            dst[:size] = arrays[name]
+        buf._size, buf._pos, buf.total_added = size, pos, sizes["total_added"]
         return buf

@@ -16,6 +16,7 @@ members disagree on; `predict` and `rollout` step with the members' mean predict
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -26,13 +27,15 @@ from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels.isa import get_spec
 from fastmbrl.kernels.rollout import PackedModel, pack_model
-from fastmbrl.models.mlp import MLP, Adam, train_mse_epochs
+from fastmbrl.limits import ResourceLimitError, array_bytes, check_bytes
+from fastmbrl.models.mlp import MLP, Adam, check_hidden, mlp_bytes, train_mse_epochs
 
 _KIND = "dynamics_model"
 _VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load
 _STATS = ("input_mean", "input_scale", "delta_mean", "delta_std")
 _MIN_STD = 1e-6  # below this a dimension is treated as constant (scale 1, not 1/std)
 _EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
+_MEMBER_KEY = re.compile(r"m(\d+)_W0")
 
 
 class DynamicsModel:
@@ -61,6 +64,12 @@ class DynamicsModel:
         n_in = self.obs_dim + len(angles)  # the network's observation inputs
         self.seed = int(seed)
         self.ensemble_size = check_positive_int(ensemble_size, "ensemble_size")
+        hidden = check_hidden(hidden)
+        check_bytes(f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
+                    f"hidden={hidden}, ensemble_size={self.ensemble_size})",
+                    {"weights and gradients (ensemble_size x hidden widths)":
+                     self.ensemble_size * mlp_bytes(n_in + self.act_dim, hidden, self.obs_dim,
+                                                    dtype)}, "hidden or ensemble_size")
         self.nets = [MLP(n_in + self.act_dim, self.obs_dim, hidden, activation, dtype,
                          rng=np.random.default_rng(self.seed if m == 0 else [self.seed, 2, m]))
                      for m in range(self.ensemble_size)]
@@ -236,7 +245,10 @@ class DynamicsModel:
         restored. An ensemble trains member m on a bootstrap resample of the training rows; its
         losses are the members' mean, and each member keeps its own best epoch's weights.
         Returns the history: per-epoch "train_loss", "val_loss" (normalised MSE), "val_mse"
-        (next-observation MSE), "seconds", plus "best_epoch" and "stopped_early".
+        (next-observation MSE), "seconds", plus "best_epoch", "stopped_early", "train_rows" and
+        "validation_rows". Without validation rows (validation_ratio=0) "val_loss" and "val_mse"
+        are empty and early stopping follows the training loss; a ratio > 0 needs at least 2
+        transitions (FastMBRLError otherwise).
         A non-finite loss restores the model as it was before the call and raises FastMBRLError
         naming the epoch.
         """
@@ -253,9 +265,21 @@ class DynamicsModel:
             if not (np.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} "
                                  f"number, got {value!r}")
+        if validation_ratio and len(buffer) == 1:  # a split needs a row on each side
+            raise FastMBRLError(
+                f"fit: validation_ratio={validation_ratio} holds rows out for validation, which "
+                f"needs at least 2 transitions; the buffer holds 1 (collect more, or pass "
+                f"validation_ratio=0 to fit without validation)")
         train_idx, val_idx = buffer.split(validation_ratio, seed=self.seed)
         if train_idx.size == 0:
             raise ValueError(f"buffer: no training rows (it holds {len(buffer)} transitions)")
+        b, n, n_in = self.ensemble_size, len(buffer), self.input_mean.size
+        check_bytes(f"DynamicsModel.fit (ensemble_size={b}, {n} transitions)", {
+            "normalised inputs and targets (transitions)": array_bytes(n, n_in + self.obs_dim),
+            "bootstrap rows and their orders (ensemble_size x transitions)":
+                (2 if b > 1 else 1) * array_bytes(b, n, itemsize=8),
+            "input noise (ensemble_size x transitions x inputs)":
+                array_bytes(b, n, n_in) if input_noise > 0 else 0})
 
         before = self.state_dict()
         tr = buffer.get(train_idx)
@@ -264,12 +288,12 @@ class DynamicsModel:
         if val_idx.size:
             va = buffer.get(val_idx)
             x_va, t_va = self._inputs(va.obs, va.action), self._targets(va.obs, va.next_obs)
-        b = self.ensemble_size
         opts = [Adam(net.params, lr=lr, weight_decay=weight_decay) for net in self.nets]
         boot = (None if b == 1 else
                 [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)])
         history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
-                   "best_epoch": None, "stopped_early": False}
+                   "best_epoch": None, "stopped_early": False,
+                   "train_rows": int(train_idx.size), "validation_rows": int(val_idx.size)}
         best, waited = np.inf, 0
         member_best = [np.inf] * b
         best_params = [None] * b
@@ -283,19 +307,21 @@ class DynamicsModel:
                 if val_idx.size:
                     member_val = [self._evaluate(x_va, t_va, net) for net in self.nets]
                     val_loss, val_mse = np.mean(member_val, axis=0)
-                else:
-                    val_loss, val_mse = np.nan, np.nan
             seconds = time.perf_counter() - t0
             if not np.isfinite(train_loss) or (val_idx.size and not np.isfinite(val_loss)):
                 self.load_state(before)
                 raise FastMBRLError(f"fit: the loss became non-finite at epoch {epoch} "
                                     f"(try a lower lr); the model was left as before fit")
-            for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
-                               ("val_mse", val_mse), ("seconds", seconds)):
-                history[key].append(float(value))
+            history["train_loss"].append(float(train_loss))
+            history["seconds"].append(float(seconds))
+            if val_idx.size:
+                history["val_loss"].append(float(val_loss))
+                history["val_mse"].append(float(val_mse))
             if verbose:
-                print(f"epoch {epoch:>4}/{epochs}  train {train_loss:.5f}  val {val_loss:.5f}  "
-                      f"val mse {val_mse:.3g}  {seconds:.2f}s", flush=True)
+                val = (f"val {val_loss:.5f}  val mse {val_mse:.3g}" if val_idx.size
+                       else "no validation rows")
+                print(f"epoch {epoch:>4}/{epochs}  train {train_loss:.5f}  {val}  "
+                      f"{seconds:.2f}s", flush=True)
             for m, (loss, _) in enumerate(member_val):
                 if loss < member_best[m]:
                     member_best[m] = loss
@@ -370,12 +396,63 @@ class DynamicsModel:
     def load(cls, path) -> "DynamicsModel":
         """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
         header, arrays = load_npz(path, _KIND, (1, _VERSION))
+        sizes = _check_header(path, header, arrays)  # before anything is sized from it
         try:
-            model = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
+            model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"],
                         header["activation"], tuple(header["ignore_obs_dims"]), header["seed"],
-                        np.dtype(header["dtype"]), header.get("ensemble_size", 1),
-                        tuple(header.get("angle_obs_dims", ())))
+                        np.dtype(header["dtype"]), sizes["ensemble_size"],
+                        sizes["angle_obs_dims"])
             model.load_state(arrays)
+        except ResourceLimitError as exc:
+            raise ResourceLimitError(f"{path}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: not a valid dynamics model ({exc})") from exc
         return model
+
+
+def _check_header(path, header: dict, arrays: dict) -> dict:
+    """The sizes a model file's header claims, once they agree with the shapes of the weight
+    arrays in the file (FormatError naming the field otherwise): a header alone never sizes
+    an allocation."""
+    def count(key, default=None):
+        value = header.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise FormatError(f"{path}: header field {key!r} must be a positive integer, "
+                              f"got {value!r}")
+        return value
+
+    def ints(key, default=None):
+        value = header.get(key, default)
+        if (not isinstance(value, list)
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+            raise FormatError(f"{path}: header field {key!r} must be a list of integers, "
+                              f"got {value!r}")
+        return tuple(value)
+
+    sizes = {"obs_dim": count("obs_dim"), "act_dim": count("act_dim"),
+             "ensemble_size": count("ensemble_size", 1), "hidden": ints("hidden"),
+             "angle_obs_dims": ints("angle_obs_dims", [])}
+    members = sorted(int(m.group(1)) for m in map(_MEMBER_KEY.fullmatch, arrays) if m)
+    found = 1 if "W0" in arrays and not members else len(members)
+    if found != sizes["ensemble_size"] or members not in ([], list(range(found))):
+        raise FormatError(f"{path}: header field 'ensemble_size' is {sizes['ensemble_size']}, "
+                          f"but the file holds the weights of {found} member(s)")
+    prefix = "m0_" if members else ""
+    shapes = []
+    while f"{prefix}W{len(shapes)}" in arrays:
+        shapes.append(np.shape(arrays[f"{prefix}W{len(shapes)}"]))
+    if not shapes or any(len(s) != 2 for s in shapes):
+        raise FormatError(f"{path}: no 2-D weight arrays {prefix}W0, {prefix}W1, ...")
+    widths = [s[1] for s in shapes[:-1]]
+    if list(sizes["hidden"]) != widths:
+        raise FormatError(f"{path}: header field 'hidden' is {list(sizes['hidden'])}, but the "
+                          f"weight arrays have hidden widths {widths}")
+    if shapes[-1][1] != sizes["obs_dim"]:
+        raise FormatError(f"{path}: header field 'obs_dim' is {sizes['obs_dim']}, but the last "
+                          f"weight array has {shapes[-1][1]} outputs")
+    fan_in = sizes["obs_dim"] + len(sizes["angle_obs_dims"]) + sizes["act_dim"]
+    if shapes[0][0] != fan_in:
+        raise FormatError(f"{path}: header fields 'obs_dim', 'act_dim' and 'angle_obs_dims' "
+                          f"give {fan_in} network inputs, but the first weight array has "
+                          f"{shapes[0][0]}")
+    return sizes

@@ -16,6 +16,7 @@ from fastmbrl.kernels import isa as _isa
 from fastmbrl.kernels import nn as _k
 from fastmbrl.kernels import train as _kt
 from fastmbrl.kernels.dense import ACTIVATIONS as _DENSE_ACT
+from fastmbrl.limits import array_bytes, check_bytes
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -99,6 +100,25 @@ def _as_rng(rng) -> np.random.Generator:
     raise ValueError(f"rng: expected a numpy.random.Generator, an int seed or None, got {rng!r}")
 
 
+def check_hidden(hidden) -> tuple:
+    """Hidden widths as a tuple of positive ints (ValueError naming `hidden` otherwise)."""
+    try:
+        return tuple(check_positive_int(h, "hidden[i]") for h in hidden)
+    except TypeError:
+        raise ValueError(f"hidden: expected a sequence of positive ints, got {hidden!r}") from None
+
+
+def num_params(in_dim: int, hidden: tuple, out_dim: int) -> int:
+    """Weights and biases of a dense network of these sizes (a Python int: no overflow)."""
+    sizes = (in_dim, *hidden, out_dim)
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def mlp_bytes(in_dim: int, hidden: tuple, out_dim: int, dtype) -> int:
+    """Bytes an MLP allocates when built: its parameters and their gradients."""
+    return 2 * array_bytes(num_params(in_dim, hidden, out_dim), itemsize=np.dtype(dtype).itemsize)
+
+
 def _check_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
@@ -132,14 +152,14 @@ class MLP:
                  rng=None):
         self.in_dim = check_positive_int(in_dim, "in_dim")
         self.out_dim = check_positive_int(out_dim, "out_dim")
-        try:
-            self.hidden = tuple(check_positive_int(h, "hidden[i]") for h in hidden)
-        except TypeError:
-            raise ValueError(f"hidden: expected a sequence of positive ints, got {hidden!r}") from None
+        self.hidden = check_hidden(hidden)
         self._act = get_activation(activation)
         self.activation = _ALIASES.get(activation, activation)
         self.dtype = _check_dtype(dtype)
         rng = _as_rng(rng)
+        check_bytes(f"MLP(in_dim={self.in_dim}, hidden={self.hidden}, out_dim={self.out_dim})",
+                    {"parameters and gradients (hidden widths)":
+                     mlp_bytes(self.in_dim, self.hidden, self.out_dim, self.dtype)}, "hidden")
 
         sizes = (self.in_dim, *self.hidden, self.out_dim)
         shapes = []
@@ -510,6 +530,10 @@ def train_mse_epochs(nets, optimizers, x: np.ndarray, y: np.ndarray, batch_size:
     n = x.shape[0] if rows is None else rows.shape[1]
     if n == 0:
         raise ValueError("x: no rows to train on")
+    check_bytes(f"train_mse_epochs({b} networks, {n} rows)",
+                {"row orders (networks x rows)": array_bytes(b, n, itemsize=8),
+                 "input noise (networks x rows x inputs)":
+                     array_bytes(b, n, net.in_dim) if input_noise > 0 else 0})
     if not _tile_trainable(nets, optimizers):
         out = np.empty(b)
         for m, (net, opt) in enumerate(zip(nets, optimizers)):

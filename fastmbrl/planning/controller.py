@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from fastmbrl._validate import check_positive_int
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
+from fastmbrl.limits import ResourceLimitError
 from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS
 from fastmbrl.tasks import get_task
 
@@ -19,6 +21,28 @@ from fastmbrl.tasks import get_task
 CONTROLLER_FILE = "controller.json"
 MODEL_FILE = "model.npz"
 CONTROLLER_FORMAT = 1
+#: the planner arguments build_planner sets itself (not options)
+_SET_BY_CONTROLLER = ("model", "reward_fn", "terminated_fn", "horizon", "action_low",
+                      "action_high", "seed")
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_options(name, options) -> dict:
+    """A planner's options as keyword arguments, each one it takes."""
+    if not isinstance(options, dict):
+        raise FastMBRLError(f"planner_options must be a mapping, got {options!r}")
+    cls = PLANNERS[name]
+    takes = [p for p in inspect.signature(cls).parameters if p not in _SET_BY_CONTROLLER]
+    for key in options:
+        if key not in takes:
+            raise FastMBRLError(f"planner_options: {name} takes no option {key!r} (its "
+                                f"options: {', '.join(takes)})")
+    return dict(options)
 
 
 def planning_objective(task, shaping=True):
@@ -34,7 +58,7 @@ def build_planner(name, model, task, horizon, num_samples, seed, options=None, s
     `num_samples` None leaves the planner's own default, `options` are its other arguments."""
     if name not in PLANNERS:
         raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
-    kwargs = dict(options or {})
+    kwargs = _check_options(name, options or {})
     if num_samples is not None:
         # options saved under the old name: the setting overrides them, as it always did
         budget = "population" if "population" in kwargs else "num_samples"
@@ -46,7 +70,7 @@ def build_planner(name, model, task, horizon, num_samples, seed, options=None, s
         horizon=check_positive_int(horizon, "horizon"),
         action_low=task.action_low,
         action_high=task.action_high,
-        seed=seed,
+        seed=_check_seed(seed),
         **kwargs,
     )
 
@@ -68,9 +92,10 @@ class Controller:
         self.model = model
         self.settings = {
             "planner": planner,
-            "horizon": int(horizon),
-            "num_samples": None if num_samples is None else int(num_samples),
-            "seed": int(seed),
+            "horizon": check_positive_int(horizon, "horizon"),
+            "num_samples": None if num_samples is None else check_positive_int(num_samples,
+                                                                                "num_samples"),
+            "seed": _check_seed(seed),
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
         }
@@ -114,8 +139,22 @@ class Controller:
                 f"{meta_path} has controller format {meta.get('format_version')}; "
                 f"this fastmbrl reads {CONTROLLER_FORMAT}"
             )
-        settings = {k: meta[k] for k in ("task", "planner", "horizon", "num_samples", "seed",
-                                          "planner_options")}
+        try:
+            settings = {k: meta[k] for k in ("task", "planner", "horizon", "num_samples", "seed",
+                                              "planner_options")}
+        except KeyError as exc:
+            raise FormatError(f"{meta_path} has no setting {exc}") from None
         settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
         settings.update(overrides)
-        return cls(DynamicsModel.load(model_path), **settings)
+        model = DynamicsModel.load(model_path)
+        # the saved settings go through the constructor's checks and limits; name the file
+        source = f"{meta_path}" + (f" (with overrides of {', '.join(overrides)})"
+                                   if overrides else "")
+        try:
+            return cls(model, **settings)
+        except ResourceLimitError as exc:
+            raise ResourceLimitError(f"{source}: {exc}") from None
+        except FormatError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise FormatError(f"{source}: {exc}") from exc

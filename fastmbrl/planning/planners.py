@@ -33,6 +33,11 @@ sampling with one particle per member: a sequence that only some members believe
 which keeps the planner from exploiting one network's errors. A plan then costs B times the
 model steps.
 
+Settings are checked when a planner is built: integers positive, every float finite and in
+its range (ValueError naming the setting and the range), and what the buffers will take is
+estimated and checked against ``fastmbrl.limits`` before any is allocated (ResourceLimitError
+naming the settings and the bytes).
+
 After each call, ``last_best_return`` holds the best return found, ``last_num_diverged`` how many
 candidates diverged (the model produced inf/NaN: they score -inf) and ``last_num_evaluated`` how
 many were scored. If every candidate diverges the planner still returns a finite in-bounds plan
@@ -45,13 +50,21 @@ import warnings
 
 import numpy as np
 
-from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl._validate import as_array, check_finite_float, check_positive_int
 from fastmbrl.kernels import planner_ops as ops
-from fastmbrl.planning.scorer import Scorer
+from fastmbrl.limits import array_bytes, check_bytes
+from fastmbrl.planning.scorer import Scorer, batch_bytes
 
 F32 = np.float32
 _NEG_INF = -math.inf
 _NO_SMOOTHING = -1.0
+#: largest |action bound|: the planners sample within the box in float32, whose range a
+#: wider box loses (at +-3e38 the span itself overflows and every candidate is inf)
+MAX_ACTION_BOUND = 1e6
+#: largest iCEM noise_beta (the literature uses 0-3.5): the noise's lowest frequency is scaled
+#: by horizon^(beta / 2), which a larger beta overflows for long horizons
+MAX_NOISE_BETA = 10.0
+_ITERATION_BYTES = 256  # iCEM keeps a sample count and a noise view per iteration
 
 #: the planner of a Controller (and of a task without a preset) unless one is named
 DEFAULT_PLANNER = "cem"
@@ -74,17 +87,12 @@ def _num_samples(owner, num_samples, population=None):
     return check_positive_int(num_samples, "num_samples")
 
 
-def _check_fraction(value, name, low=0.0, high=1.0, closed_high=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not (low <= value < high or (closed_high and value == high)):
-        raise ValueError(f"{name} must be a number in [{low}, {high}{']' if closed_high else ')'}, "
-                         f"got {value!r}")
-    return float(value)
-
-
 def _elite_count(elites, num_samples: int) -> int:
     """`elites` as a count, or as a fraction of the samples if a float in (0, 1)."""
-    if isinstance(elites, float) and 0 < elites < 1:
+    if isinstance(elites, (float, np.floating)):
+        if not 0 < elites < 1:  # also NaN
+            raise ValueError(f"elites must be a count (a positive integer) or a fraction in "
+                             f"(0, 1), got {elites!r}")
         elites = max(1, int(round(elites * num_samples)))
     elites = check_positive_int(elites, "elites")
     if elites > num_samples:
@@ -92,10 +100,15 @@ def _elite_count(elites, num_samples: int) -> int:
     return elites
 
 
-def _check_positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+def _check_bounds(low, high, a):
+    low, high = as_array(low, "action_low", (a,)).copy(), as_array(high, "action_high", (a,)).copy()
+    for name, bound in (("action_low", low), ("action_high", high)):
+        if (np.abs(bound) > MAX_ACTION_BOUND).any():
+            raise ValueError(f"{name} must be finite and within [-{MAX_ACTION_BOUND:g}, "
+                             f"{MAX_ACTION_BOUND:g}], got {bound.tolist()}")
+    if not (low < high).all():
+        raise ValueError("action_low must be below action_high in every dimension")
+    return low, high
 
 
 def _check_out(out, shape):
@@ -119,13 +132,11 @@ class Planner:
                  seed=0, warm_start=True, rows=None, isa=None):
         self.horizon = check_positive_int(horizon, "horizon")
         self.scorer = Scorer(model, reward_fn, terminated_fn, horizon=self.horizon,
-                             max_candidates=self._max_candidates(), rows=rows, isa=isa)
+                             max_candidates=self._max_candidates(), rows=rows, isa=isa,
+                             owner=self._describe(model), extra_bytes=self._buffer_bytes)
         a = self.scorer.act_dim
         self.num_members = self.scorer.num_members
-        self.action_low = as_array(action_low, "action_low", (a,)).copy()
-        self.action_high = as_array(action_high, "action_high", (a,)).copy()
-        if not (self.action_low < self.action_high).all():
-            raise ValueError("action_low must be below action_high in every dimension")
+        self.action_low, self.action_high = _check_bounds(action_low, action_high, a)
         self.warm_start = bool(warm_start)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -150,6 +161,30 @@ class Planner:
     def _max_candidates(self) -> int:
         """The most candidates one kernel call scores (from the settings alone)."""
         return self.num_samples
+
+    def _size_settings(self) -> dict:
+        """The settings that size the buffers, for a ResourceLimitError's message."""
+        return {"num_samples": self.num_samples, "horizon": self.horizon}
+
+    def _extra_bytes(self, h: int, a: int) -> dict:
+        """{part: bytes} of the subclass's buffers for horizon h and act_dim a."""
+        return {}
+
+    def _num_counts(self) -> int:
+        """How many candidate counts (prepared batches) the planner uses, at most."""
+        return 1
+
+    def _describe(self, model) -> str:
+        sizes = {**self._size_settings(), "act_dim": getattr(model, "act_dim", "?")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in sizes.items())})"
+
+    def _buffer_bytes(self, scorer) -> dict:
+        """What the planner allocates besides the scorer's buffers (see Scorer)."""
+        h, a = scorer.horizon, scorer.act_dim
+        return {"bounds and plans (horizon x act_dim)": 8 * array_bytes(h, a),
+                "prepared batches": (self._num_counts() - 1) * batch_bytes(
+                    scorer.max_candidates, scorer.num_members, scorer.rows),
+                **self._extra_bytes(h, a)}
 
     def _allocate(self):
         """Allocate the subclass's buffers (the scorer and the bounds are set)."""
@@ -269,14 +304,20 @@ class Planner:
         self.rng, self._warned = rng, False
         self.reset()
 
-    def _default_std(self, init_std):
-        if init_std is None:
+    def _default_std(self, value, name="init_std"):
+        """`value` (a scalar or an array broadcasting to (H, A)) as a float32 (H, A) std, or
+        (high - low) / 4 if None."""
+        if value is None:
             return np.ascontiguousarray(self._span / F32(4))
-        std = as_array(np.broadcast_to(np.asarray(init_std, F32), self._middle.shape),
-                       "init_std", self._middle.shape).copy()
-        if (std <= 0).any():
-            raise ValueError("init_std must be positive")
-        return std
+        raw = as_array(value, name, np.shape(value), np.float64)  # real and finite
+        if not ((raw > 0) & (raw <= np.finfo(F32).max)).all():
+            raise ValueError(f"{name} must be positive and finite in float32, got "
+                             f"{raw.min() if (raw <= 0).any() else raw.max()!r}")
+        try:
+            return np.ascontiguousarray(np.broadcast_to(raw.astype(F32), self._middle.shape))
+        except ValueError:
+            raise ValueError(f"{name}: expected a scalar or an array broadcasting to "
+                             f"{self._middle.shape}, got shape {raw.shape}") from None
 
 
 class RandomShooting(Planner):
@@ -336,7 +377,7 @@ class CEM(Planner):
         self.num_samples = _num_samples(CEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
-        self.alpha = _check_fraction(alpha, "alpha")
+        self.alpha = check_finite_float(alpha, "alpha", 0, 1, high_open=True)
         if sampling not in ("truncated", "clipped"):
             raise ValueError(f"sampling must be 'truncated' or 'clipped', got {sampling!r}")
         self.sampling = sampling
@@ -346,13 +387,22 @@ class CEM(Planner):
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
+    def _spare_size(self, h, a):
+        # replacements for the ~4.6 % of normals beyond 2 std, about twice what one round needs
+        return max(64, self.num_samples * h * a // 10)
+
+    def _extra_bytes(self, h, a):
+        return {"std and best (horizon x act_dim)": 3 * array_bytes(h, a),
+                "elite indices": array_bytes(self.num_elites, itemsize=8),
+                "truncation spares (num_samples x horizon x act_dim / 10)":
+                    array_bytes(self._spare_size(h, a))}
+
     def _allocate(self):
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
         self._elite_idx = np.empty(self.num_elites, np.intp)
-        # replacements for the ~4.6 % of normals beyond 2 std, about twice what one round needs
-        self._spare = np.empty(max(64, self.num_samples * self._init_std.size // 10), F32)
+        self._spare = np.empty(self._spare_size(*self._init_std.shape), F32)
 
     def _sample_normal(self, cand):
         self.rng.standard_normal(out=cand, dtype=F32)
@@ -400,17 +450,21 @@ class MPPI(Planner):
                  num_samples=None, temperature=1.0, noise_std=None, iterations=1, smoothing=None,
                  seed=0, warm_start=True, rows=None, isa=None):
         self.num_samples = _num_samples(MPPI, num_samples)
-        self.temperature = _check_positive(temperature, "temperature")
+        self.temperature = check_finite_float(temperature, "temperature", 0, low_open=True)
         self.iterations = check_positive_int(iterations, "iterations")
         self.smoothing = (None if smoothing is None
-                          else _check_fraction(smoothing, "smoothing", 0.0, 1.0, True))
+                          else check_finite_float(smoothing, "smoothing", 0, 1))
         self._noise_arg = noise_std
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
+    def _extra_bytes(self, h, a):
+        return {"noise std (horizon x act_dim)": array_bytes(h, a),
+                "weights (num_samples)": array_bytes(self.num_samples)}
+
     def _allocate(self):
-        self._noise = self._default_std(self._noise_arg)
+        self._noise = self._default_std(self._noise_arg, "noise_std")
         self._weights = np.empty(self.num_samples, F32)
         self._beta = _NO_SMOOTHING if self.smoothing is None else self.smoothing
 
@@ -430,9 +484,20 @@ class MPPI(Planner):
         return ok
 
 
+def colored_noise_bytes(horizon: int) -> int:
+    """Peak bytes of building colored_noise_matrix(horizon, ...): M = H columns, three float64
+    (H, M) arrays at once and the float32 result."""
+    return 3 * array_bytes(horizon, horizon, itemsize=8) + array_bytes(horizon, horizon)
+
+
 def colored_noise_matrix(horizon: int, beta: float) -> np.ndarray:
     """(H, M) matrix L such that L @ z, z ~ N(0, I_M), is Gaussian noise along the horizon with
-    power spectrum ∝ 1/f^beta and unit variance per step (beta = 0: white noise)."""
+    power spectrum ∝ 1/f^beta and unit variance per step (beta = 0: white noise).
+    beta in [0, MAX_NOISE_BETA]; M = H."""
+    horizon = check_positive_int(horizon, "horizon")
+    beta = check_finite_float(beta, "noise_beta", 0, MAX_NOISE_BETA)
+    check_bytes(f"colored_noise_matrix(horizon={horizon})",
+                {"colored noise (horizon x horizon)": colored_noise_bytes(horizon)}, "horizon")
     freqs = np.fft.rfftfreq(horizon)
     freqs[0] = freqs[1] if horizon > 1 else 1.0  # cap the lowest frequency at 1/H
     amp = freqs ** (-beta / 2)
@@ -474,32 +539,64 @@ class ICEM(Planner):
         self.num_samples = _num_samples(ICEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
-        self.decay = _check_positive(decay, "decay")
-        if self.decay < 1:
-            raise ValueError(f"decay must be >= 1, got {decay!r}")
-        if isinstance(noise_beta, bool) or not isinstance(noise_beta, (int, float)) or noise_beta < 0:
-            raise ValueError(f"noise_beta must be a number >= 0, got {noise_beta!r}")
-        self.noise_beta = float(noise_beta)
-        self.keep_fraction = _check_fraction(keep_fraction, "keep_fraction", 0.0, 1.0, True)
+        self.decay = check_finite_float(decay, "decay", 1)
+        self.noise_beta = check_finite_float(noise_beta, "noise_beta", 0, MAX_NOISE_BETA)
+        self.keep_fraction = check_finite_float(keep_fraction, "keep_fraction", 0, 1)
         self.num_keep = int(math.ceil(self.keep_fraction * self.num_elites))
-        self.alpha = _check_fraction(alpha, "alpha")
+        self.alpha = check_finite_float(alpha, "alpha", 0, 1, high_open=True)
         self.return_mean = bool(return_mean)
         self._init_std_arg = init_std
-        self._sizes = [max(int(self.num_samples / self.decay ** i), 2 * self.num_elites)
-                       if i else self.num_samples for i in range(self.iterations)]
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
+    def _largest_size(self):
+        # the first size, or the floor of the later ones (each later size is at most the first)
+        return self.num_samples if self.iterations == 1 else max(self.num_samples,
+                                                                   2 * self.num_elites)
+
+    def _iteration_sizes(self):
+        sizes = [self.num_samples]
+        for i in range(1, self.iterations):
+            # past ~1e300 the division gives 0 and the floor wins; decay ** i would overflow
+            shrink = self.decay ** i if i * math.log(self.decay) < 690 else math.inf
+            sizes.append(max(int(self.num_samples / shrink), 2 * self.num_elites))
+        return sizes
+
     def _max_candidates(self):
-        return max(self._sizes) + self.num_keep + 1
+        return self._largest_size() + self.num_keep + 1
+
+    def _size_settings(self):
+        return {**super()._size_settings(), "iterations": self.iterations}
+
+    def _num_counts(self):
+        # sizes shrink by `decay` until floored at 2 x elites; each size is scored with 0 or
+        # num_keep kept candidates (+1 in the last iteration)
+        floor = 2 * self.num_elites
+        if self.decay == 1 or self.num_samples <= floor:
+            distinct = 2
+        else:
+            distinct = int(math.log(self.num_samples / floor) / math.log(self.decay)) + 2
+        return 2 * min(self.iterations, distinct) + 2
+
+    def _extra_bytes(self, h, a):
+        return {"colored noise (horizon x horizon)": colored_noise_bytes(h),
+                "white noise (num_samples x act_dim x horizon)":
+                    array_bytes(self._largest_size(), a, h),
+                "std, best and kept elites (horizon x act_dim)":
+                    (3 + self.num_keep) * array_bytes(h, a),
+                "per-iteration state (iterations)": self.iterations * _ITERATION_BYTES}
 
     def _allocate(self):
         h, a = self.horizon, self.scorer.act_dim
+        self._sizes = self._iteration_sizes()
         self._init_std = self._default_std(self._init_std_arg)
         self._std = np.empty_like(self._init_std)
         self._best = np.empty_like(self._init_std)
         self._coloring = colored_noise_matrix(h, self.noise_beta).T.copy()  # (M, H)
+        if not np.isfinite(self._coloring).all():  # a safeguard: the checked beta keeps it finite
+            raise ValueError(f"noise_beta={self.noise_beta} gives non-finite noise over "
+                             f"horizon {h}")
         white = np.empty((max(self._sizes), a, self._coloring.shape[0]), F32)
         self._white = [white[:n] for n in self._sizes]
         self._kept = np.empty((self.num_keep, h, a), F32)

@@ -9,7 +9,11 @@ and argument list prepared once per candidate count, and, for an ensemble of B m
 rollout of every candidate under each member and the mean of its B returns.
 
 After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
-``score`` allocate no NumPy array.
+``score`` allocate no NumPy array. What the buffers will take is estimated (``scorer_bytes``)
+and checked against ``fastmbrl.limits`` before any is allocated.
+
+A reward or termination function that raises inside the kernel is reported as its own
+exception (numba's parallel kernel would surface it as a SystemError), with a note naming it.
 """
 from __future__ import annotations
 
@@ -26,8 +30,10 @@ from fastmbrl.kernels.rollout import (
     chunk_rows,
     kernel_args,
     make_chunks,
+    never_terminated,
     rollout_kernel,
 )
+from fastmbrl.limits import array_bytes, check_bytes
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -54,6 +60,28 @@ class Batch:
         return self.returns.shape[0]
 
 
+def batch_bytes(num_candidates: int, num_members: int, rows: int) -> int:
+    """About what one prepared Batch of k candidates holds (its chunk arrays, the objects)."""
+    return 24 * (num_members * -(-num_candidates // rows) + 1) + 1024
+
+
+def scorer_bytes(packed: PackedModel, horizon: int, max_candidates: int, rows: int) -> dict:
+    """{part: bytes} of what a Scorer of these sizes allocates (the Workspace's arrays, the
+    candidates and their returns, one Batch), from Python ints (no overflow)."""
+    k, b, o, a = max_candidates, packed.num_members, packed.obs_dim, packed.act_dim
+    chunks = b * -(-k // rows)
+    n_ang = packed.angle_dims.shape[0]
+    per_row = 4 * ((o + n_ang + a) + 2 * packed.width + packed.out_width + 2 * o + a + 2) + 2
+    base = 4 * (packed.width if packed.layers.shape[0] > 1 else packed.out_width)
+    return {
+        "candidate actions (num_samples x horizon x act_dim)": array_bytes(k, horizon, a),
+        "rollout workspace (num_samples x ensemble members x network width)":
+            chunks * (rows * per_row + base),
+        "returns (num_samples x ensemble members)": array_bytes(k) * (1 + (b if b > 1 else 0)),
+        "prepared batch": batch_bytes(k, b, rows),
+    }
+
+
 class Scorer:
     """Scores up to `max_candidates` action sequences of `horizon` steps under a model.
 
@@ -65,10 +93,15 @@ class Scorer:
 
     Statistics since the last ``begin``: `best_return` (the best score, -inf if none was
     finite), `num_diverged` (candidates that scored -inf), `num_evaluated` (candidates scored).
+
+    owner / extra_bytes: the planner that builds the scorer and its settings (for the
+    message), and a function ``extra_bytes(scorer) -> {part: bytes}`` of what the planner will
+    allocate besides (called with the sizes set, before any buffer exists): the scorer's
+    buffers and these are checked against ``fastmbrl.limits`` together (ResourceLimitError).
     """
 
     def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, max_candidates,
-                 rows=None, isa=None):
+                 rows=None, isa=None, owner=None, extra_bytes=None):
         if isinstance(model, PackedModel):
             if isa is not None and get_spec(isa) != model.isa:
                 raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
@@ -86,6 +119,11 @@ class Scorer:
         self.obs_dim, self.act_dim = packed.obs_dim, packed.act_dim
         self.num_members = packed.num_members
         self.rows = chunk_rows(packed, rows)
+        need = scorer_bytes(packed, self.horizon, self.max_candidates, self.rows)
+        if extra_bytes is not None:
+            need.update(extra_bytes(self))
+        check_bytes(owner or f"Scorer(horizon={self.horizon}, max_candidates="
+                    f"{self.max_candidates}, rows={self.rows}, members={self.num_members})", need)
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa)
         k, b = self.max_candidates, self.num_members
@@ -133,7 +171,10 @@ class Scorer:
         """Roll the batch's candidates out (one kernel call), fill ``batch.returns`` (the members'
         mean for an ensemble), update the statistics; returns the index of the best return
         (the first on ties; 0 if every candidate diverged)."""
-        self._kernel(*batch._call)
+        try:  # free unless something raises
+            self._kernel(*batch._call)
+        except SystemError as exc:
+            raise self._user_error(exc) from None
         returns = batch.returns
         if batch._member_returns is not None:
             ops.member_mean(batch._member_returns, returns)
@@ -142,6 +183,20 @@ class Scorer:
         self.num_diverged += n_inf
         self.best_return = max(self.best_return, returns.item(best))
         return best
+
+    def _user_error(self, exc: SystemError) -> BaseException:
+        """The exception a reward or termination function raised in the kernel: numba's
+        parallel kernel returns with it set, which Python reports as a SystemError whose
+        cause it is."""
+        cause = exc.__cause__ or exc.__context__
+        if cause is None or isinstance(cause, SystemError):
+            return exc
+        names = [f"reward function {_name(self.reward_fn)}"]
+        if self.terminated_fn is not None and self.terminated_fn is not never_terminated:
+            names.append(f"termination function {_name(self.terminated_fn)}")
+        cause.add_note(f"raised by the {' or the '.join(names)} while the planner scored "
+                       "candidate action sequences")
+        return cause
 
     def reset_statistics(self) -> None:
         self.best_return = _NEG_INF
@@ -156,3 +211,8 @@ class Scorer:
         self.packed, self._version = packed, self._model.version
         for batch in self._batches.values():
             batch._bind(batch._args.with_model(packed))
+
+
+def _name(fn) -> str:
+    py = getattr(fn, "py_func", fn)
+    return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(fn))}"
