@@ -148,6 +148,15 @@ def test_a_model_fit_checks_its_bootstrap_rows():
     assert model.version == 0
 
 
+def test_prediction_error_checks_its_windows():
+    model = DynamicsModel(3, 1, hidden=(8,))
+    obs, act = np.zeros((1001, 3)), np.zeros((1000, 1))
+    limits.set_max_bytes("1M")
+    _refuses(lambda: model.prediction_error([(obs, act)], horizon=500), "horizon=500",
+             "501 windows")
+    assert model.prediction_error([(obs[:11], act[:10])], horizon=5)["windows"] == 6
+
+
 # ------------------------------------------------------------------ hostile files, crafted
 def _save_model(directory):
     model = DynamicsModel(3, 1, (8,), seed=0)

@@ -170,7 +170,7 @@ class DynamicsModel:
         horizon = check_positive_int(horizon, "horizon")
         if isinstance(trajectories, ReplayBuffer):
             trajectories = trajectories.trajectories()
-        starts, acts, truth = [], [], []
+        pairs = []
         for i, pair in enumerate(trajectories):
             try:
                 obs, act = pair
@@ -178,6 +178,15 @@ class DynamicsModel:
                 raise ValueError(f"trajectories[{i}]: expected an (obs, actions) pair") from None
             act = as_array(act, f"trajectories[{i}] actions", (None, self.act_dim), self.dtype)
             obs = as_array(obs, f"trajectories[{i}] obs", (act.shape[0] + 1, self.obs_dim), self.dtype)
+            pairs.append((obs, act))
+        windows = sum(max(0, act.shape[0] - horizon + 1) for _, act in pairs)
+        # windows of actions and true states, the rollout, and its float64 squared errors
+        check_bytes(f"prediction_error(horizon={horizon}, {windows} windows)",
+                    {"windows (windows x horizon x (obs_dim + act_dim))":
+                     array_bytes(windows, horizon, 4 * self.obs_dim + self.act_dim, itemsize=8)},
+                    "horizon")
+        starts, acts, truth = [], [], []
+        for obs, act in pairs:
             n = act.shape[0] - horizon + 1
             if n <= 0:
                 continue
