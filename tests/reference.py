@@ -33,11 +33,13 @@ def features_reference(obs, angle_dims=()):
 
 
 def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
-                      delta_std, obs, actions, reward, terminated=None, angle_dims=()):
+                      delta_std, obs, actions, reward, terminated=None, angle_dims=(),
+                      absolute_dims=()):
     """Returns (K,) of the delta model rolled out step by step; rewards/terminations are called
     on float32 copies, as their contract says. Diverged candidates (non-finite state while
     running, or non-finite return) score -inf; a terminated rollout keeps the reward of its
-    terminating step and earns nothing after."""
+    terminating step and earns nothing after. `absolute_dims` are predicted as values, not
+    deltas."""
     actions = np.asarray(actions, np.float64)
     k, horizon, _ = actions.shape
     state = np.repeat(np.asarray(obs, np.float64)[None], k, axis=0)
@@ -49,8 +51,10 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
         a = actions[:, t]
         net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
                   - input_mean) * input_scale
-        nxt = state + delta_mean + delta_std * mlp_forward_reference(weights, biases, activation,
-                                                                     net_in)
+        carried = state.copy()
+        carried[:, list(absolute_dims)] = 0
+        nxt = carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
+                                                                       activation, net_in)
         with np.errstate(invalid="ignore", over="ignore"):
             f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
             reward(*f32, rew)

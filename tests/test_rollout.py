@@ -8,6 +8,7 @@ from fastmbrl.kernels.isa import SPECS
 from fastmbrl.kernels.rollout import (Chunks, KernelArgs, PackedModel, Workspace,
                                       WorkspaceArrays, _rollout, kernel_args, make_chunks,
                                       pack_model, rollout)
+from fastmbrl.tasks.learned import learned_reward, learned_terminated
 from tests.reference import leaves_box, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
@@ -214,4 +215,27 @@ def test_angle_inputs_match_reference(threads, isa):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="angle_dims"):
         pack_model(activation="silu", angle_dims=(5,), **model)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_absolute_outputs_match_reference(threads, isa):
+    """Absolute outputs (the learned reward and termination columns) are the network's values,
+    not obs + delta; the learned reward and termination read them from next_obs."""
+    rng = np.random.default_rng(10)
+    obs_dim, act_dim = 4, 2
+    model = random_model(rng, obs_dim, act_dim, (16,))
+    packed = pack_model(activation="tanh", absolute_dims=(2, 3), isa=isa, **model)
+    obs = rng.uniform(-2, 2, obs_dim).astype(np.float32)
+    actions = rng.uniform(-1, 1, (29, 5, act_dim)).astype(np.float32)
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, learned_reward, learned_terminated,
+                      rows=isa.tile_rows)
+    want = rollout_reference(activation="tanh", obs=obs, actions=actions, reward=learned_reward,
+                             terminated=learned_terminated, absolute_dims=(2, 3), **model)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    delta = rollout_reference(activation="tanh", obs=obs, actions=actions,
+                              reward=learned_reward, terminated=learned_terminated, **model)
+    assert np.abs(want - delta).max() > 1e-2  # the carried column would have scored otherwise
+    with pytest.raises(ValueError, match="absolute_dims"):
+        pack_model(activation="tanh", absolute_dims=(4,), **model)
 

@@ -82,12 +82,15 @@ def preset(algo: str, task: str) -> dict:
     """A copy of the preset of `algo` on `task` (after a task's deprecated `defaults`)."""
     if algo not in _PRESETS:
         raise FastMBRLError(f"unknown algorithm {algo!r}; choose one of {', '.join(_PRESETS)}")
+    from fastmbrl.tasks.learned import base_id
+
     out = {}
     if algo == "mbrl":
         from fastmbrl.tasks import get_task
 
         out.update(_from_legacy_defaults(get_task(task).defaults))
-    out.update(_PRESETS[algo].get(task, {}))
+    # a learned-reward task takes its environment's preset
+    out.update(_PRESETS[algo].get(base_id(task) or task, {}))
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in out.items()}
 
 

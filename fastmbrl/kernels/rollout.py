@@ -70,6 +70,13 @@ class PackedModel:
     angle_dims: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: the instruction-set spec the panels are laid out for (their width) and the kernel runs
     isa: Spec = field(default_factory=get_spec)
+    #: (O,) float32: 1 where the network predicts a delta (next = obs + out), 0 where it
+    #: predicts the next value itself (a learned reward column); default all 1
+    carry: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.carry is None:
+            object.__setattr__(self, "carry", np.ones(self.obs_dim, np.float32))
 
     @property
     def num_members(self) -> int:
@@ -101,7 +108,7 @@ def _stat(x, name, dim, members):
 
 
 def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
-               version: int = 0, angle_dims=(), isa=None) -> PackedModel:
+               version: int = 0, angle_dims=(), isa=None, absolute_dims=()) -> PackedModel:
     """Lay out an MLP delta model for the kernel.
 
     `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
@@ -111,7 +118,8 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
     rollouts then score -inf). `angle_dims`: observation entries fed to the network as (sine in
     place, cosine appended): the network input is then concat(obs', cos(obs[angle_dims]), act)
     and the input statistics have that length. `isa`: the spec (or its name) to lay the
-    panels out for; default the current one (``isa.current()``).
+    panels out for; default the current one (``isa.current()``). `absolute_dims`: outputs that
+    are the next value itself, not a delta (next_obs[d] = delta_mean + delta_std * net(...)).
     """
     spec = get_spec(isa)
     lanes = spec.lanes
@@ -144,6 +152,13 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
             or ((angles < 0) | (angles >= obs_dim)).any()):
         raise ValueError(f"angle_dims: expected distinct indices in [0, {obs_dim}), "
                          f"got {tuple(angle_dims)!r}")
+    absolute = np.asarray(absolute_dims, np.int64).reshape(-1)
+    if (np.unique(absolute).size != absolute.size
+            or ((absolute < 0) | (absolute >= obs_dim)).any()):
+        raise ValueError(f"absolute_dims: expected distinct indices in [0, {obs_dim}), "
+                         f"got {tuple(absolute_dims)!r}")
+    carry = np.ones(obs_dim, np.float32)
+    carry[absolute] = 0
     n_in = obs_dim + angles.size
     act_dim = first[0][0] - n_in
     if act_dim < 1:
@@ -181,7 +196,7 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
                 padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel())
             packed_b[m, b_off: b_off + b.size] = b
     return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version),
-                       angle_dims=angles.copy(), isa=spec)
+                       angle_dims=angles.copy(), isa=spec, carry=carry)
 
 
 def chunk_rows(packed: PackedModel, rows=None) -> int:
@@ -316,7 +331,7 @@ def _features(obs, r, x, n_obs, angle_dims):
         x[r, n_obs + j] = np.cos(obs[r, d])
 
 
-def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk_start,
+def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry, chunk_start,
              chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws,
              rew_ws, done_ws, alive_ws, ret_ws, base_ws, returns):
     # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated and the
@@ -384,7 +399,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, chunk
                 src = dst
             for r in range(rows):
                 for o in range(n_obs):
-                    nxt[r, o] = obs[r, o] + out[r, o]
+                    nxt[r, o] = carry[o] * obs[r, o] + out[r, o]
             _reward(obs, act, nxt, rew)
             _terminated(obs, act, nxt, done)
             for r in range(n):
@@ -452,6 +467,7 @@ class KernelArgs(NamedTuple):
     layers: np.ndarray
     act_code: int
     angle_dims: np.ndarray
+    carry: np.ndarray
     chunk_start: np.ndarray  # Chunks
     chunk_member: np.ndarray
     chunk_source: np.ndarray
@@ -476,7 +492,7 @@ class KernelArgs(NamedTuple):
 
 def _model_args(packed: PackedModel) -> dict:
     return dict(weights=packed.weights, biases=packed.biases, layers=packed.layers,
-                act_code=packed.activation, angle_dims=packed.angle_dims)
+                act_code=packed.activation, angle_dims=packed.angle_dims, carry=packed.carry)
 
 
 def kernel_args(packed: PackedModel, obs0, actions, chunks: Chunks, workspace: Workspace,

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FastMBRLError, MissingExtraError, require
+from fastmbrl.tasks import learned
 
 __all__ = ["Task", "register_task", "get_task", "list_tasks", "import_tasks", "task_source"]
 
@@ -71,6 +72,8 @@ class Task:
         for the reward, e.g. HalfCheetah's x).
     angle_obs_dims: observation entries that are free angles (a model sees their sine and
         cosine).
+    absolute_obs_dims: observation entries a model predicts as values rather than as changes
+        (a learned reward column: fastmbrl.tasks.learned).
     defaults: deprecated; MBRL settings under their old names (model_hidden, iterations, ...).
         Register presets instead: ``fastmbrl.algorithms.presets.register_preset("mbrl", name,
         {...})`` in the configuration's own field names.
@@ -89,6 +92,7 @@ class Task:
     ignore_obs_dims: tuple = ()
     angle_obs_dims: tuple = ()
     defaults: Mapping = dataclasses.field(default_factory=dict)
+    absolute_obs_dims: tuple = ()
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: fields are normalised once, here
@@ -143,6 +147,11 @@ class Task:
         if set(self.ignore_obs_dims) & set(self.angle_obs_dims):
             raise FastMBRLError(f"Task {self.name!r}: ignore_obs_dims and angle_obs_dims must "
                                 "not share an index")
+        set_(self, "absolute_obs_dims",
+             _obs_dims(self.absolute_obs_dims, "absolute_obs_dims", obs_dim))
+        if set(self.absolute_obs_dims) & set(self.angle_obs_dims):
+            raise FastMBRLError(f"Task {self.name!r}: absolute_obs_dims and angle_obs_dims must "
+                                "not share an index")
         # read-only, so that a registered task cannot change under the runs that use it
         legacy = {k: v for k, v in defaults.items() if k not in ("ignore_obs_dims",
                                                                    "angle_obs_dims")}
@@ -178,7 +187,8 @@ class Task:
     @classmethod
     def from_env(cls, env_id, reward, terminated=None, *, name: str | None = None,
                  env_kwargs: dict | None = None, planning_reward=None, ignore_obs_dims=(),
-                 angle_obs_dims=(), defaults: dict | None = None) -> "Task":
+                 angle_obs_dims=(), defaults: dict | None = None,
+                 absolute_obs_dims=()) -> "Task":
         """Build a task for a Gymnasium environment with a continuous (Box) action space.
 
         `env_id` is a registered Gymnasium id, or an environment class or a function returning
@@ -202,7 +212,7 @@ class Task:
                    action_low=low, action_high=high, reward=reward, terminated=terminated,
                    planning_reward=planning_reward, env_kwargs=env_kwargs,
                    ignore_obs_dims=ignore_obs_dims, angle_obs_dims=angle_obs_dims,
-                   defaults=defaults or {})
+                   defaults=defaults or {}, absolute_obs_dims=absolute_obs_dims)
 
 
 def _register_env(gym, factory, name) -> str:
@@ -287,9 +297,13 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The task called `name`: a registered one, else one an installed package names in the
-    `fastmbrl.tasks` entry-point group, else a FastMBRLError that says how to add one."""
+    """The task called `name`: a registered one; `learned-reward/ENV_ID` (made now: any
+    continuous-action Gymnasium environment, reward and termination learned by the model); one
+    an installed package names in the `fastmbrl.tasks` entry-point group; else a FastMBRLError
+    that says how to add one."""
     task = _REGISTRY.get(name) if isinstance(name, str) else None
+    if task is None and learned.base_id(name):
+        task = register_task(_learned_task(name))
     if task is None and isinstance(name, str):
         task = _entry_point_task(name)
     if task is None:
@@ -300,8 +314,37 @@ def get_task(name: str) -> Task:
             "another continuous-action Gymnasium environment, write its reward as a numba.njit "
             "function reward(obs, act, next_obs, out) and register it in a module of yours with "
             "register_task(Task.from_env(ENV_ID, reward)); then pass --import MODULE to "
-            "fastmbrl, or name the task MODULE:ATTRIBUTE (docs/tasks.md).")
+            "fastmbrl, or name the task MODULE:ATTRIBUTE (docs/tasks.md). Or let the model "
+            f"learn the reward: {learned.PREFIX}ENV_ID (--learned-reward).")
     return task
+
+
+def _learned_task(name: str) -> Task:
+    """The Task `learned-reward/ENV_ID` (fastmbrl.tasks.learned), with the facts of ENV_ID's
+    registered task when there is one."""
+    env_id = learned.base_id(name)
+    if not env_id or ":" in env_id or learned.base_id(env_id):
+        # Gymnasium would import the module named before a ':'; a name read from a file must not
+        raise FastMBRLError(f"{name!r}: expected {learned.PREFIX}ENV_ID with ENV_ID a "
+                            "Gymnasium id")
+    base = _REGISTRY.get(env_id)
+    env_kwargs = {} if base is None else dict(base.env_kwargs)
+    learned.register_env(name, env_id if base is None else base.env_id)
+    gym = require("gymnasium", "envs", f"the task {name}")
+    try:
+        env = gym.make(name, **env_kwargs)
+    except gym.error.Error as exc:
+        raise FastMBRLError(f"cannot make Gymnasium environment {env_id!r}: {exc}") from exc
+    try:
+        n = _continuous_spaces(env, env_id)[0]
+    finally:
+        env.close()
+    extra = (n - 2, n - 1)
+    return Task.from_env(name, learned.learned_reward, learned.learned_terminated, name=name,
+                         env_kwargs=env_kwargs,
+                         angle_obs_dims=() if base is None else base.angle_obs_dims,
+                         ignore_obs_dims=(() if base is None else base.ignore_obs_dims) + extra,
+                         absolute_obs_dims=extra)
 
 
 #: where the tasks that import_tasks added came from: task name -> the spec that added it
