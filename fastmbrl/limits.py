@@ -12,10 +12,10 @@ The limit, in this order:
 * ``set_max_bytes(n)`` if it was called (``set_max_bytes(None)`` forgets it);
 * the environment variable ``FASTMBRL_MAX_BYTES``: a number of bytes, optionally with a suffix
   K, M, G or T (powers of 1024; "KiB", "GB" and the like are read the same way), e.g. ``16G``;
-* else the default: the smaller of 8 GiB and half of the physical memory. No setting of a
-  preset comes near it (the largest need well under 1 GiB), so a request above it is almost
-  surely a typo or a crafted file; half of the memory leaves room for the rest of the process
-  and the machine, and 8 GiB keeps a refused request from swapping a large host.
+* else the default: the smaller of 8 GiB and half of the physical memory. No preset comes
+  near it (each of their planners, models and buffers needs under 10 MiB), so a request above
+  it is almost surely a typo or a crafted file; half of the memory leaves room for the rest of
+  the process and the machine, and 8 GiB keeps one object from taking over a large host.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from fastmbrl.errors import FastMBRLError, require
+from fastmbrl.errors import require
 from fastmbrl.kernels import FASTMATH
 
 PREFIX = "learned-reward/"
