@@ -202,7 +202,7 @@ def test_cli_errors_are_messages(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "No-Such-Task" in err and "Traceback" not in err
     assert main(["eval", str(tmp_path)]) == 2
-    assert "no saved model" in capsys.readouterr().err
+    assert "not a fastmbrl run directory" in capsys.readouterr().err
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_text(json.dumps({"run_format": 99, "fastmbrl_version": "9.0"}))

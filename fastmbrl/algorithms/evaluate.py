@@ -8,7 +8,7 @@ import numpy as np
 from fastmbrl._validate import check_positive_int
 from fastmbrl.algorithms.base import run_episode
 from fastmbrl.algorithms.config import non_negative_int
-from fastmbrl.planning.controller import Controller
+from fastmbrl.planning.controller import CONTROLLER_FILE, MODEL_FILE, Controller
 from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError
 from fastmbrl.algorithms.rundir import read_run_config
 from fastmbrl.models.policies import PolicyController
@@ -21,12 +21,21 @@ def load_controller(path, **overrides):
         raise MissingFileError(f"{path} does not exist (expected a run directory or its "
                                "model.npz or policy.npz)")
     directory = path if path.is_dir() else path.parent
-    if (directory / "config.json").exists() and read_run_config(directory)["algo"] in ("trpo",
-                                                                                       "mbmf"):
+    if (directory / "config.json").exists():
+        algo = read_run_config(directory)["algo"]
+    elif (directory / CONTROLLER_FILE).exists():
+        algo = None  # a Controller.save directory: no run around it
+    else:
+        raise MissingFileError(f"{directory} is not a fastmbrl run directory (no config.json "
+                               f"or {CONTROLLER_FILE})")
+    if algo in ("trpo", "mbmf"):
         if overrides:
             raise FastMBRLError("a policy has no planner settings to override")
-        controller = PolicyController.load(path)
-        policy_file = path / "policy.npz" if path.is_dir() else path
+        policy_file = directory / "policy.npz" if path.is_dir() else path
+        if not policy_file.exists():
+            raise MissingFileError(f"{directory}/config.json names a {algo} run but there is no "
+                                   f"{policy_file} (no policy trained yet?)")
+        controller = PolicyController.load(policy_file)
         try:
             task, policy = controller.task, controller.policy
         except FastMBRLError as exc:
@@ -35,6 +44,9 @@ def load_controller(path, **overrides):
             raise FormatError(f"{policy_file}: the policy's sizes (obs {policy.obs_dim}, act "
                               f"{policy.act_dim}) do not fit task {task.name}")
         return controller
+    if algo is not None and path.is_dir() and not (directory / MODEL_FILE).exists():
+        raise MissingFileError(f"{directory}/config.json names an {algo} run but there is no "
+                               f"{directory / MODEL_FILE} (no iteration finished yet?)")
     return Controller.load(path, **overrides)
 
 

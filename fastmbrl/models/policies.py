@@ -57,9 +57,12 @@ class RunningNorm:
 
     def load_arrays(self, arrays: dict, prefix: str) -> None:
         mean, var = arrays[f"{prefix}_mean"], arrays[f"{prefix}_var"]
-        count = float(arrays[f"{prefix}_count"])
-        if mean.shape != (self.dim,) or var.shape != (self.dim,):
+        count = arrays[f"{prefix}_count"]
+        if mean.shape != (self.dim,) or var.shape != (self.dim,) or count.shape != ():
             raise FormatError(f"{prefix} statistics: expected length {self.dim}, got {mean.shape}")
+        if any(a.dtype.kind != "f" for a in (mean, var, count)):
+            raise FormatError(f"{prefix} statistics are not floats")
+        count = float(count)
         if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
                 and count > 0):
             raise FormatError(f"{prefix} statistics are not finite and non-negative")
@@ -119,21 +122,28 @@ class GaussianPolicy:
         """(policy, header, arrays) from a file written by `save`."""
         header, arrays = load_npz(path, POLICY_KIND, (POLICY_VERSION,))
         try:
-            sizes = (header["obs_dim"], *header["hidden"], header["act_dim"])
+            if not isinstance(header.get("task"), str):
+                raise ValueError(f"task: expected a task name, got {header.get('task')!r}")
+            obs_dim, act_dim = header["obs_dim"], header["act_dim"]
+            sizes = (obs_dim, *header["hidden"], act_dim)
+            expected = {"log_std": (act_dim,), "action_low": (act_dim,),
+                        "action_high": (act_dim,), "obs_mean": (obs_dim,),
+                        "obs_var": (obs_dim,), "obs_count": ()}
             for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                # the header's sizes must be those of the arrays before any is allocated
-                for key, shape in ((f"W{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))):
-                    if arrays[key].shape != shape:
-                        raise ValueError(f"{key}: the header's sizes imply shape {shape}, the "
-                                         f"file holds {arrays[key].shape}")
-            policy = cls(header["obs_dim"], header["act_dim"], tuple(header["hidden"]),
-                         header["activation"])
-            policy.net.load_state_dict({k: v for k, v in arrays.items() if k[0] in "Wb"
-                                        and k[1:].isdigit()})
-            log_std = arrays["log_std"]
-            if log_std.shape != (policy.act_dim,) or not np.isfinite(log_std).all():
-                raise ValueError("log_std: wrong shape or not finite")
-            policy.log_std[...] = log_std
+                expected.update({f"W{i}": (fan_in, fan_out), f"b{i}": (fan_out,)})
+            if set(arrays) != set(expected):
+                raise ValueError(f"expected arrays {sorted(expected)}, got {sorted(arrays)}")
+            for key, shape in expected.items():
+                # the header's sizes must be the arrays' before any is allocated from them
+                a = arrays[key]
+                if a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all():
+                    raise ValueError(f"{key}: expected finite floats of shape {shape} (from the "
+                                     f"header), got {a.dtype} {a.shape}")
+            if not (arrays["action_low"] <= arrays["action_high"]).all():
+                raise ValueError("action_low is above action_high")
+            policy = cls(obs_dim, act_dim, tuple(header["hidden"]), header["activation"])
+            policy.net.load_state_dict({k: arrays[k] for k in expected if k[0] in "Wb"})
+            policy.log_std[...] = arrays["log_std"]
             policy.obs_norm.load_arrays(arrays, "obs")
         except (KeyError, ValueError, TypeError) as exc:
             raise FormatError(f"{path} is not a valid TRPO policy: {exc}") from exc
@@ -181,11 +191,19 @@ class ValueBaseline:
     def load_arrays(self, arrays: dict) -> None:
         self.net.load_state_dict({k[6:]: v for k, v in arrays.items()
                                   if k.startswith("value_") and not k.startswith("value_adam")})
-        for mine, key in ((self.opt.m[0], "value_adam_m"), (self.opt.v[0], "value_adam_v")):
-            if arrays[key].shape != mine.shape:
-                raise FormatError(f"{key}: expected shape {mine.shape}, got {arrays[key].shape}")
+        moments = ((self.opt.m[0], "value_adam_m"), (self.opt.v[0], "value_adam_v"))
+        for mine, key in moments:
+            a = arrays[key]
+            if a.shape != mine.shape or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise FormatError(f"{key}: expected finite floats of shape {mine.shape}, got "
+                                  f"{a.dtype} {a.shape}")
+        t = arrays["value_adam_t"]
+        if (t.shape != () or t.dtype.kind not in "iu" or t < 0
+                or (arrays["value_adam_v"] < 0).any()):
+            raise FormatError("value_adam_t and value_adam_v: not an Adam state")
+        for mine, key in moments:  # only after every check, so a bad file changes nothing
             mine[...] = arrays[key]
-        self.opt.t = int(arrays["value_adam_t"])
+        self.opt.t = int(t)
 
 
 # -- acting with a trained policy -----------------------------------------------------------------
@@ -210,14 +228,7 @@ class PolicyController:
         if path.is_dir():
             path = path / "policy.npz"
         policy, header, arrays = GaussianPolicy.load(path)
-        try:
-            if not isinstance(header.get("task"), str):
-                raise ValueError(f"task: expected a task name, got {header.get('task')!r}")
-            bounds = [as_array(arrays[k], k, (policy.act_dim,)) for k in ("action_low",
-                                                                         "action_high")]
-        except (KeyError, ValueError) as exc:
-            raise FormatError(f"{path} is not a valid TRPO policy: {exc}") from None
-        return cls(policy, header["task"], *bounds)
+        return cls(policy, header["task"], arrays["action_low"], arrays["action_high"])
 
     def act(self, obs) -> np.ndarray:
         obs = as_array(obs, "obs", (self.policy.obs_dim,), np.float64)
