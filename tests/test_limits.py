@@ -182,7 +182,8 @@ def _rewrite_json(path, **changes):
 # mild mismatches here; the huge ones run in the memory-bounded process below
 MODEL_FIELDS = [("hidden", [8, 8]), ("hidden", [16]), ("hidden", []), ("obs_dim", 4),
                 ("act_dim", 2), ("ensemble_size", 2), ("angle_obs_dims", [0]),
-                ("ensemble_size", "1"), ("hidden", "8")]
+                ("ensemble_size", "1"), ("hidden", "8"), ("dtype", None), ("dtype", "int32"),
+                ("seed", "3"), ("seed", True), ("activation", None), ("ignore_obs_dims", "0")]
 
 
 @pytest.mark.parametrize("field, value", MODEL_FIELDS)
@@ -201,6 +202,22 @@ def test_a_buffer_header_must_agree_with_its_arrays(tmp_path, field, value):
     path = buf.save(tmp_path / "buffer.npz")
     _rewrite_npz(path, "replay_buffer", (1,), **{field: value})
     with pytest.raises(FormatError, match=f"{path}.*{field}"):
+        ReplayBuffer.load(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(obs=np.full((2, 3), np.nan, np.float32)), "'obs' holds NaN"),
+    (dict(reward=np.array([0, np.inf], np.float32)), "'reward' holds NaN or infinite"),
+    (dict(surprise=np.zeros(3)), r"unknown arrays \['surprise'\]"),
+])
+def test_a_buffer_file_holds_only_finite_rows_of_its_fields(tmp_path, change, message):
+    buf = ReplayBuffer(3, 1, 10)
+    buf.add_batch(np.zeros((2, 3)), np.zeros((2, 1)), np.ones((2, 3)), np.zeros(2))
+    path = buf.save(tmp_path / "buffer.npz")
+    header, arrays = load_npz(path, "replay_buffer", (1,))
+    header = {k: v for k, v in header.items() if k not in ("kind", "format_version")}
+    save_npz(path, "replay_buffer", 1, header, {**arrays, **change})
+    with pytest.raises(FormatError, match=message):
         ReplayBuffer.load(path)
 
 

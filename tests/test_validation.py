@@ -215,7 +215,8 @@ def model():
     (dict(planner_options={"alpha": NAN}), "alpha must be a finite number"),
     (dict(planner_options={"bogus": 1}), "planner_options: cem takes no option 'bogus'"),
     (dict(planner_options={"horizon": 3}), "planner_options: cem takes no option 'horizon'"),
+    (dict(task=3), "task must be a task name or a Task, got 3"),
 ])
 def test_controller_settings_are_checked(model, settings, message):
     with pytest.raises((ValueError, FastMBRLError), match=message):
-        Controller(model, "Pendulum-v1", **{"num_samples": 16, **settings})
+        Controller(model, **{"task": "Pendulum-v1", "num_samples": 16, **settings})

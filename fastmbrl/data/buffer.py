@@ -221,6 +221,9 @@ class ReplayBuffer:
         if not (0 <= size <= capacity and 0 <= pos < capacity and sizes["total_added"] >= size):
             raise FormatError(f"{path}: inconsistent size/pos in the header")
         # the header's sizes must be those of the arrays before a buffer is sized from them
+        unknown = sorted(set(arrays) - set(FIELDS))
+        if unknown:
+            raise FormatError(f"{path}: unknown arrays {unknown} (a buffer holds {list(FIELDS)})")
         width = {"obs": "obs_dim", "action": "act_dim", "next_obs": "obs_dim"}
         dtypes = dict(zip(FIELDS, (np.float32,) * 4 + (np.bool_,) * 2))
         for name in FIELDS:
@@ -231,6 +234,8 @@ class ReplayBuffer:
                 fields = f"'size' and {dim!r}" if dim else "'size'"
                 raise FormatError(f"{path}: array {name!r} should be {np.dtype(dtypes[name])} "
                                   f"{expected} by the header's {fields}, found {found}")
+            if src.dtype.kind == "f" and not np.isfinite(src).all():  # as add() refuses them
+                raise FormatError(f"{path}: array {name!r} holds NaN or infinite values")
         try:
             buf = cls(sizes["obs_dim"], sizes["act_dim"], capacity)
         except ResourceLimitError as exc:

@@ -28,7 +28,8 @@ from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels.isa import get_spec
 from fastmbrl.kernels.rollout import PackedModel, pack_model
 from fastmbrl.limits import ResourceLimitError, array_bytes, check_bytes
-from fastmbrl.models.mlp import MLP, Adam, check_hidden, mlp_bytes, train_mse_epochs
+from fastmbrl.models.mlp import (ACTIVATION_NAMES, MLP, Adam, check_hidden, mlp_bytes,
+                                 train_mse_epochs)
 
 _KIND = "dynamics_model"
 _VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load
@@ -407,10 +408,9 @@ class DynamicsModel:
         header, arrays = load_npz(path, _KIND, (1, _VERSION))
         sizes = _check_header(path, header, arrays)  # before anything is sized from it
         try:
-            model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"],
-                        header["activation"], tuple(header["ignore_obs_dims"]), header["seed"],
-                        np.dtype(header["dtype"]), sizes["ensemble_size"],
-                        sizes["angle_obs_dims"])
+            model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"], sizes["activation"],
+                        sizes["ignore_obs_dims"], sizes["seed"], np.dtype(sizes["dtype"]),
+                        sizes["ensemble_size"], sizes["angle_obs_dims"])
             model.load_state(arrays)
         except ResourceLimitError as exc:
             raise ResourceLimitError(f"{path}: {exc}") from None
@@ -438,9 +438,23 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
                               f"got {value!r}")
         return tuple(value)
 
+    def one_of(key, choices):
+        value = header.get(key)
+        if not isinstance(value, str) or value not in choices:
+            raise FormatError(f"{path}: header field {key!r} must be one of "
+                              f"{', '.join(choices)}, got {value!r}")
+        return value
+
+    seed = header.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise FormatError(f"{path}: header field 'seed' must be a non-negative integer, "
+                          f"got {seed!r}")
     sizes = {"obs_dim": count("obs_dim"), "act_dim": count("act_dim"),
              "ensemble_size": count("ensemble_size", 1), "hidden": ints("hidden"),
-             "angle_obs_dims": ints("angle_obs_dims", [])}
+             "angle_obs_dims": ints("angle_obs_dims", []),
+             "ignore_obs_dims": ints("ignore_obs_dims"), "seed": seed,
+             "dtype": one_of("dtype", ("float32", "float64")),
+             "activation": one_of("activation", ACTIVATION_NAMES)}
     members = sorted(int(m.group(1)) for m in map(_MEMBER_KEY.fullmatch, arrays) if m)
     found = 1 if "W0" in arrays and not members else len(members)
     if found != sizes["ensemble_size"] or members not in ([], list(range(found))):

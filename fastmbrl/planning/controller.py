@@ -15,7 +15,7 @@ from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
 from fastmbrl.limits import ResourceLimitError
 from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS
-from fastmbrl.tasks import get_task
+from fastmbrl.tasks import Task, get_task
 
 
 CONTROLLER_FILE = "controller.json"
@@ -83,6 +83,8 @@ class Controller:
 
     def __init__(self, model: DynamicsModel, task, planner=DEFAULT_PLANNER, horizon=DEFAULT_HORIZON,
                  num_samples=None, seed=0, planner_options=None, shaping=True):
+        if not isinstance(task, (str, Task)):
+            raise FastMBRLError(f"task must be a task name or a Task, got {task!r}")
         self.task = get_task(task) if isinstance(task, str) else task
         if (model.obs_dim, model.act_dim) != (self.task.obs_dim, self.task.act_dim):
             raise FastMBRLError(
