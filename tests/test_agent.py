@@ -249,3 +249,11 @@ def test_every_task_runs_the_loop_with_its_own_planner_settings(tmp_path, task):
     assert ctrl.settings["planner_options"] == run.config.planner_options
     assert ctrl.model.angle_obs_dims == ctrl.task.angle_obs_dims
     assert ctrl.act(np.zeros(ctrl.task.obs_dim)).shape == (ctrl.task.act_dim,)
+
+
+def test_a_step_budget_too_large_for_memory_is_refused_before_anything_is_written(tmp_path):
+    from fastmbrl.limits import ResourceLimitError
+
+    with pytest.raises(ResourceLimitError, match="steps=10000000000: the replay buffer"):
+        MBRLRun.start("Pendulum-v1", tmp_path / "run", steps=10_000_000_000)
+    assert not (tmp_path / "run").exists()

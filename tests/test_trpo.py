@@ -263,3 +263,12 @@ def test_running_norm_matches_batch_statistics():
     z = norm.normalize(data)
     np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)
     assert np.abs(norm.normalize(np.array([[1e9, -1e9]]))).max() == norm.clip
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_anything_is_written(tmp_path):
+    from fastmbrl.limits import ResourceLimitError
+
+    with pytest.raises(ResourceLimitError, match="steps_per_iteration=100000000000"):
+        TRPORun.start("Pendulum-v1", tmp_path / "run", steps=10**12,
+                      steps_per_iteration=10**11)
+    assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ from fastmbrl.algorithms.base import Run, run_episode
 from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_of, optional,
                                         positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
+from fastmbrl.limits import ResourceLimitError
 from fastmbrl.errors import FastMBRLError
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.models.mlp import ACTIVATION_NAMES
@@ -96,7 +97,11 @@ class MBRLRun(Run):
     def __init__(self, config: MBRLConfig, out=None, log=print):
         super().__init__(config, out, log)
         cfg, task = self.config, self.task
-        self.buffer = ReplayBuffer(task.obs_dim, task.act_dim, capacity=cfg.steps)
+        try:
+            self.buffer = ReplayBuffer(task.obs_dim, task.act_dim, capacity=cfg.steps)
+        except ResourceLimitError as exc:  # name the setting the user gave
+            raise ResourceLimitError(f"steps={cfg.steps}: the replay buffer keeps every "
+                                     f"transition; {exc}") from None
         self.model = DynamicsModel(
             task.obs_dim, task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=task.ignore_obs_dims, angle_obs_dims=task.angle_obs_dims,

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.algorithms.base import Run
 from fastmbrl.algorithms.config import (Config, boolean, finite, non_negative, one_of,
@@ -266,6 +267,12 @@ class TRPORun(Run):
     def __init__(self, config: TRPOConfig, out=None, log=print, initial_policy=None):
         super().__init__(config, out, log)
         cfg = self.config
+        # a batch's arrays (states, actions, noise, rewards, values, advantages), before any
+        # file is written
+        check_bytes(f"steps_per_iteration={cfg.steps_per_iteration}: a TRPO batch",
+                    array_bytes(min(cfg.steps_per_iteration, cfg.steps),
+                                4 * self.task.obs_dim + 3 * self.task.act_dim + 8, itemsize=8),
+                    "steps_per_iteration")
         init = np.random.default_rng([cfg.seed, 1])  # network weights: a stream of their own
         self.policy = GaussianPolicy(self.task.obs_dim, self.task.act_dim, cfg.hidden,
                                      cfg.activation, cfg.init_log_std, rng=init)
