@@ -257,3 +257,14 @@ def test_a_step_budget_too_large_for_memory_is_refused_before_anything_is_writte
     with pytest.raises(ResourceLimitError, match="steps=10000000000: the replay buffer"):
         MBRLRun.start("Pendulum-v1", tmp_path / "run", steps=10_000_000_000)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_random_phase_too_short_to_validate_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(FastMBRLError, match="random_steps=1 leaves no transition"):
+        MBRLRun.start("Pendulum-v1", tmp_path / "run", steps=400, random_steps=1)
+    assert not (tmp_path / "run").exists()
+    run = MBRLRun.start("Pendulum-v1", None, steps=3, random_steps=1, validation_ratio=0,
+                        steps_per_iteration=2, epochs=1, horizon=2, num_samples=4,
+                        planner="rs", log=lambda m: None)
+    run.train()
+    assert all(r["val_loss"] is None or np.isfinite(r["val_loss"]) for r in run.metrics)

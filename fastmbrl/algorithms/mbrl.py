@@ -87,6 +87,12 @@ class MBRLConfig(Config):
         if self.random_steps >= self.steps:
             raise FastMBRLError(
                 f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
+        if self.validation_ratio > 0 and self.random_steps < 2:
+            # the first fit would have no row to validate on
+            raise FastMBRLError(
+                f"random_steps={self.random_steps} leaves no transition for validation "
+                f"(validation_ratio={self.validation_ratio}): use random_steps >= 2, or "
+                "validation_ratio=0")
 
 
 class MBRLRun(Run):
@@ -176,7 +182,8 @@ class MBRLRun(Run):
             "last_episode_cut": cut,
             "mean_return": float(np.mean(whole)) if whole else None,
             "train_loss": float(history["train_loss"][-1]),
-            "val_loss": float(min(history["val_loss"])),
+            # None without validation rows (validation_ratio=0)
+            "val_loss": float(min(history["val_loss"])) if history["val_loss"] else None,
             "fit_s": round(fit_s, 3),
             "plan_ms": round(1e3 * act_s / max(n, 1), 4),
             "acting_s": round(time.perf_counter() - t1, 3),
@@ -184,7 +191,8 @@ class MBRLRun(Run):
         }
 
     def describe(self, row) -> str:
-        return (f"{super().describe(row)}, val loss {row['val_loss']:.3g}, fit "
+        val = "-" if row["val_loss"] is None else f"{row['val_loss']:.3g}"
+        return (f"{super().describe(row)}, val loss {val}, fit "
                 f"{row['fit_s']:.1f} s, {row['plan_ms']:.2f} ms/plan, {row['acting_s']:.1f} s "
                 "acting")
 
