@@ -32,8 +32,12 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-def _check_options(name, options) -> dict:
-    """A planner's options as keyword arguments, each one it takes."""
+def check_planner_options(name, options) -> dict:
+    """`options` as keyword arguments of the planner called `name`, each one it takes
+    (FastMBRLError naming the planner or option otherwise); a config can call it to refuse
+    them before anything is written. Their values are checked when the planner is built."""
+    if name not in PLANNERS:
+        raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
     if not isinstance(options, dict):
         raise FastMBRLError(f"planner_options must be a mapping, got {options!r}")
     cls = PLANNERS[name]
@@ -56,9 +60,7 @@ def planning_objective(task, shaping=True):
 def build_planner(name, model, task, horizon, num_samples, seed, options=None, shaping=True):
     """Construct the planner called `name` on `model` with `task`'s objective and bounds;
     `num_samples` None leaves the planner's own default, `options` are its other arguments."""
-    if name not in PLANNERS:
-        raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
-    kwargs = _check_options(name, options or {})
+    kwargs = check_planner_options(name, options or {})
     if num_samples is not None:
         # options saved under the old name: the setting overrides them, as it always did
         budget = "population" if "population" in kwargs else "num_samples"
