@@ -5,12 +5,14 @@ Transitions come from gymnasium when it is installed, else from the pendulum's o
 """
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import numpy as np
 
 from fastmbrl._validate import check_positive_int
 from fastmbrl.data.buffer import ReplayBuffer
+from fastmbrl.errors import FastMBRLError
 
 EPISODE_STEPS = 200
 
@@ -32,11 +34,7 @@ def pendulum_episodes(steps: int, seed: int = 0, use_gymnasium: bool | None = No
     Generator seeded with `seed`; gymnasium is used when available unless told otherwise."""
     steps = check_positive_int(steps, "steps")
     if use_gymnasium is None:
-        try:
-            import gymnasium  # noqa: F401
-            use_gymnasium = True
-        except ImportError:
-            use_gymnasium = False
+        use_gymnasium = importlib.util.find_spec("gymnasium") is not None
     rng = np.random.default_rng(seed)
     env = None
     if use_gymnasium:
@@ -91,6 +89,8 @@ def run(args) -> int:
 
     steps = check_positive_int(args.steps, "--steps")
     epochs = check_positive_int(args.epochs, "--epochs")
+    if args.seed < 0:  # numpy's own message would not name the option
+        raise FastMBRLError(f"--seed must be a non-negative integer, got {args.seed}")
     t0 = time.perf_counter()
     buf = pendulum_buffer(steps, seed=args.seed)
     held_out = [(o, a) for o, a, _ in pendulum_episodes(10 * EPISODE_STEPS, seed=args.seed + 1)]

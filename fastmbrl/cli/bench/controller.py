@@ -192,6 +192,8 @@ def add_arguments(parser):
 def run(args) -> int:
     if args.calls < 1:
         raise FastMBRLError("--calls must be >= 1")
+    if args.threads is not None and args.threads < 1:  # 0 must not quietly mean all cores
+        raise FastMBRLError(f"--threads must be >= 1, got {args.threads}")
     with num_threads(args.threads or numba.config.NUMBA_NUM_THREADS):
         return _run(args)
 
