@@ -53,6 +53,7 @@ _LAZY = {
     "register_preset": "fastmbrl.algorithms",
     "FastMBRLError": "fastmbrl.errors",
     "FormatError": "fastmbrl.errors",
+    "ResourceLimitError": "fastmbrl.limits",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -268,3 +268,19 @@ def test_a_random_phase_too_short_to_validate_is_refused_before_anything_is_writ
                         planner="rs", log=lambda m: None)
     run.train()
     assert all(r["val_loss"] is None or np.isfinite(r["val_loss"]) for r in run.metrics)
+
+
+def test_a_config_whose_sizes_disagree_with_the_model_is_refused_before_allocating(
+        finished_run, tmp_path):
+    import resource
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["hidden"] = [20000, 20000]  # 1.5 GiB of weights, from a 2 KB file
+    (out / "config.json").write_text(json.dumps(meta))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FastMBRLError, match="hidden .* disagrees with model.npz"):
+        MBRLRun.resume(out, log=lambda m: None)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB

@@ -272,3 +272,19 @@ def test_a_batch_too_large_for_memory_is_refused_before_anything_is_written(tmp_
         TRPORun.start("Pendulum-v1", tmp_path / "run", steps=10**12,
                       steps_per_iteration=10**11)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_whose_sizes_disagree_with_the_saved_networks_is_refused(tmp_path):
+    out = tmp_path / "run"
+    TRPORun.run("Pendulum-v1", out, log=lambda *a: None, **{**SMOKE, "steps": 400})
+    for key, value, file in (("hidden", [4096, 4096], "policy.npz"),
+                             ("value_hidden", [16, 16], "trpo_state.npz")):
+        meta = json.loads((out / "config.json").read_text())
+        original = meta["config"][key]
+        meta["config"][key] = value
+        (out / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(FastMBRLError, match=f"{key} .* disagrees with {file}"):
+            TRPORun.resume(out, log=lambda *a: None)
+        meta["config"][key] = original
+        (out / "config.json").write_text(json.dumps(meta))
+    assert TRPORun.resume(out, log=lambda *a: None).iteration == 1

@@ -163,6 +163,15 @@ def test_a_reward_that_raises_is_reported_as_itself(packed, cls):
     assert np.isfinite(planner.act(np.array([0.5, 0.0], np.float32))).all()
 
 
+def test_the_rollout_function_reports_a_raising_reward_as_itself(packed):
+    from fastmbrl.kernels.rollout import rollout
+
+    actions = np.zeros((8, 3, packed.act_dim), np.float32)
+    with pytest.raises(ValueError, match="the state left the table") as info:
+        rollout(packed, np.array([500.0, 0.0], np.float32), actions, _raising_reward)
+    assert any("_raising_reward" in note for note in info.value.__notes__)
+
+
 def test_a_termination_function_that_raises_is_reported_as_itself(packed):
     planner = CEM(packed, quadratic_reward, _raising_terminated, num_samples=32, **KW)
     with pytest.raises(KeyError, match="no such state") as info:

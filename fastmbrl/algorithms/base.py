@@ -166,6 +166,12 @@ class Run:
     def load_files(self, out: Path, state: dict) -> None:
         """Hook: read back what `save_files` and `extra_state` kept."""
 
+    @classmethod
+    def check_saved(cls, out: Path, config: dict) -> None:
+        """Hook: refuse (FormatError) a config.json whose sizes disagree with the saved files,
+        before the run allocates anything from them: a crafted config cannot then make it
+        allocate more than the files hold."""
+
     def write_config(self) -> None:
         """Start the run directory (refused if it already holds a run)."""
         if self.out is not None:
@@ -185,6 +191,7 @@ class Run:
         out = Path(out)
         config = dict(read_run_config(out, cls.Config.ALGO))
         import_run_tasks(out)
+        cls.check_saved(out, config)
         config.pop("algo")
         unknown = set(config) - cls.Config.setting_names() - {"task", "seed"}
         if unknown:

@@ -19,11 +19,11 @@ from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_
                                         positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
 from fastmbrl.limits import ResourceLimitError
-from fastmbrl.errors import FastMBRLError
+from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.models.mlp import ACTIVATION_NAMES
 from fastmbrl.planning import planners
-from fastmbrl.planning.controller import Controller
+from fastmbrl.planning.controller import Controller, check_planner_options
 
 
 @dataclasses.dataclass
@@ -87,6 +87,7 @@ class MBRLConfig(Config):
         if self.random_steps >= self.steps:
             raise FastMBRLError(
                 f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
+        check_planner_options(self.planner, self.planner_options)
         if self.validation_ratio > 0 and self.random_steps < 2:
             # the first fit would have no row to validate on
             raise FastMBRLError(
@@ -210,6 +211,17 @@ class MBRLRun(Run):
 
     def extra_state(self) -> dict:
         return {"model_rng": self.model.rng.bit_generator.state}
+
+    @classmethod
+    def check_saved(cls, out, config) -> None:
+        if not (out / "model.npz").exists():
+            return
+        model = DynamicsModel.load(out / "model.npz")
+        for key, saved in (("hidden", list(model.hidden)),
+                           ("ensemble_size", model.ensemble_size)):
+            if config.get(key) != saved:
+                raise FormatError(f"{out}/config.json: {key} {config.get(key)!r} disagrees with "
+                                  f"model.npz's {saved!r}")
 
     def load_files(self, out, state) -> None:
         self.buffer = ReplayBuffer.load(out / "buffer.npz")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 
 import numpy as np
@@ -400,6 +401,22 @@ class TRPORun(Run):
         save_npz(out / "trpo_state.npz", STATE_KIND, STATE_VERSION,
                  {"iteration": self.iteration},
                  {**self.value.arrays(), **self.ret_norm.arrays("ret")})
+
+    @classmethod
+    def check_saved(cls, out, config) -> None:
+        if (out / "policy.npz").exists():
+            saved = list(GaussianPolicy.load(out / "policy.npz")[0].net.hidden)
+            if config.get("hidden") != saved:
+                raise FormatError(f"{out}/config.json: hidden {config.get('hidden')!r} "
+                                  f"disagrees with policy.npz's {saved!r}")
+        if (out / "trpo_state.npz").exists():
+            _, arrays = load_npz(out / "trpo_state.npz", STATE_KIND, (STATE_VERSION,))
+            layers = sorted(k for k in arrays if re.fullmatch(r"value_W\d+", k))
+            widths = [int(arrays[k].shape[-1]) for k in sorted(layers, key=lambda k: int(k[7:]))]
+            if config.get("value_hidden") != widths[:-1]:
+                raise FormatError(f"{out}/config.json: value_hidden "
+                                  f"{config.get('value_hidden')!r} disagrees with "
+                                  f"trpo_state.npz's {widths[:-1]!r}")
 
     def load_files(self, out, state) -> None:
         policy, header, _ = GaussianPolicy.load(out / "policy.npz")

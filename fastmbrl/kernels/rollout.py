@@ -535,5 +535,28 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
     kernel = rollout_kernel(reward, terminated, packed.isa)
-    kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1)))
+    try:
+        kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1)))
+    except SystemError as exc:
+        raise user_error(exc, reward, terminated) from None
     return out
+
+
+def user_error(exc: SystemError, reward, terminated=None) -> BaseException:
+    """The exception a reward or termination function raised inside a kernel, with a note
+    naming them: numba's parallel kernel returns with it set, which Python reports as a
+    SystemError whose cause it is (returned unchanged when there is none)."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is None or isinstance(cause, SystemError):
+        return exc
+    names = [f"reward function {_qualname(reward)}"]
+    if terminated is not None and terminated is not never_terminated:
+        names.append(f"termination function {_qualname(terminated)}")
+    cause.add_note(f"raised by the {' or the '.join(names)} while the planner scored "
+                   "candidate action sequences")
+    return cause
+
+
+def _qualname(fn) -> str:
+    py = getattr(fn, "py_func", fn)
+    return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(fn))}"

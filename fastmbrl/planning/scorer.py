@@ -30,8 +30,8 @@ from fastmbrl.kernels.rollout import (
     chunk_rows,
     kernel_args,
     make_chunks,
-    never_terminated,
     rollout_kernel,
+    user_error,
 )
 from fastmbrl.limits import array_bytes, check_bytes
 
@@ -174,7 +174,7 @@ class Scorer:
         try:  # free unless something raises
             self._kernel(*batch._call)
         except SystemError as exc:
-            raise self._user_error(exc) from None
+            raise user_error(exc, self.reward_fn, self.terminated_fn) from None
         returns = batch.returns
         if batch._member_returns is not None:
             ops.member_mean(batch._member_returns, returns)
@@ -183,20 +183,6 @@ class Scorer:
         self.num_diverged += n_inf
         self.best_return = max(self.best_return, returns.item(best))
         return best
-
-    def _user_error(self, exc: SystemError) -> BaseException:
-        """The exception a reward or termination function raised in the kernel: numba's
-        parallel kernel returns with it set, which Python reports as a SystemError whose
-        cause it is."""
-        cause = exc.__cause__ or exc.__context__
-        if cause is None or isinstance(cause, SystemError):
-            return exc
-        names = [f"reward function {_name(self.reward_fn)}"]
-        if self.terminated_fn is not None and self.terminated_fn is not never_terminated:
-            names.append(f"termination function {_name(self.terminated_fn)}")
-        cause.add_note(f"raised by the {' or the '.join(names)} while the planner scored "
-                       "candidate action sequences")
-        return cause
 
     def reset_statistics(self) -> None:
         self.best_return = _NEG_INF
@@ -213,6 +199,3 @@ class Scorer:
             batch._bind(batch._args.with_model(packed))
 
 
-def _name(fn) -> str:
-    py = getattr(fn, "py_func", fn)
-    return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(fn))}"
