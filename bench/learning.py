@@ -2,6 +2,7 @@
 
     python bench/learning.py Pendulum-v1 --seeds 0 1 2
     python bench/learning.py HalfCheetah-v5 --seeds 0 --steps 50000 --json
+    python bench/learning.py learned-reward/Pendulum-v1 --seeds 0 1 2   # the reward learned
 
 Not a CI test: a run takes minutes. CI runs the same loop with a tiny budget (tests/test_agent.py).
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from fastmbrl.algorithms.mbrl import train
 from fastmbrl.algorithms.evaluate import evaluate
+from fastmbrl.tasks.learned import base_id
 
 # task -> (env steps, mean evaluation return to reach); issue 4's targets
 TARGETS = {
@@ -39,7 +41,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    budget, target = TARGETS.get(args.task, (None, None))
+    # a learned-reward task has its environment's budget and target
+    budget, target = TARGETS.get(base_id(args.task) or args.task, (None, None))
     settings = {}
     if args.steps or budget:
         settings["steps"] = args.steps or budget

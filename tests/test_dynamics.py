@@ -412,3 +412,48 @@ def test_angle_inputs_fit_predict_pack_and_save(tmp_path):
         DynamicsModel(3, 2, angle_obs_dims=(3,))
     with pytest.raises(ValueError, match="angle_obs_dims"):
         DynamicsModel(3, 2, ignore_obs_dims=(1,), angle_obs_dims=(1,))
+
+
+def test_absolute_entries_are_learned_as_values_and_the_kernel_agrees(tmp_path):
+    """A learned reward column: its target is r(s, a) itself, never r' - r (the previous
+    reward, which the model does not see, would make that unlearnable)."""
+    from fastmbrl.kernels.rollout import rollout
+    from fastmbrl.tasks.learned import learned_reward, learned_terminated
+
+    rng = np.random.default_rng(5)
+    n = 600
+    obs = rng.normal(size=(n, 4)).astype(np.float32)
+    obs[:, 2:] = rng.normal(size=(n, 2))  # the previous step's reward and flag: noise here
+    act = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    nxt = obs.copy()
+    nxt[:, :2] += 0.1 * act
+    nxt[:, 2] = -obs[:, 0] ** 2 - 0.5 * act[:, 0] ** 2  # r(s, a)
+    nxt[:, 3] = 0
+    buf = ReplayBuffer(4, 1, n)
+    buf.add_batch(obs, act, nxt, nxt[:, 2])
+    kw = dict(hidden=(32, 32), activation="tanh", ignore_obs_dims=(2, 3), seed=1)
+    model = DynamicsModel(4, 1, absolute_obs_dims=(2, 3), **kw)
+    hist = model.fit(buf, epochs=60, batch_size=64, lr=3e-3)
+    as_delta = DynamicsModel(4, 1, **kw)
+    hist_delta = as_delta.fit(buf, epochs=60, batch_size=64, lr=3e-3)
+    pred = model.predict(obs, act)
+    reward_mse = float(np.mean((pred[:, 2] - nxt[:, 2]) ** 2))
+    delta_mse = float(np.mean((as_delta.predict(obs, act)[:, 2] - nxt[:, 2]) ** 2))
+    variance = float(np.var(nxt[:, 2]))  # about 2
+    assert reward_mse < 0.05 * variance and delta_mse > 0.3 * variance, (reward_mse, delta_mse)
+    assert min(hist["val_mse"]) < min(hist_delta["val_mse"])
+    assert np.abs(pred[:, 3]).max() < 0.1
+    # the kernel steps the same way (the carried entries are values) and scores with them
+    actions = rng.uniform(-1, 1, (7, 3, 1)).astype(np.float32)
+    states = model.rollout(np.repeat(obs[:1], 7, axis=0), actions)
+    want, out = np.zeros(7), np.empty(7, np.float32)
+    for t in range(3):
+        learned_reward(states[:, t], actions[:, t], states[:, t + 1], out)
+        want += out
+    got = rollout(model.packed(), obs[0], actions, learned_reward, learned_terminated, rows=8)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    back = DynamicsModel.load(model.save(tmp_path / "absolute"))
+    assert back.absolute_obs_dims == (2, 3)
+    np.testing.assert_array_equal(back.predict(obs, act), pred)
+    with pytest.raises(ValueError, match="absolute_obs_dims"):
+        DynamicsModel(4, 1, absolute_obs_dims=(4,))

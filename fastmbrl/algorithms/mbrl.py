@@ -112,6 +112,7 @@ class MBRLRun(Run):
         self.model = DynamicsModel(
             task.obs_dim, task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=task.ignore_obs_dims, angle_obs_dims=task.angle_obs_dims,
+            absolute_obs_dims=task.absolute_obs_dims,
             seed=cfg.seed, ensemble_size=cfg.ensemble_size)
         self.controller = None
 

@@ -7,7 +7,8 @@ training rows; the network predicts the normalised delta:
 Observation entries listed in `angle_obs_dims` enter the network as their sine (in place) and
 cosine (appended after the observation), as PETS does for HalfCheetah's body angle: a turned-over
 body is then near the states seen before rather than far outside them. The targets stay deltas
-of the raw observation.
+of the raw observation, except for entries in `absolute_obs_dims` (a learned reward and
+termination, fastmbrl.tasks.learned), whose targets are their next values.
 
 With `ensemble_size` B > 1 the model is a bootstrap ensemble (as the deterministic ensembles of
 PETS): B networks sharing the statistics, each fitted on its own resample of the training rows.
@@ -48,7 +49,7 @@ class DynamicsModel:
 
     def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
                  ignore_obs_dims=(), seed=0, dtype=np.float32, ensemble_size=1,
-                 angle_obs_dims=()):
+                 angle_obs_dims=(), absolute_obs_dims=()):
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         dims = sorted({int(d) for d in ignore_obs_dims})
@@ -62,6 +63,16 @@ class DynamicsModel:
             raise ValueError(f"angle_obs_dims: expected distinct indices in [0, {self.obs_dim}) "
                              f"not in ignore_obs_dims, got {tuple(angle_obs_dims)!r}")
         self.angle_obs_dims = tuple(angles)
+        absolute = sorted({int(d) for d in absolute_obs_dims})
+        if (any(not 0 <= d < self.obs_dim for d in absolute)
+                or len(absolute) != len(tuple(absolute_obs_dims)) or set(absolute) & set(angles)):
+            raise ValueError(f"absolute_obs_dims: expected distinct indices in [0, "
+                             f"{self.obs_dim}) not in angle_obs_dims, got "
+                             f"{tuple(absolute_obs_dims)!r}")
+        self.absolute_obs_dims = tuple(absolute)
+        # 1 where the network predicts a change, 0 where it predicts the value itself
+        self._carry = np.ones(self.obs_dim, dtype)
+        self._carry[list(absolute)] = 0
         n_in = self.obs_dim + len(angles)  # the network's observation inputs
         self.seed = int(seed)
         self.ensemble_size = check_positive_int(ensemble_size, "ensemble_size")
@@ -128,7 +139,7 @@ class DynamicsModel:
         out = self._net_out(self._inputs(obs, act))
         out *= self.delta_std
         out += self.delta_mean
-        out += obs
+        out += obs * self._carry if self.absolute_obs_dims else obs
         return out
 
     def predict(self, obs, act) -> np.ndarray:
@@ -215,7 +226,8 @@ class DynamicsModel:
             biases = [n.biases for n in self.nets] if many else self.net.biases
             packed = self._packed[spec] = pack_model(
                 weights, biases, self.activation, self.input_mean, self.input_scale,
-                self.delta_mean, self.delta_std, self.version, self.angle_obs_dims, spec)
+                self.delta_mean, self.delta_std, self.version, self.angle_obs_dims, spec,
+                absolute_dims=self.absolute_obs_dims)
         return packed
 
     # ------------------------------------------------------------------------------- training
@@ -231,8 +243,12 @@ class DynamicsModel:
         self.delta_mean[:] = d.mean(axis=0)
         self.delta_std[:] = np.where(dstd > _MIN_STD, dstd, 1.0)
 
+    def _delta(self, obs, next_obs):
+        """What the network learns: next - obs, or next itself for absolute entries."""
+        return next_obs - obs * self._carry if self.absolute_obs_dims else next_obs - obs
+
     def _targets(self, obs, next_obs):
-        t = (next_obs - obs).astype(self.dtype)
+        t = self._delta(obs, next_obs).astype(self.dtype)
         t -= self.delta_mean
         t /= self.delta_std
         return t
@@ -293,7 +309,7 @@ class DynamicsModel:
 
         before = self.state_dict()
         tr = buffer.get(train_idx)
-        self._set_statistics(tr.obs, tr.action, tr.next_obs - tr.obs)
+        self._set_statistics(tr.obs, tr.action, self._delta(tr.obs, tr.next_obs))
         x_tr, t_tr = self._inputs(tr.obs, tr.action), self._targets(tr.obs, tr.next_obs)
         if val_idx.size:
             va = buffer.get(val_idx)
@@ -400,6 +416,8 @@ class DynamicsModel:
                   "activation": self.activation, "ignore_obs_dims": list(self.ignore_obs_dims),
                   "seed": self.seed, "dtype": self.dtype.name, "ensemble_size": self.ensemble_size,
                   "angle_obs_dims": list(self.angle_obs_dims)}
+        if self.absolute_obs_dims:  # absent from older files: none
+            header["absolute_obs_dims"] = list(self.absolute_obs_dims)
         return save_npz(path, _KIND, _VERSION, header, self.state_dict())
 
     @classmethod
@@ -410,7 +428,8 @@ class DynamicsModel:
         try:
             model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"], sizes["activation"],
                         sizes["ignore_obs_dims"], sizes["seed"], np.dtype(sizes["dtype"]),
-                        sizes["ensemble_size"], sizes["angle_obs_dims"])
+                        sizes["ensemble_size"], sizes["angle_obs_dims"],
+                        sizes["absolute_obs_dims"])
             model.load_state(arrays)
         except ResourceLimitError as exc:
             raise ResourceLimitError(f"{path}: {exc}") from None
@@ -452,6 +471,7 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
     sizes = {"obs_dim": count("obs_dim"), "act_dim": count("act_dim"),
              "ensemble_size": count("ensemble_size", 1), "hidden": ints("hidden"),
              "angle_obs_dims": ints("angle_obs_dims", []),
+             "absolute_obs_dims": ints("absolute_obs_dims", []),
              "ignore_obs_dims": ints("ignore_obs_dims"), "seed": seed,
              "dtype": one_of("dtype", ("float32", "float64")),
              "activation": one_of("activation", ACTIVATION_NAMES)}
