@@ -190,6 +190,9 @@ class Run:
         """The run saved in `out`, at its last finished iteration."""
         out = Path(out)
         config = dict(read_run_config(out, cls.Config.ALGO))
+        missing = {"task", "seed"} - set(config)
+        if missing:
+            raise FormatError(f"{out}/config.json has no {' or '.join(sorted(missing))}")
         import_run_tasks(out)
         cls.check_saved(out, config)
         config.pop("algo")

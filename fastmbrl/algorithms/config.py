@@ -158,8 +158,8 @@ class Config:
     def resolved(self):
         """A copy with every None filled (given > preset > declared default), checked."""
         get_task(self.task)  # an unknown task fails first, with the registry's message
-        if not _is_int(self.seed):
-            raise FastMBRLError(f"seed must be an integer, got {self.seed!r}")
+        if not _is_int(self.seed) or self.seed < 0:  # random generators take no negative seed
+            raise FastMBRLError(f"seed must be a non-negative integer, got {self.seed!r}")
         given = self.adjust_preset(self.preset())
         values = dataclasses.asdict(self)
         for f in self.settings():  # in declaration order: a callable default sees earlier fields

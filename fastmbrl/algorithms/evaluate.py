@@ -10,7 +10,7 @@ from fastmbrl.algorithms.base import run_episode
 from fastmbrl.algorithms.config import non_negative_int
 from fastmbrl.planning.controller import CONTROLLER_FILE, MODEL_FILE, Controller
 from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError
-from fastmbrl.algorithms.rundir import read_run_config
+from fastmbrl.algorithms.rundir import import_run_tasks, read_run_config
 from fastmbrl.models.policies import PolicyController
 
 
@@ -21,6 +21,8 @@ def load_controller(path, **overrides):
         raise MissingFileError(f"{path} does not exist (expected a run directory or its "
                                "model.npz or policy.npz)")
     directory = path if path.is_dir() else path.parent
+    if (directory / "config.json").exists():
+        import_run_tasks(directory)  # a task of the user's that the run remembers
     if (directory / "config.json").exists():
         algo = read_run_config(directory)["algo"]
     elif (directory / CONTROLLER_FILE).exists():

@@ -230,7 +230,11 @@ class MBRLRun(Run):
             self.model = DynamicsModel.load(out / "model.npz")
             self.controller = self._make_controller()
         if "model_rng" in state:  # absent from runs saved before it was kept
-            self.model.rng.bit_generator.state = state["model_rng"]
+            try:
+                self.model.rng.bit_generator.state = state["model_rng"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"{out}/state.json: model_rng is not a random generator's "
+                                  f"state ({exc})") from None
 
 
 def train(task: str, out=None, log=print, **settings) -> MBRLRun:

@@ -154,10 +154,11 @@ def read_run_config(out, algo=None) -> dict:
     """The "config" entry of `out`'s config.json, checked for format (and algorithm if given)."""
     meta = read_json(Path(out) / "config.json",
                      f"{out} is not a fastmbrl run directory (no config.json)")
-    if meta.get("run_format") != RUN_FORMAT:
+    if meta.get("run_format") != RUN_FORMAT or type(meta.get("run_format")) is not int:
         raise FormatError(
-            f"{out} was written by fastmbrl {meta.get('fastmbrl_version', '?')} with run format "
-            f"{meta.get('run_format')}; this fastmbrl {__version__} reads format {RUN_FORMAT}")
+            f"{out}/config.json: written by fastmbrl {meta.get('fastmbrl_version', '?')} with "
+            f"run format {meta.get('run_format')!r}; this fastmbrl {__version__} reads format "
+            f"{RUN_FORMAT}")
     config = meta.get("config")
     if not isinstance(config, dict):
         raise FormatError(f"{out}/config.json has no config entry")
@@ -190,13 +191,6 @@ def commit(out, state: dict, write_files, row: dict | None = None) -> dict:
     state.json (`state` plus where the commit's files are); then publish the staged files.
     Returns the state as written. The caller holds the directory's lock."""
     out = Path(out)
-    metrics = out / METRICS
-    if row is not None:
-        with open(metrics, "a") as fh:
-            fh.write(json_dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    size = metrics.stat().st_size if metrics.exists() else 0
     stage = out / f"{STAGE_PREFIX}{secrets.token_hex(6)}"
     stage.mkdir()
     write_files(stage)
@@ -206,6 +200,16 @@ def commit(out, state: dict, write_files, row: dict | None = None) -> dict:
         raise ValueError(f"a run's files must be plain files with plain names, got {bad}")
     for name in names:
         _fsync(stage / name)
+    _fsync_dir(out)
+    # the row after the stage exists: an uncommitted row always has an uncommitted stage beside
+    # it, so a row with neither state nor stage is a committed one whose state was lost
+    metrics = out / METRICS
+    if row is not None:
+        with open(metrics, "a") as fh:
+            fh.write(json_dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    size = metrics.stat().st_size if metrics.exists() else 0
     state = {**state, "commit": {"stage": stage.name, "files": names, "metrics_bytes": size}}
     write_json(stage / STATE, state)
     _fsync(stage / STATE)
@@ -267,21 +271,25 @@ def recover(out) -> tuple[dict | None, list[dict]]:
     state = read_state(out)
     entry = None if state is None else _commit_entry(out, state)
     data = (out / METRICS).read_bytes() if (out / METRICS).exists() else b""
-    keep, rows = _committed_metrics(out, state, entry, data)  # checks before any change
+    stages = [p for p in out.iterdir() if p.name.startswith(STAGE_PREFIX) and p.is_dir()
+              and (entry is None or p.name != entry["stage"])]
+    keep, rows = _committed_metrics(out, state, entry, data, bool(stages))  # before any change
     if entry is not None and (out / entry["stage"]).is_dir():
         _publish(out, out / entry["stage"], entry["files"])
-    for path in out.iterdir():
-        if path.name.startswith(STAGE_PREFIX) and path.is_dir():
-            shutil.rmtree(path)  # an uncommitted save's
-        elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
-            path.unlink()
-    if keep != len(data):
+    if keep != len(data):  # before the stages go: they vouch for the row being uncommitted
         _replace_bytes(out / METRICS, data[:keep])
+    for path in stages:
+        shutil.rmtree(path)  # an uncommitted save's
+    for path in out.iterdir():
+        if path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+            path.unlink()
     return state, rows
 
 
-def _committed_metrics(out: Path, state, entry, data: bytes) -> tuple[int, list[dict]]:
-    """(bytes of metrics.jsonl that are committed, their rows), or FormatError."""
+def _committed_metrics(out: Path, state, entry, data: bytes,
+                       staged: bool) -> tuple[int, list[dict]]:
+    """(bytes of metrics.jsonl that are committed, their rows), or FormatError. `staged`: an
+    uncommitted stage exists (without one, no row can be uncommitted)."""
     path = out / METRICS
     iteration = 0 if state is None else state.get("iteration")
     if entry is not None:
@@ -298,6 +306,9 @@ def _committed_metrics(out: Path, state, entry, data: bytes) -> tuple[int, list[
                 break
             keep += len(line) + 1
     extra = data[keep:].count(b"\n")
+    if state is None and extra and not staged:
+        raise FormatError(f"{out}/{STATE} is missing but {path} holds {extra} committed row(s): "
+                          "the run's state was lost; nothing was changed")
     if extra > 1:  # one row is the iteration a kill interrupted; more were committed once
         raise FormatError(
             f"{path} has {extra} rows past the iteration {out}/{STATE} commits ({iteration!r}): "

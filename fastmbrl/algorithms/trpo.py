@@ -426,6 +426,11 @@ class TRPORun(Run):
         sheader, arrays = load_npz(out / "trpo_state.npz", STATE_KIND, (STATE_VERSION,))
         if sheader.get("iteration") != state["iteration"]:
             raise FormatError(f"{out}: trpo_state.npz and state.json are from different iterations")
+        expected = {**self.value.arrays(), **self.ret_norm.arrays("ret")}.keys()
+        if set(arrays) != set(expected):
+            odd = sorted(set(arrays) ^ set(expected))
+            raise FormatError(f"{out}/trpo_state.npz does not hold exactly a TRPO state's arrays "
+                              f"(differs in {', '.join(odd)})")
         try:
             self.value.load_arrays(arrays)
             self.ret_norm.load_arrays(arrays, "ret")

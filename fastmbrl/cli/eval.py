@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from fastmbrl.algorithms.evaluate import evaluate
+from fastmbrl.cli.train import add_import_argument, import_modules
 
 
 def add_arguments(p):
@@ -11,9 +12,11 @@ def add_arguments(p):
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--seed", type=int, default=1_000_000, help="seed of the first episode")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_import_argument(p)
 
 
 def run(args) -> int:
+    import_modules(args)
     result = evaluate(args.run_dir, args.episodes, args.seed,
                       log=None if args.json else (lambda m: print(m, flush=True)))
     if args.json:

@@ -16,6 +16,7 @@ from pathlib import Path
 from fastmbrl.algorithms import ALGORITHMS
 from fastmbrl.algorithms.rundir import read_run_config
 from fastmbrl.errors import FastMBRLError, FileError
+from fastmbrl.tasks import import_tasks, learned
 
 DEFAULT_ALGO = "mbrl"
 
@@ -84,6 +85,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED, or "
                                  "runs/TASK-ALGO-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
+    add_import_argument(p)
+    p.add_argument("--learned-reward", action="store_true",
+                   help="let the model learn the reward and termination (any continuous-action "
+                        "Gymnasium id: the task becomes learned-reward/TASK) [mbrl, mbmf]")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     g = p.add_argument_group("settings (default: the task's preset, else the library's; each "
                              "applies to the algorithms named after it)")
@@ -142,6 +147,17 @@ def _writable_dir(out: str) -> Path:
     return path
 
 
+def add_import_argument(p) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module of yours that registers tasks (or MODULE:ATTRIBUTE "
+                        "of a Task); repeatable; a run directory remembers it")
+
+
+def import_modules(args) -> None:
+    for spec in args.imports:
+        import_tasks(spec)
+
+
 def new_run(args, log):
     """A new run directory from `fastmbrl train` arguments."""
     algo = args.algo or DEFAULT_ALGO
@@ -149,7 +165,14 @@ def new_run(args, log):
         raise FastMBRLError(f"a task name is required, e.g. fastmbrl train Pendulum-v1 --algo {algo}")
     run_class = ALGORITHMS[algo]
     settings = _settings(algo, _given(args))
-    cfg = run_class.Config.create(args.task, 0 if args.seed is None else args.seed,
+    task = args.task
+    if args.learned_reward:
+        if algo == "trpo":
+            raise FastMBRLError("--learned-reward applies to --algo mbrl or mbmf (TRPO learns "
+                                "no model)")
+        if not learned.base_id(task):
+            task = learned.PREFIX + task
+    cfg = run_class.Config.create(task, 0 if args.seed is None else args.seed,
                                   **settings).resolved()
     out = _writable_dir(args.out if args.out is not None else
                         f"runs/{cfg.task}-{cfg.label}-s{cfg.seed}")
@@ -169,7 +192,8 @@ def resumed_run(args, log):
         raise FastMBRLError("give either a task or --resume DIR, not both")
     given = ([flag("algo")] if args.algo is not None else []) + [
         _spelling(d, v) for d, v in _given(args).items()] + [
-        flag(name) for name in ("seed", "out") if getattr(args, name) is not None]
+        flag(name) for name in ("seed", "out") if getattr(args, name) is not None] + (
+        ["--learned-reward"] if args.learned_reward else [])
     if given:
         raise FastMBRLError(
             f"--resume continues a run with the settings saved in {args.resume}; "
@@ -180,6 +204,7 @@ def resumed_run(args, log):
 
 def run(args) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    import_modules(args)
     r = resumed_run(args, log) if args.resume else new_run(args, log)
     t0 = time.perf_counter()
     r.train()
