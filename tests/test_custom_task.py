@@ -168,3 +168,23 @@ def test_an_installed_package_names_its_tasks_by_entry_point(tmp_path):
     assert "imports" not in json.loads((tmp_path / "run" / "config.json").read_text())
     res = _cli(["eval", "run", "--episodes", "1"], tmp_path, env)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_learned_reward_run_end_to_end(tmp_path, capsys):
+    from fastmbrl.cli import main
+    from fastmbrl.models.dynamics import DynamicsModel
+
+    out = tmp_path / "lr"
+    assert main(["train", "Pendulum-v1", "--learned-reward", *TINY, "--out", str(out),
+                 "--quiet"]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["task"] == "learned-reward/Pendulum-v1"
+    model = DynamicsModel.load(out / "model.npz")
+    assert model.obs_dim == 5 and model.absolute_obs_dims == (3, 4)
+    assert model.ignore_obs_dims == (3, 4)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "learned-reward/Pendulum-v1" and result["mean_return"] < 0
+    assert main(["train", "Pendulum-v1", "--algo", "trpo", "--learned-reward"]) == 2
+    assert "--learned-reward applies to --algo mbrl or mbmf" in capsys.readouterr().err
