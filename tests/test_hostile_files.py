@@ -361,20 +361,23 @@ def _controller(algo="mbrl", file="controller.json"):
         "planner_options": [DELETE, {"bogus": 1}, "x", [1], {"horizon": 3}],
         "shaping": ["yes", 2],
     }
-    for key, values in cases.items():
+    yield from _set_each(algo, file, cases)
+
+
+def _set_each(algo, file, table, under=(), commands=None):
+    """A case per value of each entry of `table` (key -> values), set at `under` + key."""
+    for key, values in table.items():
         for v in values:
-            label = _label(v)
-            yield Case(algo, file, f"{key}-{label}", json_set(key, value=v), key)
+            yield Case(algo, file, f"{key}-{_label(v)}", json_set(*under, key, value=v), key,
+                       commands)
 
 
 def _config(algo):
     file = "config.json"
     yield from _generic(algo, file)
     yield from _json_parse_level(algo, file, ("config", "steps"))
-    for key, values in {"run_format": [DELETE, 2, "1"], "config": [DELETE, "x", []]}.items():
-        for v in values:
-            label = _label(v)
-            yield Case(algo, file, f"{key}-{label}", json_set(key, value=v), key)
+    yield from _set_each(algo, file, {"run_format": [DELETE, 2, "1"],
+                                      "config": [DELETE, "x", []]})
     other = "trpo" if algo == "mbrl" else "mbrl"
     yield Case(algo, file, f"algo-{other}", json_set("config", "algo", value=other), "algo")
     yield Case(algo, file, "algo-bogus", json_set("config", "algo", value="bogus"), "algo")
@@ -400,11 +403,7 @@ def _config(algo):
         # TRPO's budget sizes nothing: a larger steps is a longer run, not a hostile file
         settings["steps"].remove(10**10)
         settings.update({"gamma": [2.0, "x"], "value_hidden": [[20000, 20000]]})
-    for key, values in settings.items():
-        for v in values:
-            label = _label(v)
-            yield Case(algo, file, f"{key}-{label}", json_set("config", key, value=v), key,
-                       (RESUME,))
+    yield from _set_each(algo, file, settings, ("config",), (RESUME,))
 
 
 def _state(algo):
@@ -420,10 +419,7 @@ def _state(algo):
     }
     if algo == "mbrl":
         fields["model_rng"] = ["x", {}]
-    for key, values in fields.items():
-        for v in values:
-            label = _label(v)
-            yield Case(algo, file, f"{key}-{label}", json_set(key, value=v), key)
+    yield from _set_each(algo, file, fields)
 
 
 def _metrics(algo):
