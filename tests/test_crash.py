@@ -29,8 +29,8 @@ from fastmbrl.models.dynamics import DynamicsModel  # noqa: E402
 QUIET = dict(log=lambda m: None)
 MBRL = dict(steps=200, random_steps=100, steps_per_iteration=100, episode_length=50, horizon=4,
             num_samples=16, hidden=(8,), epochs=1, batch_size=32, planner="rs")
-# TRPO iterations of whole episodes (Pendulum's are 200 steps): a resume starts a fresh episode
-TRPO = dict(steps=400, steps_per_iteration=200, value_epochs=1, hidden=(8,), value_hidden=(8,))
+# iterations that end inside Pendulum's 200-step episodes: a resume replays the one in progress
+TRPO = dict(steps=450, steps_per_iteration=150, value_epochs=1, hidden=(8,), value_hidden=(8,))
 TRPO_PHASE = {k: v for k, v in TRPO.items() if k != "steps"}
 TIMINGS = {"fit_s", "plan_ms", "acting_s", "wall_s", "env_s", "act_s", "policy_s", "value_s",
            "label_ms", "rollout_s"}
@@ -154,7 +154,7 @@ def test_a_crash_during_a_resume_resumes_again(reference, tmp_path, monkeypatch)
 @pytest.mark.parametrize("algo", ["trpo", "mbmf"])
 def test_other_algorithms_resume_exactly_after_crashes(algo, tmp_path, monkeypatch):
     cls, settings = {"trpo": (TRPORun, TRPO),
-                     "mbmf": (MBMFRun, dict(steps=650, mbrl=dict(MBRL), bc_epochs=1,
+                     "mbmf": (MBMFRun, dict(steps=700, mbrl=dict(MBRL), bc_epochs=1,
                                             trpo=TRPO_PHASE,
                                             dagger_rounds=1, dagger_steps=50))}[algo]
     ref = tmp_path / "ref"

@@ -17,7 +17,9 @@ differences near 1e-4, and the networks are small enough that precision costs no
 
 A run directory holds config.json (with "algo": "trpo"), metrics.jsonl, policy.npz (policy and
 observation statistics), trpo_state.npz (value baseline, its optimizer, reward statistics) and
-state.json; an interrupted run resumes from its last finished iteration, on a fresh episode.
+state.json; an interrupted run resumes from its last finished iteration. An episode that an
+iteration leaves unfinished continues in the next; trpo_state.npz keeps its reset seed and
+actions, and a resume replays them to reach the same environment state.
 """
 from __future__ import annotations
 
@@ -293,6 +295,9 @@ class TRPORun(Run):
         self._obs = None  # an episode in progress carries over to the next iteration
         self._ep_return = self._ep_len = 0
         self._disc_return = 0.0
+        # its reset seed and actions: a resume replays them to reach the same state (an
+        # environment's state cannot be saved, but it is a function of these)
+        self._ep_seed, self._ep_actions = None, []
 
     def _collect(self, n: int) -> dict:
         """n transitions with the current policy; the observation statistics stay fixed."""
@@ -308,7 +313,8 @@ class TRPORun(Run):
         for t in range(n):
             if self._obs is None:
                 t0 = time.perf_counter()
-                self._obs, _ = env.reset(seed=self.episode_seed())
+                self._ep_seed, self._ep_actions = self.episode_seed(), []
+                self._obs, _ = env.reset(seed=self._ep_seed)
                 env_s += time.perf_counter() - t0
                 self._ep_return, self._ep_len = 0.0, 0
             t0 = time.perf_counter()
@@ -318,6 +324,7 @@ class TRPORun(Run):
             action = np.clip(actions[t], low, high).astype(np.float32)
             t1 = time.perf_counter()
             self._obs, reward, term, trunc, _ = env.step(action)
+            self._ep_actions.append(action)
             env_s += time.perf_counter() - t1
             act_s += t1 - t0
             self._ep_return += float(reward)
@@ -398,9 +405,15 @@ class TRPORun(Run):
     def save_files(self, out) -> None:
         self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                          self.task.action_high)
+        episode, arrays = None, {**self.value.arrays(), **self.ret_norm.arrays("ret")}
+        if self._obs is not None:  # an episode continues into the next iteration
+            episode = {"seed": self._ep_seed, "return": self._ep_return,
+                       "length": self._ep_len, "disc_return": self._disc_return}
+            arrays["episode_actions"] = np.array(self._ep_actions, np.float32).reshape(
+                self._ep_len, self.task.act_dim)
+            arrays["episode_obs"] = np.asarray(self._obs)
         save_npz(out / "trpo_state.npz", STATE_KIND, STATE_VERSION,
-                 {"iteration": self.iteration},
-                 {**self.value.arrays(), **self.ret_norm.arrays("ret")})
+                 {"iteration": self.iteration, "episode": episode}, arrays)
 
     @classmethod
     def check_saved(cls, out, config) -> None:
@@ -426,8 +439,11 @@ class TRPORun(Run):
         sheader, arrays = load_npz(out / "trpo_state.npz", STATE_KIND, (STATE_VERSION,))
         if sheader.get("iteration") != state["iteration"]:
             raise FormatError(f"{out}: trpo_state.npz and state.json are from different iterations")
-        expected = {**self.value.arrays(), **self.ret_norm.arrays("ret")}.keys()
-        if set(arrays) != set(expected):
+        expected = set(self.value.arrays()) | set(self.ret_norm.arrays("ret"))
+        episode = sheader.get("episode")
+        if episode is not None:
+            expected |= {"episode_actions", "episode_obs"}
+        if set(arrays) != expected:
             odd = sorted(set(arrays) ^ set(expected))
             raise FormatError(f"{out}/trpo_state.npz does not hold exactly a TRPO state's arrays "
                               f"(differs in {', '.join(odd)})")
@@ -436,6 +452,34 @@ class TRPORun(Run):
             self.ret_norm.load_arrays(arrays, "ret")
         except (KeyError, ValueError) as exc:
             raise FormatError(f"{out}/trpo_state.npz is not a valid TRPO state: {exc}") from exc
+        if episode is not None:
+            self._replay_episode(out, episode, arrays)
+
+    def _replay_episode(self, out, episode, arrays) -> None:
+        """Step a fresh environment through the saved episode's actions to the state it was
+        in when the iteration ended; if the environment does not reproduce it (not
+        deterministic), the run goes on with a fresh episode instead, and says so."""
+        where = f"{out}/trpo_state.npz"
+        try:
+            seed, ret = int(episode["seed"]), float(episode["return"])
+            length, disc = int(episode["length"]), float(episode["disc_return"])
+            actions = as_array(arrays["episode_actions"], "episode_actions",
+                               (length, self.task.act_dim))
+            saved_obs = as_array(arrays["episode_obs"], "episode_obs", (self.task.obs_dim,),
+                                 np.float64, finite=False)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: the episode in progress is not valid ({exc})") from None
+        env = self.env
+        obs, _ = env.reset(seed=seed)
+        for a in actions:
+            obs = env.step(a)[0]
+        if not np.array_equal(np.asarray(obs, np.float64), saved_obs):
+            self.log(f"note: {self.task.name} did not reproduce the episode in progress from its "
+                     "seed and actions (a non-deterministic environment?): resuming on a fresh "
+                     "episode, so this run differs from an uninterrupted one")
+            return
+        self._obs, self._ep_seed, self._ep_actions = obs, seed, list(actions)
+        self._ep_return, self._ep_len, self._disc_return = ret, length, disc
 
 
 def train(task: str, out=None, log=print, **settings) -> TRPORun:
