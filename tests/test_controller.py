@@ -24,17 +24,33 @@ def test_act_checks_obs(controller):
         controller.act(["a", "b", "c"])
 
 
-def test_act_returns_bounded_action_in_a_reused_buffer(controller):
+def test_act_returns_a_bounded_action_each_call_its_own(controller):
     controller.reset(seed=2)
     action = controller.act(np.array([1.0, 0.0, 0.5]))
-    assert action.shape == (1,) and action.dtype == np.float32 and not action.flags.writeable
+    assert action.shape == (1,) and action.dtype == np.float32
     assert np.abs(action).max() <= 2.0
     kept = action.copy()
+    history = [action, controller.act(np.array([-1.0, 0.0, -3.0]))]
+    assert history[0] is not history[1]
+    np.testing.assert_array_equal(history[0], kept)  # keeping it is safe: later calls leave it
     controller.reset(seed=2)
     out = np.empty(1, np.float32)
     assert controller.act(np.array([1.0, 0.0, 0.5], np.float32), out=out) is out
     np.testing.assert_array_equal(out, kept)
-    assert controller.act(np.zeros(3)) is action  # the same buffer, overwritten
+
+
+def test_predict_takes_one_observation_or_a_batch(controller):
+    rows = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -2.0], [-1.0, 0.0, 3.0]])
+    controller.reset(seed=4)
+    single = [controller.act(r) for r in rows]
+    controller.reset(seed=4)
+    batch = controller.predict(rows)
+    assert batch.shape == (3, 1) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, np.stack(single))  # rows in turn, as act would
+    controller.reset(seed=4)
+    np.testing.assert_array_equal(controller.predict(rows[0]), single[0])
+    with pytest.raises(ValueError, match="obs: expected shape"):
+        controller.predict(np.zeros((2, 4)))
 
 
 def test_act_allocates_no_numpy_array(controller):
@@ -43,10 +59,12 @@ def test_act_allocates_no_numpy_array(controller):
     kernel = allocations(lambda: scorer.score(batch))  # numba unboxing the kernel's arguments
     obs = np.array([0.3, -0.9, 1.5])  # float64, as gymnasium returns
     out = np.empty(1, np.float32)
-    for call in (lambda: controller.act(obs), lambda: controller.act(obs, out)):
-        got = allocations(call, calls=5, numpy_calls=1)
-        assert got["numpy_bytes_per_call"] == 0, got
-        assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
+    got = allocations(lambda: controller.act(obs, out), calls=5, numpy_calls=1)
+    assert got["numpy_bytes_per_call"] == 0, got
+    assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
+    # without out=, the one (A,) array it returns
+    got = allocations(lambda: controller.act(obs), calls=5, numpy_calls=1)
+    assert 0 < got["numpy_bytes_per_call"] <= 4 * controller.task.act_dim, got
 
 
 def test_planning_reward_is_used_unless_shaping_is_off(tmp_path):

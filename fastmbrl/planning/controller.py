@@ -108,13 +108,26 @@ class Controller:
         self.settings["num_samples"] = self.planner.num_samples
 
     def act(self, obs, out=None) -> np.ndarray:
-        """The action (A,) for observation `obs` (O,).
+        """The action (A,) for observation `obs` (O,): a new float32 array, or `out` (a
+        writeable float32 (A,) array) filled in place. With `out` and `obs` a float32 or
+        float64 ndarray of shape (O,), a call allocates no NumPy array (the embedded path, see
+        fastmbrl.planning.planners); without it, the one array returned."""
+        if out is not None:
+            return self.planner.act(obs, out)
+        return self.planner.act(obs).copy()
 
-        Returns `out` (a float32 (A,) array) if given, else a read-only array owned by the
-        controller that the next call overwrites (copy it to keep it). With `obs` a float32 or
-        float64 ndarray of shape (O,), a call allocates no NumPy array (see fastmbrl.planning.planners).
-        """
-        return self.planner.act(obs, out)
+    def predict(self, obs) -> np.ndarray:
+        """Actions for observations, as Stable-Baselines3's `predict` gives them: `obs` (O,)
+        gives (A,), a batch (N, O) gives (N, A), always a new array. A batch is planned row by
+        row with this controller's warm start, as the steps of one trajectory are; give each
+        independent environment a controller of its own."""
+        arr = np.asarray(obs)
+        if arr.ndim != 2:
+            return self.act(obs)
+        actions = np.empty((arr.shape[0], self.task.act_dim), np.float32)
+        for i in range(arr.shape[0]):
+            self.planner.act(arr[i], actions[i])
+        return actions
 
     def reset(self, seed=None) -> None:
         """Forget the warm start between episodes; a seed makes the episode reproducible."""

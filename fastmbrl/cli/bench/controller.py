@@ -86,14 +86,16 @@ def observations(controller: Controller, n: int = 16, seed: int = 1) -> list:
 
 
 def latency_ms(controller: Controller, calls: int, warmup: int = 5) -> np.ndarray:
+    """Milliseconds per act() on the embedded path (into a preallocated `out`)."""
     obs = observations(controller)
+    out = np.empty(controller.task.act_dim, np.float32)
     for i in range(warmup):
-        controller.act(obs[i % len(obs)])
+        controller.act(obs[i % len(obs)], out)
     times = np.empty(calls)
     for i in range(calls):
         o = obs[i % len(obs)]
         t = time.perf_counter()
-        controller.act(o)
+        controller.act(o, out)
         times[i] = time.perf_counter() - t
     return 1e3 * times
 
@@ -159,6 +161,7 @@ def measure(cfg: Config, calls: int = 300, startup: bool = True) -> dict:
     controller = make_controller(cfg)
     ms = latency_ms(controller, calls)
     obs = observations(controller, 1)[0]
+    out = np.empty(controller.task.act_dim, np.float32)
     row = {
         "config": cfg.name,
         "task": cfg.task,
@@ -169,7 +172,7 @@ def measure(cfg: Config, calls: int = 300, startup: bool = True) -> dict:
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "min_ms": round(float(ms.min()), 3),
         "calls": calls,
-        **allocations(lambda: controller.act(obs)),
+        **allocations(lambda: controller.act(obs, out)),
         "threads": numba.get_num_threads(),
     }
     if startup:
