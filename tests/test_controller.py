@@ -121,3 +121,38 @@ def test_saved_population_option_still_loads(tmp_path):
     assert ctrl.planner.num_samples == 24 and ctrl.planner.num_elites == 5
     with pytest.raises(FastMBRLError, match="unknown planner"):
         Controller(model, "Pendulum-v1", planner="nope")
+
+
+@pytest.mark.parametrize("planner, options", [("cem", {"iterations": 50}),
+                                              ("mppi", {"iterations": 50}),
+                                              ("icem", {"iterations": 50})])
+def test_a_deadline_stops_refining_and_still_gives_a_bounded_action(planner, options):
+    import time
+
+    model = DynamicsModel(3, 1, (64, 64), "silu", seed=0)
+    ctrl = Controller(model, "Pendulum-v1", planner=planner, horizon=20, num_samples=400,
+                      planner_options=options)
+    obs = np.array([0.3, -0.9, 1.5])
+
+    def timed(**kw):
+        t = time.perf_counter()
+        action = ctrl.act(obs, **kw)
+        return action, 1e3 * (time.perf_counter() - t)
+
+    _, full = timed()
+    actions, spent = zip(*(timed(deadline_ms=full / 20) for _ in range(5)))
+    # the first iteration always runs, so a plan costs at least one iteration past the budget
+    assert np.median(spent) < full / 4, (spent, full)
+    for a in actions:
+        assert np.isfinite(a).all() and np.abs(a).max() <= 2.0
+    ctrl.reset(seed=1)
+    a, _ = timed(deadline_ms=1e6)  # a budget never reached: the same plan as without one
+    ctrl.reset(seed=1)
+    np.testing.assert_array_equal(a, ctrl.act(obs))
+    with pytest.raises(ValueError, match="deadline_ms"):
+        ctrl.act(obs, deadline_ms=0)
+    with pytest.raises(ValueError, match="deadline_ms"):
+        Controller(model, "Pendulum-v1", planner=planner, deadline_ms=float("nan"))
+    timed_ctrl = Controller(model, "Pendulum-v1", planner=planner, horizon=20, num_samples=400,
+                            planner_options=options, deadline_ms=full / 20)
+    assert timed_ctrl.settings["deadline_ms"] == full / 20

@@ -14,7 +14,7 @@ from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
 from fastmbrl.limits import ResourceLimitError
-from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS
+from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS, check_deadline
 from fastmbrl.tasks import Task, get_task
 
 
@@ -84,7 +84,7 @@ class Controller:
     number used."""
 
     def __init__(self, model: DynamicsModel, task, planner=DEFAULT_PLANNER, horizon=DEFAULT_HORIZON,
-                 num_samples=None, seed=0, planner_options=None, shaping=True):
+                 num_samples=None, seed=0, planner_options=None, shaping=True, deadline_ms=None):
         if not isinstance(task, (str, Task)):
             raise FastMBRLError(f"task must be a task name or a Task, got {task!r}")
         self.task = get_task(task) if isinstance(task, str) else task
@@ -102,19 +102,23 @@ class Controller:
             "seed": _check_seed(seed),
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
+            "deadline_ms": None if deadline_ms is None else check_deadline(deadline_ms),
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options, shaping)
         self.settings["num_samples"] = self.planner.num_samples
+        self.planner.deadline_ms = self.settings["deadline_ms"]
 
-    def act(self, obs, out=None) -> np.ndarray:
+    def act(self, obs, out=None, deadline_ms=None) -> np.ndarray:
         """The action (A,) for observation `obs` (O,): a new float32 array, or `out` (a
         writeable float32 (A,) array) filled in place. With `out` and `obs` a float32 or
         float64 ndarray of shape (O,), a call allocates no NumPy array (the embedded path, see
-        fastmbrl.planning.planners); without it, the one array returned."""
+        fastmbrl.planning.planners); without it, the one array returned. `deadline_ms`
+        (default: the controller's): the planner stops refining (CEM, MPPI and iCEM
+        iterations) once that much time is spent and acts on the best so far."""
         if out is not None:
-            return self.planner.act(obs, out)
-        return self.planner.act(obs).copy()
+            return self.planner.act(obs, out, deadline_ms)
+        return self.planner.act(obs, None, deadline_ms).copy()
 
     def predict(self, obs) -> np.ndarray:
         """Actions for observations, as Stable-Baselines3's `predict` gives them: `obs` (O,)
@@ -162,6 +166,7 @@ class Controller:
         except KeyError as exc:
             raise FormatError(f"{meta_path} has no setting {exc}") from None
         settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
+        settings["deadline_ms"] = meta.get("deadline_ms")
         settings.update(overrides)
         model = DynamicsModel.load(model_path)
         # the saved settings go through the constructor's checks and limits; name the file

@@ -46,6 +46,7 @@ many were scored. If every candidate diverges the planner still returns a finite
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import numpy as np
@@ -109,6 +110,11 @@ def _check_bounds(low, high, a):
     if not (low < high).all():
         raise ValueError("action_low must be below action_high in every dimension")
     return low, high
+
+
+def check_deadline(ms) -> float:
+    """A plan's time budget in milliseconds: a positive finite number."""
+    return check_finite_float(ms, "deadline_ms", 0, 3.6e6, low_open=True)
 
 
 def _check_out(out, shape):
@@ -243,21 +249,38 @@ class Planner:
         self.scorer.reset_statistics()
         self._reset_state()
 
-    def plan(self, obs, out=None) -> np.ndarray:
+    #: default time budget of a plan in milliseconds (None: run every iteration)
+    deadline_ms = None
+
+    def plan(self, obs, out=None, deadline_ms=None) -> np.ndarray:
         """Best action sequence (H, A) float32 from observation `obs` (O,).
 
-        Returns `out` if given, else a read-only array that the next call overwrites."""
+        Returns `out` if given, else a read-only array that the next call overwrites.
+        `deadline_ms` (default: the planner's `deadline_ms`): stop refining before an
+        iteration that would end past it (judged by the last one) and return the best so far;
+        the first iteration always runs (random shooting has only that one), so a plan is
+        always a finite in-bounds action and may exceed a budget shorter than one iteration."""
         if out is not None:
             _check_out(out, self._solution.shape)
-        self._run(obs, self._solution if out is None else out)
+        self._run(obs, self._solution if out is None else out, deadline_ms)
         return self._result if out is None else out
 
-    def act(self, obs, out=None) -> np.ndarray:
-        """First action (A,) of plan(obs); `out` and the returned array as in `plan`."""
+    def act(self, obs, out=None, deadline_ms=None) -> np.ndarray:
+        """First action (A,) of plan(obs); `out`, `deadline_ms` and the returned array as
+        in `plan`."""
         if out is not None:
             _check_out(out, self._first_action.shape)
-        self._run(obs, self._solution if out is None else out)
+        self._run(obs, self._solution if out is None else out, deadline_ms)
         return self._first_action if out is None else out
+
+    def _out_of_time(self) -> bool:
+        """Whether another iteration, as long as the last one, would end past this plan's
+        deadline (asked before each iteration after the first)."""
+        if self._deadline is None:
+            return False
+        now = time.perf_counter()
+        step, self._last_t = now - self._last_t, now
+        return now + step > self._deadline
 
     # --- helpers for subclasses ----------------------------------------------------------
     def _rank_elites(self, cand, returns, n_elite, best_return) -> float:
@@ -270,7 +293,13 @@ class Planner:
             ops.take_row(cand, first, self._best)
         return value
 
-    def _run(self, obs, out):
+    def _run(self, obs, out, deadline_ms=None):
+        ms = self.deadline_ms if deadline_ms is None else deadline_ms
+        if ms is None:
+            self._deadline = None
+        else:
+            self._last_t = time.perf_counter()
+            self._deadline = self._last_t + check_deadline(ms) / 1e3
         self.scorer.begin(obs)
         if not self._optimize():
             if not self._warned:
@@ -418,7 +447,9 @@ class CEM(Planner):
         best_return = _NEG_INF
         batch = self.scorer.batch(self.num_samples)
         cand, returns = batch.actions, batch.returns
-        for _ in range(self.iterations):
+        for it in range(self.iterations):
+            if it and self._out_of_time():
+                break
             if self.sampling == "truncated":  # keep mean +- 2 std inside the bounds
                 ops.cap_std(std, mean, self.action_low, self.action_high)
             self._sample_normal(cand)
@@ -472,7 +503,9 @@ class MPPI(Planner):
         batch = self.scorer.batch(self.num_samples)
         cand, returns = batch.actions, batch.returns
         ok = False
-        for _ in range(self.iterations):
+        for it in range(self.iterations):
+            if it and self._out_of_time():
+                break
             self.rng.standard_normal(out=cand, dtype=F32)
             ops.affine_clip(cand, self._mean, self._noise, self.action_low, self.action_high,
                             self._beta)
@@ -622,6 +655,8 @@ class ICEM(Planner):
         best_return = _NEG_INF
         last = len(self._sizes) - 1
         for it in range(last + 1):
+            if it and self._out_of_time():
+                break
             n, white = self._sizes[it], self._white[it]
             self.rng.standard_normal(out=white, dtype=F32)
             batch = self.scorer.batch(n + self._num_kept + (it == last))

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from fastmbrl.planning.controller import Controller
+from fastmbrl.planning.planners import check_deadline
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError
 from fastmbrl.kernels import num_threads
@@ -157,8 +158,9 @@ def first_action_s(controller: Controller) -> tuple:
     return load, total
 
 
-def measure(cfg: Config, calls: int = 300, startup: bool = True) -> dict:
+def measure(cfg: Config, calls: int = 300, startup: bool = True, deadline_ms=None) -> dict:
     controller = make_controller(cfg)
+    controller.planner.deadline_ms = deadline_ms
     ms = latency_ms(controller, calls)
     obs = observations(controller, 1)[0]
     out = np.empty(controller.task.act_dim, np.float32)
@@ -172,6 +174,10 @@ def measure(cfg: Config, calls: int = 300, startup: bool = True) -> dict:
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "min_ms": round(float(ms.min()), 3),
         "calls": calls,
+        "deadline_ms": deadline_ms,
+        # the share of calls that overran the budget (the first iteration always runs)
+        "over_deadline": None if deadline_ms is None else round(float(np.mean(ms > deadline_ms)),
+                                                                3),
         **allocations(lambda: controller.act(obs, out)),
         "threads": numba.get_num_threads(),
     }
@@ -188,6 +194,9 @@ def add_arguments(parser):
                         help="timed act() calls per configuration (default 300)")
     parser.add_argument("--threads", type=int, default=None,
                         help="numba threads for the timed calls (default: all cores)")
+    parser.add_argument("--deadline-ms", type=float, default=None,
+                        help="time budget per act(): planners stop refining when it is spent; "
+                             "the report gives the share of calls over it")
     parser.add_argument("--no-startup", action="store_true",
                         help="skip the fresh-process time to first action")
 
@@ -195,6 +204,8 @@ def add_arguments(parser):
 def run(args) -> int:
     if args.calls < 1:
         raise FastMBRLError("--calls must be >= 1")
+    if args.deadline_ms is not None:
+        check_deadline(args.deadline_ms)
     if args.threads is not None and args.threads < 1:  # 0 must not quietly mean all cores
         raise FastMBRLError(f"--threads must be >= 1, got {args.threads}")
     with num_threads(args.threads or numba.config.NUMBA_NUM_THREADS):
@@ -208,12 +219,14 @@ def _run(args) -> int:
               f"{'numpy B':>9}{'first act s':>12}  planner / model")
     for name in args.configs:
         cfg = CONFIGS[name]
-        row = dict(measure(cfg, args.calls, not args.no_startup), **machine())
+        row = dict(measure(cfg, args.calls, not args.no_startup, args.deadline_ms), **machine())
         if args.json:
             print(json.dumps(row), flush=True)
         else:
             first = f"{row['first_action_s']:.2f}" if "first_action_s" in row else "-"
+            over = ("" if args.deadline_ms is None else
+                    f", {100 * row['over_deadline']:.0f} % of calls over {args.deadline_ms} ms")
             print(f"{name:<12}{row['ms_per_act']:>10.2f}{row['p90_ms']:>9.2f}{row['p99_ms']:>9.2f}"
                   f"{row['bytes_per_call']:>8}{row['numpy_bytes_per_call']:>9}{first:>12}  "
-                  f"{row['planner']} / {row['model']}", flush=True)
+                  f"{row['planner']} / {row['model']}{over}", flush=True)
     return 0
