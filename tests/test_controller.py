@@ -156,3 +156,22 @@ def test_a_deadline_stops_refining_and_still_gives_a_bounded_action(planner, opt
     timed_ctrl = Controller(model, "Pendulum-v1", planner=planner, horizon=20, num_samples=400,
                             planner_options=options, deadline_ms=full / 20)
     assert timed_ctrl.settings["deadline_ms"] == full / 20
+
+
+def test_controller_json_keeps_the_action_bounds_and_a_load_checks_them(controller, tmp_path):
+    import json
+
+    from fastmbrl.errors import FormatError
+
+    controller.save(tmp_path)
+    meta = json.loads((tmp_path / "controller.json").read_text())
+    assert meta["action_low"] == [-2.0] and meta["action_high"] == [2.0]
+    assert Controller.load(tmp_path).settings == controller.settings
+    meta["action_high"] = [3.0]  # a file from a task whose bounds have changed since
+    (tmp_path / "controller.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match=r"action_high \[3.0\] differs"):
+        Controller.load(tmp_path)
+    meta["action_high"] = ["x"]
+    (tmp_path / "controller.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match="action_high"):
+        Controller.load(tmp_path)

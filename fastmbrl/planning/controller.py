@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmbrl._validate import check_positive_int
+from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
@@ -141,7 +141,10 @@ class Controller:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / MODEL_FILE)
-        meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings}
+        meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings,
+                # the task's, for readers without fastmbrl; a load checks they still agree
+                "action_low": self.task.action_low.tolist(),
+                "action_high": self.task.action_high.tolist()}
         write_json(directory / CONTROLLER_FILE, meta)
         return directory
 
@@ -173,10 +176,21 @@ class Controller:
         source = f"{meta_path}" + (f" (with overrides of {', '.join(overrides)})"
                                    if overrides else "")
         try:
-            return cls(model, **settings)
+            controller = cls(model, **settings)
         except ResourceLimitError as exc:
             raise ResourceLimitError(f"{source}: {exc}") from None
         except FormatError:
             raise
         except (ValueError, TypeError) as exc:
             raise FormatError(f"{source}: {exc}") from exc
+        task = controller.task
+        for key, bound in (("action_low", task.action_low), ("action_high", task.action_high)):
+            if key in meta:  # absent from files written before they were kept
+                try:
+                    saved = as_array(meta[key], key, (task.act_dim,))
+                except ValueError as exc:
+                    raise FormatError(f"{meta_path}: {exc}") from None
+                if not np.array_equal(saved, bound):
+                    raise FormatError(f"{meta_path}: {key} {saved.tolist()} differs from task "
+                                      f"{task.name}'s {bound.tolist()}")
+        return controller
