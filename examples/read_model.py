@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 KIND = "dynamics_model"
-FORMAT_VERSIONS = (1, 2)  # 2 added ensembles (arrays "m0_W0", ...); both read the same way
+# 2 added ensembles (arrays "m0_W0", ...), 3 absolute_obs_dims; all read the same way
+FORMAT_VERSIONS = (1, 2, 3)
 #: the header fields this reader understands; another one might change what the file means
 HEADER_FIELDS = {"kind", "format_version", "obs_dim", "act_dim", "hidden", "activation", "dtype",
                  "ensemble_size", "angle_obs_dims", "absolute_obs_dims", "ignore_obs_dims",

@@ -192,9 +192,9 @@ def test_load_refuses_bad_files(fitted, tmp_path):
     state = model.state_dict()
     header = {"obs_dim": 3, "act_dim": 1, "hidden": [64, 64], "activation": "relu",
               "ignore_obs_dims": [], "seed": 0, "dtype": "float32"}
-    save_npz(tmp_path / "v3.npz", "dynamics_model", 3, header, state)
-    with pytest.raises(FormatError, match="version 3"):
-        DynamicsModel.load(tmp_path / "v3.npz")
+    save_npz(tmp_path / "v4.npz", "dynamics_model", 4, header, state)
+    with pytest.raises(FormatError, match="version 4"):
+        DynamicsModel.load(tmp_path / "v4.npz")
     save_npz(tmp_path / "buf.npz", "replay_buffer", 1, header, state)
     with pytest.raises(FormatError, match="replay_buffer"):
         DynamicsModel.load(tmp_path / "buf.npz")
@@ -457,3 +457,13 @@ def test_absolute_entries_are_learned_as_values_and_the_kernel_agrees(tmp_path):
     np.testing.assert_array_equal(back.predict(obs, act), pred)
     with pytest.raises(ValueError, match="absolute_obs_dims"):
         DynamicsModel(4, 1, absolute_obs_dims=(4,))
+
+
+def test_a_model_with_absolute_entries_is_format_version_3(tmp_path):
+    from fastmbrl.io import load_npz
+
+    plain = DynamicsModel(3, 1, (8,), seed=0).save(tmp_path / "plain")
+    valued = DynamicsModel(3, 1, (8,), seed=0, absolute_obs_dims=(2,)).save(tmp_path / "valued")
+    assert load_npz(plain, "dynamics_model", (2,))[0]["format_version"] == 2
+    assert load_npz(valued, "dynamics_model", (3,))[0]["format_version"] == 3
+    assert DynamicsModel.load(valued).absolute_obs_dims == (2,)

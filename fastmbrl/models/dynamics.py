@@ -33,7 +33,11 @@ from fastmbrl.models.mlp import (ACTIVATION_NAMES, MLP, Adam, check_hidden, mlp_
                                  train_mse_epochs)
 
 _KIND = "dynamics_model"
-_VERSION = 2  # 2: ensembles (member weights "m{i}_W0", ...); version 1 files still load
+# 2: ensembles (member weights "m{i}_W0", ...); 3: absolute_obs_dims (outputs that are values,
+# not deltas), written only by models that have them, so that an older fastmbrl refuses such a
+# file instead of reading those outputs as deltas. Versions 1 and 2 still load.
+_VERSION = 2
+_VERSION_ABSOLUTE = 3
 _STATS = ("input_mean", "input_scale", "delta_mean", "delta_std")
 _MIN_STD = 1e-6  # below this a dimension is treated as constant (scale 1, not 1/std)
 _EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
@@ -418,12 +422,13 @@ class DynamicsModel:
                   "angle_obs_dims": list(self.angle_obs_dims)}
         if self.absolute_obs_dims:  # absent from older files: none
             header["absolute_obs_dims"] = list(self.absolute_obs_dims)
-        return save_npz(path, _KIND, _VERSION, header, self.state_dict())
+        version = _VERSION_ABSOLUTE if self.absolute_obs_dims else _VERSION
+        return save_npz(path, _KIND, version, header, self.state_dict())
 
     @classmethod
     def load(cls, path) -> "DynamicsModel":
         """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
-        header, arrays = load_npz(path, _KIND, (1, _VERSION))
+        header, arrays = load_npz(path, _KIND, (1, _VERSION, _VERSION_ABSOLUTE))
         sizes = _check_header(path, header, arrays)  # before anything is sized from it
         try:
             model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"], sizes["activation"],
