@@ -284,3 +284,15 @@ def test_a_config_whose_sizes_disagree_with_the_model_is_refused_before_allocati
     with pytest.raises(FastMBRLError, match="hidden .* disagrees with model.npz"):
         MBRLRun.resume(out, log=lambda m: None)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+def test_a_step_budget_edited_in_config_json_is_refused(finished_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["steps"] += 100  # the buffer holds the old budget: the run could not end
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(FastMBRLError, match="steps .* disagrees with buffer.npz's capacity"):
+        MBRLRun.resume(out, log=lambda m: None)

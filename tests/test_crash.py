@@ -276,3 +276,24 @@ def test_one_process_holds_a_directory_only_while_it_works(reference, tmp_path):
             second.save()
     assert np.array_equal(first.buffer.get(first.buffer.indices()).obs,
                           second.buffer.get(second.buffer.indices()).obs)
+
+
+def test_a_run_loaded_before_another_trained_the_directory_refuses_to_commit(reference,
+                                                                            tmp_path):
+    out = tmp_path / "run"
+
+    def stop_in_second_iteration(msg):
+        if msg.startswith("iteration 2:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        MBRLRun.run("Pendulum-v1", out, seed=4, log=stop_in_second_iteration,
+                    **{**MBRL, "steps": 300})
+    stale = MBRLRun.resume(out, **QUIET)
+    fresh = MBRLRun.resume(out, **QUIET)
+    fresh.train()
+    rows = (out / "metrics.jsonl").read_bytes()
+    with pytest.raises(RunLockedError, match="trained by another run since this one was loaded"):
+        stale.train()
+    assert (out / "metrics.jsonl").read_bytes() == rows  # nothing committed over it
+    assert MBRLRun.resume(out, **QUIET).iteration == 2

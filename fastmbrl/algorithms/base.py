@@ -19,8 +19,9 @@ from typing import ClassVar
 import numpy as np
 
 from fastmbrl.algorithms.config import Config
-from fastmbrl.algorithms.rundir import (RunLock, commit, import_run_tasks, read_run_config,
-                                        recover, write_run_config)
+from fastmbrl.algorithms.rundir import (RunLock, RunLockedError, commit, import_run_tasks,
+                                        read_run_config, read_state, recover,
+                                        write_run_config)
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.tasks import get_task, task_source
 
@@ -53,6 +54,14 @@ def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
             return total, steps, act_s, bool(terminated or env_truncated)
 
 
+def _commit_id(state) -> str | None:
+    """What identifies a committed state: its stage's name ("" for a state written before
+    commits named one; None for no state)."""
+    if state is None:
+        return None
+    return (state.get("commit") or {}).get("stage", "")
+
+
 class Run:
     """One training run bound to a run directory (or to none, for library use)."""
 
@@ -75,6 +84,7 @@ class Run:
         self._steps = 0
         self._env = None
         self._lock = None if self.out is None else RunLock(self.out)
+        self._commit = None  # _commit_id of the state this run loaded or last wrote
 
     def rng_seed(self):
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
@@ -150,10 +160,19 @@ class Run:
         if self.out is None:
             return
         with self.locked():
-            commit(self.out, {
+            self._check_current()
+            state = commit(self.out, {
                 "iteration": self.iteration, "episodes": self.episodes,
                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
                 **self.extra_state()}, self.save_files, row)
+            self._commit = _commit_id(state)
+
+    def _check_current(self) -> None:
+        """Refuse to commit over a state this run did not load or write: another process (or
+        Run) trained the directory between this run's resume and its train."""
+        if _commit_id(read_state(self.out)) != self._commit:
+            raise RunLockedError(f"{self.out} was trained by another run since this one was "
+                                 "loaded; resume it again to continue from its last commit")
 
     def save_files(self, stage: Path) -> None:
         """Hook: write the files of this commit into `stage` (a fresh directory; each file
@@ -194,17 +213,19 @@ class Run:
         if missing:
             raise FormatError(f"{out}/config.json has no {' or '.join(sorted(missing))}")
         import_run_tasks(out)
-        cls.check_saved(out, config)
         config.pop("algo")
         unknown = set(config) - cls.Config.setting_names() - {"task", "seed"}
         if unknown:
             raise FormatError(f"{out}/config.json has settings this fastmbrl does not know: "
                               f"{', '.join(sorted(unknown))}")
-        run = cls(cls.Config(**config), out, log)
-        with run.locked():
+        lock = RunLock(out).acquire()
+        try:
             state, rows = recover(out)
+            cls.check_saved(out, config)  # the committed files, before the run sizes anything
+            run = cls(cls.Config(**config), out, log)
             if state is None:
                 return run  # stopped before its first commit: start over
+            run._commit = _commit_id(state)
             run.iteration, run.episodes = state["iteration"], state["episodes"]
             run._steps = state["env_steps"]
             try:
@@ -213,6 +234,8 @@ class Run:
                 raise FormatError(f"{out}/state.json: rng is not a random generator's state "
                                   f"({exc})") from None
             run.load_files(out, state)
+        finally:
+            lock.release()
         run.metrics = rows
         log(run.resume_message())
         return run

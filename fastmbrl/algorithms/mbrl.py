@@ -225,7 +225,11 @@ class MBRLRun(Run):
                                   f"model.npz's {saved!r}")
 
     def load_files(self, out, state) -> None:
-        self.buffer = ReplayBuffer.load(out / "buffer.npz")
+        buffer = ReplayBuffer.load(out / "buffer.npz")
+        if buffer.capacity != self.config.steps:  # it keeps every step: the budget is its size
+            raise FormatError(f"{out}/config.json: steps {self.config.steps} disagrees with "
+                              f"buffer.npz's capacity {buffer.capacity}")
+        self.buffer = buffer
         if self.iteration > 0:
             self.model = DynamicsModel.load(out / "model.npz")
             self.controller = self._make_controller()

@@ -93,8 +93,8 @@ class RunLock:
             fh.seek(0)
             holder = fh.read().strip() or "?"
             fh.close()
-            where = ("another Run object in this process (finish its train() or call its "
-                     "close())" if holder == str(os.getpid())
+            where = ("another Run object in this process (one that is training or "
+                     "committing)" if holder == str(os.getpid())
                      else f"the fastmbrl process with pid {holder}")
             raise RunLockedError(f"{self.out} is in use by {where}; a run directory is "
                                  "trained by one process at a time") from None

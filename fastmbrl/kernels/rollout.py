@@ -552,8 +552,9 @@ def user_error(exc: SystemError, reward, terminated=None) -> BaseException:
     names = [f"reward function {_qualname(reward)}"]
     if terminated is not None and terminated is not never_terminated:
         names.append(f"termination function {_qualname(terminated)}")
-    cause.add_note(f"raised by the {' or the '.join(names)} while the planner scored "
-                   "candidate action sequences")
+    if hasattr(cause, "add_note"):  # Python 3.11+
+        cause.add_note(f"raised by the {' or the '.join(names)} while the planner scored "
+                       "candidate action sequences")
     return cause
 
 

@@ -93,6 +93,11 @@ class Controller:
                 f"model sizes (obs {model.obs_dim}, act {model.act_dim}) do not fit task "
                 f"{self.task.name} (obs {self.task.obs_dim}, act {self.task.act_dim})"
             )
+        if model.absolute_obs_dims != self.task.absolute_obs_dims:
+            raise FastMBRLError(
+                f"the model predicts entries {model.absolute_obs_dims} as values, task "
+                f"{self.task.name} has {self.task.absolute_obs_dims}: a learned reward needs a "
+                "model trained for it")
         self.model = model
         self.settings = {
             "planner": planner,

@@ -249,8 +249,16 @@ class Planner:
         self.scorer.reset_statistics()
         self._reset_state()
 
-    #: default time budget of a plan in milliseconds (None: run every iteration)
-    deadline_ms = None
+    _deadline_ms = None
+
+    @property
+    def deadline_ms(self):
+        """Default time budget of a plan in milliseconds (None: run every iteration)."""
+        return self._deadline_ms
+
+    @deadline_ms.setter
+    def deadline_ms(self, ms):
+        self._deadline_ms = None if ms is None else check_deadline(ms)
 
     def plan(self, obs, out=None, deadline_ms=None) -> np.ndarray:
         """Best action sequence (H, A) float32 from observation `obs` (O,).
@@ -294,12 +302,12 @@ class Planner:
         return value
 
     def _run(self, obs, out, deadline_ms=None):
-        ms = self.deadline_ms if deadline_ms is None else deadline_ms
+        ms = self._deadline_ms if deadline_ms is None else check_deadline(deadline_ms)
         if ms is None:
             self._deadline = None
         else:
             self._last_t = time.perf_counter()
-            self._deadline = self._last_t + check_deadline(ms) / 1e3
+            self._deadline = self._last_t + ms / 1e3
         self.scorer.begin(obs)
         if not self._optimize():
             if not self._warned:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from fastmbrl.errors import require
+from fastmbrl.errors import FastMBRLError, require
 from fastmbrl.kernels import FASTMATH
 
 PREFIX = "learned-reward/"
@@ -75,6 +75,8 @@ def register_env(name: str, base_env_id: str) -> None:
     options, wrapped so that its observation carries the reward and termination columns."""
     gym = require("gymnasium", "envs", f"the task {name}")
     if name not in gym.envs.registry:
-        # the environment inside is checked by its own gym.make
-        gym.register(id=name, entry_point=lambda **kw: _wrapped(base_env_id, kw),
-                     disable_env_checker=True)
+        try:  # the environment inside is checked by its own gym.make
+            gym.register(id=name, entry_point=lambda **kw: _wrapped(base_env_id, kw),
+                         disable_env_checker=True)
+        except gym.error.Error as exc:
+            raise FastMBRLError(f"{name!r}: not a Gymnasium id ({exc})") from None

@@ -334,12 +334,15 @@ def _learned_task(name: str) -> Task:
     try:
         env = gym.make(name, **env_kwargs)
     except gym.error.Error as exc:
-        raise FastMBRLError(f"cannot make Gymnasium environment {env_id!r}: {exc}") from exc
+        gym.envs.registry.pop(name, None)  # nothing left of a name that does not work
+        raise FastMBRLError(f"cannot make Gymnasium environment {env_id!r}: {exc}") from None
     try:
         n = _continuous_spaces(env, env_id)[0]
     finally:
         env.close()
     extra = (n - 2, n - 1)
+    if env_id in _SOURCES:  # a task of the user's: a resume must import its module again
+        _SOURCES[name] = _SOURCES[env_id]
     return Task.from_env(name, learned.learned_reward, learned.learned_terminated, name=name,
                          env_kwargs=env_kwargs,
                          angle_obs_dims=() if base is None else base.angle_obs_dims,
@@ -382,6 +385,10 @@ def import_tasks(spec: str) -> list[Task]:
         added = [task]
     else:
         added = [_REGISTRY[n] for n in sorted(set(_REGISTRY) - before)]
+        if not added:  # imported before (by the user's own code): its tasks are registered
+            added = [t for t in _REGISTRY.values()
+                     if getattr(getattr(t.reward, "py_func", t.reward), "__module__", None)
+                     == module_name]
     for task in added:
         _SOURCES.setdefault(task.name, spec)
     return added
@@ -400,7 +407,7 @@ def _import(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             raise FastMBRLError(f"no task module {module_name!r} on the Python path or in "
                                 f"{cwd}") from None
         raise FastMBRLError(f"task module {module_name!r} needs a module that is not "
