@@ -35,7 +35,9 @@ def _add(subparsers, table):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastmbrl", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fastmbrl", description="Model-based reinforcement learning on the CPU: train, "
+        "evaluate and plot runs, and benchmark the kernels. `fastmbrl COMMAND --help` for each.")
     spec = isa.current()
     parser.add_argument("--version", action="version",
                         version=f"fastmbrl {__version__} ({spec.name} kernels, CPU "

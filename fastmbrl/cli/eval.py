@@ -22,7 +22,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['task']}: mean return {result['mean_return']:.2f} ± "
-              f"{result['std_return']:.2f} over {args.episodes} episodes "
-              f"({result['ms_per_act']:.2f} ms per action)")
+        print(f"{result['task']}: mean return {result['mean_return']:.2f} over "
+              f"{args.episodes} episodes (std {result['std_return']:.2f}; "
+              f"{result['ms_per_act']:.2f} ms per action)")
     return 0
