@@ -79,12 +79,12 @@ def _strict_dumps(obj, path, **kwargs) -> str:
                          f"({exc})") from None
 
 
-def write_json(path, obj) -> Path:
-    """Write `obj` as JSON atomically (temp file then rename); ValueError, writing nothing,
-    if it holds a NaN or infinity."""
+def write_json(path, obj, durable: bool = False) -> Path:
+    """Write `obj` as JSON atomically (temp file then rename; `durable` as in write_atomic);
+    ValueError, writing nothing, if it holds a NaN or infinity."""
     path = Path(path)
     data = _strict_dumps(obj, path, indent=2).encode("utf-8")
-    write_atomic(path, lambda fh: fh.write(data))
+    write_atomic(path, lambda fh: fh.write(data), durable)
     return path
 
 
@@ -103,15 +103,26 @@ def read_json(path, missing: str) -> dict:
     return obj
 
 
-def write_atomic(path, write) -> Path:
+def write_atomic(path, write, durable: bool = False) -> Path:
     """`write(fh)` into a temp file beside `path`, then rename it over `path`. If that fails,
-    no temp file is left and an OSError becomes a FileError naming `path`."""
+    no temp file is left and an OSError becomes a FileError naming `path`. `durable`: the
+    data is on disk before the rename and the rename after it (a power cut then leaves the
+    old file or the new one, never an empty one)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             write(fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if durable and os.name != "nt":  # directories cannot be opened on Windows
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -23,7 +23,6 @@ def load_controller(path, **overrides):
     directory = path if path.is_dir() else path.parent
     if (directory / "config.json").exists():
         import_run_tasks(directory)  # a task of the user's that the run remembers
-    if (directory / "config.json").exists():
         algo = read_run_config(directory)["algo"]
     elif (directory / CONTROLLER_FILE).exists():
         algo = None  # a Controller.save directory: no run around it

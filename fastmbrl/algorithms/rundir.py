@@ -54,20 +54,6 @@ def _fsync_dir(path: Path) -> None:
     _fsync(path)
 
 
-def _durable_write(data: bytes):
-    def write(fh):
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return write
-
-
-def _replace_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` atomically and durably."""
-    write_atomic(path, _durable_write(data))
-    _fsync_dir(path.parent)
-
-
 # -- the lock -----------------------------------------------------------------------------------
 class RunLock:
     """An exclusive, advisory lock on a run directory, released when the process ends however
@@ -145,9 +131,7 @@ def write_run_config(out, config: dict, imports=()) -> None:
     meta = {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config}
     if imports:
         meta["imports"] = list(imports)
-    write_json(out / "config.json", meta)
-    _fsync(out / "config.json")
-    _fsync_dir(out)
+    write_json(out / "config.json", meta, durable=True)
 
 
 def read_run_config(out, algo=None) -> dict:
@@ -277,7 +261,7 @@ def recover(out) -> tuple[dict | None, list[dict]]:
     if entry is not None and (out / entry["stage"]).is_dir():
         _publish(out, out / entry["stage"], entry["files"])
     if keep != len(data):  # before the stages go: they vouch for the row being uncommitted
-        _replace_bytes(out / METRICS, data[:keep])
+        write_atomic(out / METRICS, lambda fh: fh.write(data[:keep]), durable=True)
     for path in stages:
         shutil.rmtree(path)  # an uncommitted save's
     for path in out.iterdir():
@@ -343,24 +327,12 @@ def _span(found) -> str:
 
 def read_metrics(out) -> list[dict]:
     """The committed rows of `out`'s metrics.jsonl (read-only: a row a kill left past the
-    commit, or a torn last line, is not returned)."""
-    path = Path(out) / METRICS
+    commit, or a torn last line, is not returned; FormatError where resume would refuse)."""
+    out = Path(out)
+    path = out / METRICS
     if not path.exists():
         return []
-    data = path.read_bytes()
     state = read_state(out)
-    entry = None if state is None else _commit_entry(Path(out), state)
-    if entry is not None:
-        data = data[:entry["metrics_bytes"]]
-    rows = []
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json_loads(line, path))
-        except FormatError:
-            if i == len(lines) - 1:
-                break  # a torn last line: an append that a kill interrupted
-            raise
-    return rows
+    entry = None if state is None else _commit_entry(out, state)
+    # a row without a state is taken as uncommitted here: nothing is decided, nothing removed
+    return _committed_metrics(out, state, entry, path.read_bytes(), staged=True)[1]

@@ -424,8 +424,9 @@ class TRPORun(Run):
                                   f"disagrees with policy.npz's {saved!r}")
         if (out / "trpo_state.npz").exists():
             _, arrays = load_npz(out / "trpo_state.npz", STATE_KIND, (STATE_VERSION,))
-            layers = sorted(k for k in arrays if re.fullmatch(r"value_W\d+", k))
-            widths = [int(arrays[k].shape[-1]) for k in sorted(layers, key=lambda k: int(k[7:]))]
+            layers = sorted((k for k in arrays if re.fullmatch(r"value_W\d+", k)),
+                            key=lambda k: int(k[7:]))
+            widths = [int(arrays[k].shape[-1]) for k in layers]
             if config.get("value_hidden") != widths[:-1]:
                 raise FormatError(f"{out}/config.json: value_hidden "
                                   f"{config.get('value_hidden')!r} disagrees with "
