@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("fastmbrl.cli.train", "learn to control a task (MBRL loop of Algorithm 1)"),
     "eval": ("fastmbrl.cli.eval", "run a saved controller and report its returns"),
     "plot": ("fastmbrl.cli.plot", "draw a run's learning curve to a PNG"),
+    "warmup": ("fastmbrl.cli.warmup", "compile a saved controller's kernels ahead of deployment"),
     "demo": ("fastmbrl.cli.demo", "fit a dynamics model on Pendulum transitions"),
     "info": ("fastmbrl.cli.info", "the instruction-set spec, CPU and versions this install runs with"),
 }
