@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -85,6 +85,8 @@ class Run:
         self._env = None
         self._lock = None if self.out is None else RunLock(self.out)
         self._commit = None  # _commit_id of the state this run loaded or last wrote
+        #: called as progress(env_steps, total_steps) after each episode and iteration
+        self.progress: Callable[[int, int], None] | None = None
 
     def rng_seed(self):
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
@@ -139,6 +141,11 @@ class Run:
         if line is not None:
             self.log(line)
         self.save(row)
+        self.report_progress()
+
+    def report_progress(self) -> None:
+        if self.progress is not None:
+            self.progress(self.env_steps, self.config.steps)
 
     # -- run directories ----------------------------------------------------------------------
     @contextlib.contextmanager

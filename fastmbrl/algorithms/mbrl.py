@@ -144,6 +144,7 @@ class MBRLRun(Run):
             if act is not None:
                 self.log(f"  episode {self.episodes}: return {ret:9.2f} over {k} steps, "
                          f"{1e3 * s / k:.2f} ms/plan" + (" (step budget reached)" if cut else ""))
+            self.report_progress()
         return returns, lengths, cut, act_s, n
 
     def begin(self) -> None:

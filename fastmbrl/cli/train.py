@@ -16,6 +16,7 @@ from pathlib import Path
 from fastmbrl.algorithms import ALGORITHMS
 from fastmbrl.algorithms.rundir import read_run_config
 from fastmbrl.errors import FastMBRLError, FileError
+from fastmbrl.progress import Progress
 from fastmbrl.tasks import import_tasks, learned
 
 DEFAULT_ALGO = "mbrl"
@@ -89,7 +90,8 @@ def add_arguments(p) -> None:
     p.add_argument("--learned-reward", action="store_true",
                    help="let the model learn the reward and termination (any continuous-action "
                         "Gymnasium id: the task becomes learned-reward/TASK) [mbrl, mbmf]")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--quiet", action="store_true", help="print only the summary (no log "
+                                                        "lines, no progress bar)")
     g = p.add_argument_group("settings (default: the task's preset, else the library's; each "
                              "applies to the algorithms named after it)")
     for dest, (field, algos) in ROUTES.items():
@@ -203,11 +205,17 @@ def resumed_run(args, log):
 
 
 def run(args) -> int:
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    bar = None if args.quiet else Progress("training")
+    log = (lambda msg: None) if bar is None else bar.print
     import_modules(args)
     r = resumed_run(args, log) if args.resume else new_run(args, log)
+    r.progress = bar
     t0 = time.perf_counter()
-    r.train()
+    try:
+        r.train()
+    finally:
+        if bar is not None:
+            bar.close()
     last = next((m["mean_return"] for m in reversed(r.metrics) if m.get("mean_return") is not None),
                 float("nan"))
     print(f"done: {r.env_steps} steps in {time.perf_counter() - t0:.0f} s, last mean return "

@@ -31,6 +31,7 @@ from fastmbrl.planning.planners import check_deadline
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError
 from fastmbrl.kernels import num_threads
+from fastmbrl.progress import Progress
 from .common import machine, machine_line
 
 F32 = np.float32
@@ -86,8 +87,10 @@ def observations(controller: Controller, n: int = 16, seed: int = 1) -> list:
     return [rng.standard_normal(controller.task.obs_dim) for _ in range(n)]
 
 
-def latency_ms(controller: Controller, calls: int, warmup: int = 5) -> np.ndarray:
-    """Milliseconds per act() on the embedded path (into a preallocated `out`)."""
+def latency_ms(controller: Controller, calls: int, warmup: int = 5,
+               progress=None) -> np.ndarray:
+    """Milliseconds per act() on the embedded path (into a preallocated `out`);
+    `progress(done, calls)` is called between the timed calls."""
     obs = observations(controller)
     out = np.empty(controller.task.act_dim, np.float32)
     for i in range(warmup):
@@ -98,6 +101,8 @@ def latency_ms(controller: Controller, calls: int, warmup: int = 5) -> np.ndarra
         t = time.perf_counter()
         controller.act(o, out)
         times[i] = time.perf_counter() - t
+        if progress is not None:
+            progress(i + 1, calls)
     return 1e3 * times
 
 
@@ -158,10 +163,16 @@ def first_action_s(controller: Controller) -> tuple:
     return load, total
 
 
-def measure(cfg: Config, calls: int = 300, startup: bool = True, deadline_ms=None) -> dict:
+def measure(cfg: Config, calls: int = 300, startup: bool = True, deadline_ms=None,
+            status=None) -> dict:
+    """One configuration's row; `status(message)` hears of each stage and `status.progress` (if
+    any) of the timed calls."""
+    say = status or (lambda msg: None)
+    say(f"{cfg.name}: building the controller (compiles on a cold numba cache)")
     controller = make_controller(cfg)
     controller.planner.deadline_ms = deadline_ms
-    ms = latency_ms(controller, calls)
+    say(f"{cfg.name}: timing {calls} calls")
+    ms = latency_ms(controller, calls, progress=getattr(status, "progress", None))
     obs = observations(controller, 1)[0]
     out = np.empty(controller.task.act_dim, np.float32)
     row = {
@@ -182,8 +193,19 @@ def measure(cfg: Config, calls: int = 300, startup: bool = True, deadline_ms=Non
         "threads": numba.get_num_threads(),
     }
     if startup:
+        say(f"{cfg.name}: first action in a fresh process")
         row["first_action_s"], row["startup_s"] = (round(v, 3) for v in first_action_s(controller))
     return row
+
+
+class _Status:
+    """Stage messages and the calls' bar on stderr (stdout keeps the table or the JSON)."""
+
+    def __init__(self, bar: Progress):
+        self.progress = bar
+
+    def __call__(self, msg: str) -> None:
+        self.progress.print(msg, file=sys.stderr)
 
 
 def add_arguments(parser):
@@ -219,7 +241,13 @@ def _run(args) -> int:
               f"{'numpy B':>9}{'first act s':>12}  planner / model")
     for name in args.configs:
         cfg = CONFIGS[name]
-        row = dict(measure(cfg, args.calls, not args.no_startup, args.deadline_ms), **machine())
+        bar = Progress(f"{name}", unit="calls")
+        status = _Status(bar)
+        try:
+            row = dict(measure(cfg, args.calls, not args.no_startup, args.deadline_ms, status),
+                       **machine())
+        finally:
+            bar.clear()
         if args.json:
             print(json.dumps(row), flush=True)
         else:
