@@ -128,7 +128,8 @@ def _planner_type(defaults: dict):
     default of None stands for an array or "off"; an int and a float, a count or a fraction)."""
     types = {type(d) for d in defaults.values()}
     if len(types) == 1 and types <= {bool, int, float, str}:
-        return {float: _finite}.get(next(iter(types)), next(iter(types)))
+        (kind,) = types
+        return _finite if kind is float else kind
     return _number
 
 
@@ -288,11 +289,9 @@ def _check_file_settings(config_class, values: dict, path, prefix="") -> None:
     value its check refuses; a phase's table (MB-MF's mbrl, trpo) key by key."""
     fields = {f.name: f for f in config_class.settings()}
     for key, value in values.items():
-        if key not in fields:
-            where = f"a setting of --algo {config_class.ALGO}" if not prefix else \
-                f"an {prefix.rstrip('.')} setting"
-            raise FastMBRLError(f"{path}: unknown key {prefix + key!r}: not {where}"
-                                + ("" if prefix else f" (nor {', '.join(_FILE_KEYS)})"))
+        if key not in fields:  # (in a phase's table its own check below refused it first)
+            raise FastMBRLError(f"{path}: unknown key {key!r}: not a setting of --algo "
+                                f"{config_class.ALGO} (nor {', '.join(_FILE_KEYS)})")
         check = fields[key].metadata["check"]
         if value is None or check is None:
             continue  # None is "not given", as in a config
@@ -361,8 +360,9 @@ def new_config(args):
     algo = args.algo or file.get("algo") or DEFAULT_ALGO
     task = args.task or file.get("task")
     if not task:
-        raise FastMBRLError(f"a task name is required, e.g. fastmbrl train Pendulum-v1 --algo {algo}"
-                            + (f" (or task = ... in {args.config})" if args.config else ""))
+        raise FastMBRLError("a task name is required, e.g. fastmbrl train Pendulum-v1 --algo "
+                            f"{algo}" + (f" (or task = ... in {args.config})" if args.config
+                                         else ""))
     run_class = ALGORITHMS[algo]
     given = _settings(algo, _given(args))
     planner_given = _given(args, PLANNER_FLAGS)
