@@ -14,6 +14,9 @@ validation rows has no validation loss, for example).
 Every problem with a file becomes a FastMBRLError naming it: FormatError for a file that is
 corrupt or of another kind, FileError (an OSError too) for one that cannot be read or written,
 MissingFileError (a FileNotFoundError too) for one that does not exist.
+
+TOML is only read (`read_toml`: the config files of `fastmbrl train --config`), with the same
+errors and no NaN or infinity either.
 """
 from __future__ import annotations
 
@@ -22,13 +25,15 @@ import json
 import math
 import os
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy
 
-from .errors import FileError, FormatError, MissingFileError
+from .errors import (FastMBRLError, FileError, FormatError, MissingExtraError, MissingFileError,
+                     require)
 
 _HEADER_KEY = "__header__"
 
@@ -101,6 +106,36 @@ def read_json(path, missing: str) -> dict:
     if not isinstance(obj, dict):
         raise FormatError(f"{path} does not hold a JSON object")
     return obj
+
+
+def read_toml(path, missing: str) -> dict:
+    """Read a TOML document (tomllib; on Python < 3.11 the `tomli` package of the [toml]
+    extra); MissingFileError(`missing`) if absent, FormatError naming the file and the line if
+    it is not valid TOML. NaN and infinities are refused, as in JSON."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(missing)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        try:
+            tomllib = require("tomli", "toml", f"reading the TOML file {path} on Python "
+                                               f"{sys.version_info[0]}.{sys.version_info[1]}")
+        except MissingExtraError as exc:
+            raise FastMBRLError(f"{exc} (or pip install tomli); or write the config as JSON, "
+                                "in a .json file") from None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"), parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path} is not UTF-8 text ({exc})") from None
+    except ValueError as exc:  # TOMLDecodeError names the line and column; a non-finite float
+        raise FormatError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path} is nested too deeply to be read") from None
 
 
 def write_atomic(path, write, durable: bool = False) -> Path:

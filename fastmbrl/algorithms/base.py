@@ -54,6 +54,13 @@ def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
             return total, steps, act_s, bool(terminated or env_truncated)
 
 
+def config_record(config: Config) -> tuple[dict, list]:
+    """The "config" entry and the "imports" of config.json for a run of the resolved `config`
+    (rundir.run_config_meta)."""
+    source = task_source(get_task(config.task).name)
+    return {"algo": config.ALGO, **dataclasses.asdict(config)}, [source] if source else []
+
+
 def _commit_id(state) -> str | None:
     """What identifies a committed state: its stage's name ("" for a state written before
     commits named one; None for no state)."""
@@ -201,11 +208,8 @@ class Run:
     def write_config(self) -> None:
         """Start the run directory (refused if it already holds a run)."""
         if self.out is not None:
-            source = task_source(self.task.name)
             with self.locked():
-                write_run_config(self.out, {"algo": self.Config.ALGO,
-                                            **dataclasses.asdict(self.config)},
-                                 imports=[source] if source else [])
+                write_run_config(self.out, *config_record(self.config))
 
     def resume_message(self) -> str:
         return (f"resuming {self.out} at iteration {self.iteration}, {self.env_steps} env "

@@ -119,33 +119,48 @@ else:
 
 
 # -- config.json --------------------------------------------------------------------------------
-def write_run_config(out, config: dict, imports=()) -> None:
-    """Start a run directory; refuses one that already holds a run. `imports` are the
-    import_tasks specs that define its task (a resume or an eval imports them again)."""
-    out = Path(out)
-    if (out / "config.json").exists():
-        raise FastMBRLError(f"{out} already holds a run: use --resume {out} or another --out")
+def run_config_meta(config: dict, imports=()) -> dict:
+    """What config.json holds for a run of `config` (its "config" entry, algo included);
+    `imports` are the import_tasks specs that define its task (a resume or an eval imports
+    them again)."""
     if config.get("algo") not in ALGOS:
         raise ValueError(f"config algo must be one of {ALGOS}, got {config.get('algo')!r}")
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config}
     if imports:
         meta["imports"] = list(imports)
+    return meta
+
+
+def write_run_config(out, config: dict, imports=()) -> None:
+    """Start a run directory with the config.json of `run_config_meta`; refuses one that
+    already holds a run."""
+    out = Path(out)
+    if (out / "config.json").exists():
+        raise FastMBRLError(f"{out} already holds a run: use --resume {out} or another --out")
+    meta = run_config_meta(config, imports)
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", meta, durable=True)
+
+
+def config_entry(meta: dict, path) -> dict:
+    """The "config" entry of the config.json contents `meta` read from `path`, checked for
+    the run format."""
+    if meta.get("run_format") != RUN_FORMAT or type(meta.get("run_format")) is not int:
+        raise FormatError(
+            f"{path}: written by fastmbrl {meta.get('fastmbrl_version', '?')} with "
+            f"run format {meta.get('run_format')!r}; this fastmbrl {__version__} reads format "
+            f"{RUN_FORMAT}")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise FormatError(f"{path} has no config entry")
+    return config
 
 
 def read_run_config(out, algo=None) -> dict:
     """The "config" entry of `out`'s config.json, checked for format (and algorithm if given)."""
     meta = read_json(Path(out) / "config.json",
                      f"{out} is not a fastmbrl run directory (no config.json)")
-    if meta.get("run_format") != RUN_FORMAT or type(meta.get("run_format")) is not int:
-        raise FormatError(
-            f"{out}/config.json: written by fastmbrl {meta.get('fastmbrl_version', '?')} with "
-            f"run format {meta.get('run_format')!r}; this fastmbrl {__version__} reads format "
-            f"{RUN_FORMAT}")
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        raise FormatError(f"{out}/config.json has no config entry")
+    config = config_entry(meta, f"{out}/config.json")
     found = config.get("algo")
     if found not in ALGOS or (algo is not None and found != algo):
         raise FormatError(f"{out} is not a {algo or 'fastmbrl'} run (its algo is {found!r})")

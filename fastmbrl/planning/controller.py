@@ -32,6 +32,13 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
+def planner_keywords(name) -> dict:
+    """{keyword: default} of every option of the planner called `name`: the arguments of its
+    constructor that a Controller does not set itself."""
+    return {p.name: p.default for p in inspect.signature(PLANNERS[name]).parameters.values()
+            if p.name not in _SET_BY_CONTROLLER}
+
+
 def check_planner_options(name, options) -> dict:
     """`options` as keyword arguments of the planner called `name`, each one it takes
     (FastMBRLError naming the planner or option otherwise); a config can call it to refuse
@@ -40,8 +47,7 @@ def check_planner_options(name, options) -> dict:
         raise FastMBRLError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
     if not isinstance(options, dict):
         raise FastMBRLError(f"planner_options must be a mapping, got {options!r}")
-    cls = PLANNERS[name]
-    takes = [p for p in inspect.signature(cls).parameters if p not in _SET_BY_CONTROLLER]
+    takes = list(planner_keywords(name))
     for key in options:
         if key not in takes:
             raise FastMBRLError(f"planner_options: {name} takes no option {key!r} (its "

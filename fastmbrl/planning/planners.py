@@ -691,3 +691,27 @@ class ICEM(Planner):
 
 #: planner names used by tasks, configs and the CLI
 PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
+
+#: what each planner option means, in a line (the `fastmbrl train` option's help); which
+#: planners take it and their defaults come from the constructors
+OPTION_HELP = {
+    "elites": "samples that refit the distribution: a count, or a fraction of num_samples if "
+              "below 1",
+    "iterations": "sampling rounds per plan",
+    "alpha": "weight of the old distribution in each update, in [0, 1)",
+    "init_std": "initial sampling std (default: a quarter of the action range)",
+    "sampling": "how samples keep within the action bounds: truncated (a normal cut at 2 std) "
+                "or clipped",
+    "return_mean": "act on the final mean, not on the best sequence seen",
+    "warm_start": "start each plan from the previous one, shifted by a step",
+    "temperature": "lambda of the weights exp((R - max R) / lambda), positive; scale it with "
+                   "the task's returns",
+    "noise_std": "std of the Gaussian perturbations (default: a quarter of the action range)",
+    "smoothing": "beta of the action filter a_t = beta (mu_t + n_t) + (1 - beta) a_t-1, in "
+                 "[0, 1] (default: none)",
+    "decay": "factor, >= 1, by which the sample count shrinks per iteration",
+    "noise_beta": f"exponent of the colored noise along the horizon, in [0, {MAX_NOISE_BETA:g}] "
+                  "(0: white noise)",
+    "keep_fraction": "share of the elites kept for the next iteration and the next plan, in "
+                     "[0, 1]",
+}
