@@ -90,6 +90,9 @@ def add_arguments(p) -> None:
                    help="let the model learn the reward and termination (any continuous-action "
                         "Gymnasium id: the task becomes learned-reward/TASK) [mbrl, mbmf]")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into OUT/tensorboard/ (needs "
+                        ".[tensorboard]; the run directory remembers it, so --resume goes on)")
     g = p.add_argument_group("settings (default: the task's preset, else the library's; each "
                              "applies to the algorithms named after it)")
     for dest, (field, algos) in ROUTES.items():
@@ -177,6 +180,7 @@ def new_run(args, log):
     out = _writable_dir(args.out if args.out is not None else
                         f"runs/{cfg.task}-{cfg.label}-s{cfg.seed}")
     run = run_class(cfg, out, log)
+    run.tensorboard = args.tensorboard
     try:
         run.write_config()
     except OSError as exc:
@@ -193,7 +197,8 @@ def resumed_run(args, log):
     given = ([flag("algo")] if args.algo is not None else []) + [
         _spelling(d, v) for d, v in _given(args).items()] + [
         flag(name) for name in ("seed", "out") if getattr(args, name) is not None] + (
-        ["--learned-reward"] if args.learned_reward else [])
+        ["--learned-reward"] if args.learned_reward else []) + (
+        ["--tensorboard"] if args.tensorboard else [])
     if given:
         raise FastMBRLError(
             f"--resume continues a run with the settings saved in {args.resume}; "
