@@ -114,6 +114,8 @@ class Run:
         """Iterate until the step budget is spent, recording each iteration; returns the rows.
         The run directory's lock is released when it returns, however it returns."""
         with self.locked(), self._event_log():
+            if self._commit is not None and not (self.out / METRICS_CSV).exists():
+                self.save()  # a directory of fastmbrl 0.1.0: the table of its rows so far
             return self.loop()
 
     def loop(self) -> list[dict]:
