@@ -6,8 +6,9 @@ returning its metrics row) and the files it keeps (`save_files`, `load_files`, `
 A run directory holds config.json, metrics.jsonl (one row per finished iteration) and
 metrics.csv (the same rows as a table), the algorithm's files and state.json; each iteration
 commits as one atomic step (rundir.commit), and a resume starts from the last commit. A run
-started with `tensorboard=True` also writes DIR/tensorboard/ (fastmbrl.algorithms.tensorboard). A run holds the directory's lock while it trains, commits or
-recovers, so that two processes never write one directory.
+started with `tensorboard=True` also writes DIR/tensorboard/ (fastmbrl.algorithms.tensorboard).
+A run holds the directory's lock while it trains, commits or recovers, so that two processes
+never write one directory.
 """
 from __future__ import annotations
 

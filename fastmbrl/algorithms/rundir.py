@@ -2,7 +2,7 @@
 
 config.json   {"fastmbrl_version", "run_format", "config": {"algo": ..., ...}}
 metrics.jsonl one JSON object per finished iteration (at least iteration, env_steps, mean_return)
-metrics.csv   the same rows' scalar fields as a table (written with each commit: `write_metrics_csv`)
+metrics.csv   the same rows' scalar fields as a table, written with each commit (write_metrics_csv)
 state.json    the commit point a resume starts from
 .lock         held by the process training in the directory (its pid inside)
 

@@ -38,10 +38,10 @@ class EventLog:
         self.directory = Path(out) / DIRECTORY
         steps = [_env_steps(out, r) for r in rows]
         logged = last_logged_step(self.directory, Event)
-        if not steps:
+        if not steps and logged is None:
             start = None  # a new log: nothing to write again, nothing to purge
         else:  # the first step to write again, and to purge from
-            start = 0 if logged is None else min(logged, steps[-1]) + 1
+            start = 0 if logged is None else min(logged, steps[-1] if steps else -1) + 1
         # tensorboardX names a file by the second and the host, and would overwrite a file of
         # the same second: a sequence number keeps each file, in the order TensorBoard reads
         files = len(list(self.directory.glob("events.out.tfevents.*")))
