@@ -165,3 +165,54 @@ def mse_epoch_reference(weights, biases, activation, x, y, order, batch, lr, bet
             vi[...] = betas[1] * vi + (1 - betas[1]) * gr * gr
             p -= lr * (mi / (1 - betas[0] ** t)) / (np.sqrt(vi / (1 - betas[1] ** t)) + eps)
     return total / n
+
+
+# -- run directory outputs ------------------------------------------------------------------------
+def metrics_table(rows):
+    """metrics.csv as it should be for metrics rows `rows` (as read back from metrics.jsonl):
+    (header, cells), every scalar field a column, its cell the field's JSON text ('' for null, a
+    string without quotes), list fields left out."""
+    import json
+
+    header = ["iteration", "env_steps"]
+    for row in rows:
+        header += [k for k, v in row.items() if not isinstance(v, (list, dict))
+                   and k not in header]
+    cells = [["" if row.get(k) is None or isinstance(row.get(k), (list, dict))
+              else row[k] if isinstance(row[k], str) else json.dumps(row[k])
+              for k in header] for row in rows]
+    return header, cells
+
+
+def read_csv_table(path):
+    """(header, cells) of a CSV file."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        header, *cells = list(csv.reader(fh))
+    return header, cells
+
+
+def tensorboard_scalars(logdir):
+    """{tag: [(step, value)]} that TensorBoard shows for the event files in `logdir`, read with
+    tensorboardX's protobuf messages: files in name order, and a SessionLog START at step P
+    hides the events at steps >= P read before it (TensorBoard's rule for a restarted run)."""
+    import struct
+    from pathlib import Path
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    shown = {}
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos + 12 <= len(data):
+            (size,) = struct.unpack_from("<Q", data, pos)
+            if pos + 16 + size > len(data):
+                break  # a torn last record
+            event = Event.FromString(data[pos + 12:pos + 12 + size])
+            pos += 16 + size
+            if event.session_log.status == SessionLog.START:
+                shown = {t: [p for p in pts if p[0] < event.step] for t, pts in shown.items()}
+            for value in event.summary.value:
+                shown.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return shown

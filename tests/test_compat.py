@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
+from tests.reference import metrics_table, read_csv_table  # noqa: E402
+
 DATA = Path(__file__).parent / "data" / "runs-0881e17"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
 TIMINGS = ("fit_s", "plan_ms", "acting_s", "wall_s", "env_s", "act_s", "policy_s", "value_s")
@@ -69,6 +71,8 @@ def test_interrupted_old_runs_resume_as_the_old_version_ran_them(replayed):
         rows = _metrics(root / name / "metrics.jsonl")
         assert len(rows) == len(EXPECTED[f"{name}_metrics"]) >= 2
         assert _without_timings(rows) == _without_timings(EXPECTED[f"{name}_metrics"]), name
+        # a run of that version had no metrics.csv: its next commit writes one of every row
+        assert read_csv_table(root / name / "metrics.csv") == metrics_table(rows), name
         for new, old in zip(rows, EXPECTED[f"{name}_metrics"]):
             for key in REPORTED:
                 assert (key in new) == (key in old)
@@ -85,4 +89,7 @@ def test_old_mbmf_run_is_finished_and_its_policy_acts(replayed):
     root, result = replayed
     state = json.loads((root / "mbmf" / "state.json").read_text())
     assert state["phase"] == "done"
+    # finished, but trained again: it commits once more, for metrics.csv
+    rows = _metrics(root / "mbmf" / "metrics.jsonl")
+    assert read_csv_table(root / "mbmf" / "metrics.csv") == metrics_table(rows)
     assert result["policy_action"] == EXPECTED["policy_action"]

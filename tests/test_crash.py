@@ -1,6 +1,7 @@
 """Crash consistency of run directories: a process that dies at any write or file replacement of
 a save (or of a resume's recovery) leaves a directory that resumes to exactly the run an
-uninterrupted process makes; committed rows are never deleted; one process trains a directory.
+uninterrupted process makes, and whose metrics.csv holds the committed rows once it is
+recovered; committed rows are never deleted; one process trains a directory.
 
 A crash is simulated by raising, at the k-th call of os.replace or os.fsync (every write is
 followed by one), an exception that no code of the package catches, so that nothing after the
@@ -25,6 +26,7 @@ from fastmbrl.cli import main  # noqa: E402
 from fastmbrl.data.buffer import ReplayBuffer  # noqa: E402
 from fastmbrl.errors import FormatError  # noqa: E402
 from fastmbrl.models.dynamics import DynamicsModel  # noqa: E402
+from tests.reference import metrics_table, read_csv_table  # noqa: E402
 
 QUIET = dict(log=lambda m: None)
 MBRL = dict(steps=200, random_steps=100, steps_per_iteration=100, episode_length=50, horizon=4,
@@ -80,6 +82,13 @@ def _listing(out):
     return sorted(p.name for p in out.iterdir() if p.name != ".lock")
 
 
+def _csv_agrees(out):
+    """metrics.csv is the committed rows (and exists from the first commit on)."""
+    if not (out / "state.json").exists():
+        return not (out / "metrics.csv").exists()
+    return read_csv_table(out / "metrics.csv") == metrics_table(read_metrics(out))
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted MBRL run, and how many replace/fsync calls it makes."""
@@ -116,13 +125,16 @@ def test_a_crash_at_any_write_or_replacement_resumes_to_the_uninterrupted_run(
         crashed, _ = _crash_then_resume(out, at, monkeypatch)
         assert crashed, at
         if (out / "config.json").exists():
-            MBRLRun.resume(out, **QUIET).train()
+            run = MBRLRun.resume(out, **QUIET)
+            assert _csv_agrees(out), at  # the recovery alone
+            run.train()
         else:  # crashed before the run directory was started: start it again
             MBRLRun.run("Pendulum-v1", out, seed=4, **QUIET, **MBRL)
         assert _rows(out) == _rows(ref), at
         assert _state(out) == _state(ref), at
         assert _files(out) == _files(ref), at
         assert _listing(out) == _listing(ref), at  # no stage or temporary file left behind
+        assert _csv_agrees(out), at
 
 
 def test_a_crash_during_a_resume_resumes_again(reference, tmp_path, monkeypatch):
@@ -179,6 +191,7 @@ def test_other_algorithms_resume_exactly_after_crashes(algo, tmp_path, monkeypat
             cls.run("Pendulum-v1", out, seed=5, **QUIET, **settings)
         assert _rows(out) == _rows(ref), at
         assert _state(out) == _state(ref), at
+        assert _csv_agrees(out), at
 
 
 def test_resume_truncates_an_uncommitted_row_and_a_torn_line(reference, tmp_path):

@@ -382,6 +382,7 @@ def _config(algo):
     yield Case(algo, file, f"algo-{other}", json_set("config", "algo", value=other), "algo")
     yield Case(algo, file, "algo-bogus", json_set("config", "algo", value="bogus"), "algo")
     yield Case(algo, file, "algo-missing", json_set("config", "algo", value=DELETE), "algo")
+    yield from _set_each(algo, file, {"tensorboard": ["yes", 1, None]}, (), (RESUME,))
     # settings: only resume reads them
     settings = {
         "task": ["Nope-v0", 3, DELETE],

@@ -40,8 +40,10 @@ def register_preset(algo: str, task: str, settings: Mapping, overwrite: bool = F
     store_preset(algo, task, settings, overwrite)
 
 
-def train(task: str, algo: str = "mbrl", out=None, log=print, **settings) -> Run:
+def train(task: str, algo: str = "mbrl", out=None, log=print, tensorboard: bool = False,
+          **settings) -> Run:
     """Train `algo` (mbrl, trpo or mbmf) on `task`, as `fastmbrl train TASK --algo ALGO` does;
     `settings` are the algorithm's Config fields, `out` a new run directory (None: keep
-    nothing). Returns the finished run (its `metrics`, model or policy)."""
-    return _algorithm(algo).run(task, out, log, **settings)
+    nothing), `tensorboard` writes event files into out/tensorboard/ as `--tensorboard` does.
+    Returns the finished run (its `metrics`, model or policy)."""
+    return _algorithm(algo).run(task, out, log, tensorboard, **settings)

@@ -3,10 +3,12 @@ directory with state.json as the commit point, resume, and the training loop.
 
 An algorithm subclasses `Run` with its `Config` class and supplies `iterate()` (one iteration,
 returning its metrics row) and the files it keeps (`save_files`, `load_files`, `extra_state`).
-A run directory holds config.json, metrics.jsonl (one row per finished iteration), the
-algorithm's files and state.json; each iteration commits as one atomic step (rundir.commit), and
-a resume starts from the last commit. A run holds the directory's lock while it trains, commits or
-recovers, so that two processes never write one directory.
+A run directory holds config.json, metrics.jsonl (one row per finished iteration) and
+metrics.csv (the same rows as a table), the algorithm's files and state.json; each iteration
+commits as one atomic step (rundir.commit), and a resume starts from the last commit. A run
+started with `tensorboard=True` also writes DIR/tensorboard/ (fastmbrl.algorithms.tensorboard).
+A run holds the directory's lock while it trains, commits or recovers, so that two processes
+never write one directory.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from fastmbrl.algorithms.config import Config
-from fastmbrl.algorithms.rundir import (RunLock, RunLockedError, commit, import_run_tasks,
-                                        read_run_config, read_state, recover,
+from fastmbrl.algorithms.rundir import (METRICS_CSV, RunLock, RunLockedError, commit,
+                                        import_run_tasks, read_run_config, read_state, recover,
+                                        run_logs_tensorboard, write_metrics_csv,
                                         write_run_config)
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.tasks import get_task, task_source
@@ -94,6 +97,9 @@ class Run:
         self._commit = None  # _commit_id of the state this run loaded or last wrote
         #: called as progress(env_steps, total_steps) after each episode and iteration
         self.progress: Callable[[int, int], None] | None = None
+        #: write TensorBoard event files (set before write_config, which records it)
+        self.tensorboard = False
+        self._events = None  # the open EventLog while training with tensorboard
 
     def rng_seed(self):
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
@@ -117,7 +123,9 @@ class Run:
     def train(self) -> list[dict]:
         """Iterate until the step budget is spent, recording each iteration; returns the rows.
         The run directory's lock is released when it returns, however it returns."""
-        with self.locked():
+        with self.locked(), self._event_log():
+            if self._commit is not None and not (self.out / METRICS_CSV).exists():
+                self.save()  # a directory of fastmbrl 0.1.0: the table of its rows so far
             return self.loop()
 
     def loop(self) -> list[dict]:
@@ -169,17 +177,41 @@ class Run:
         finally:
             self._lock.release()
 
+    @contextlib.contextmanager
+    def _event_log(self):
+        """The TensorBoard event log for the block, if the run writes one."""
+        if not self.tensorboard or self.out is None:
+            yield
+            return
+        from fastmbrl.algorithms.tensorboard import EventLog
+
+        self._events = EventLog(self.out, self.metrics)
+        try:
+            yield
+        finally:
+            events, self._events = self._events, None
+            events.close()
+
     def save(self, row: dict | None = None) -> None:
-        """Commit `row` and the algorithm's files with the state, as one atomic step."""
+        """Commit `row` (the last of `self.metrics`: `record` appends it) and the algorithm's
+        files with the state, as one atomic step; metrics.csv is rewritten whole with every
+        commit (a few hundred rows take a millisecond)."""
         if self.out is None:
             return
+
+        def write_files(stage):
+            write_metrics_csv(stage / METRICS_CSV, self.metrics)
+            self.save_files(stage)
+
         with self.locked():
             self._check_current()
             state = commit(self.out, {
                 "iteration": self.iteration, "episodes": self.episodes,
                 "env_steps": self.env_steps, "rng": self.rng.bit_generator.state,
-                **self.extra_state()}, self.save_files, row)
+                **self.extra_state()}, write_files, row)
             self._commit = _commit_id(state)
+        if row is not None and self._events is not None:
+            self._events.add(row)  # after the commit: the log never runs ahead of the run
 
     def _check_current(self) -> None:
         """Refuse to commit over a state this run did not load or write: another process (or
@@ -207,9 +239,21 @@ class Run:
 
     def write_config(self) -> None:
         """Start the run directory (refused if it already holds a run)."""
+        self._check_tensorboard()
         if self.out is not None:
             with self.locked():
-                write_run_config(self.out, *config_record(self.config))
+                write_run_config(self.out, *config_record(self.config),
+                                 tensorboard=self.tensorboard)
+
+    def _check_tensorboard(self) -> None:
+        if self.tensorboard is not True and self.tensorboard is not False:
+            raise FastMBRLError(f"tensorboard must be True or False, got {self.tensorboard!r}")
+        if self.tensorboard:
+            if self.out is None:
+                raise FastMBRLError("tensorboard=True needs a run directory (out) to log into")
+            from fastmbrl.algorithms.tensorboard import require_writer
+
+            require_writer()  # before anything is written: a missing extra is said first
 
     def resume_message(self) -> str:
         return (f"resuming {self.out} at iteration {self.iteration}, {self.env_steps} env "
@@ -234,6 +278,8 @@ class Run:
             state, rows = recover(out)
             cls.check_saved(out, config)  # the committed files, before the run sizes anything
             run = cls(cls.Config(**config), out, log)
+            run.tensorboard = run_logs_tensorboard(out)
+            run._check_tensorboard()
             if state is None:
                 return run  # stopped before its first commit: start over
             run._commit = _commit_id(state)
@@ -252,16 +298,20 @@ class Run:
         return run
 
     @classmethod
-    def start(cls, task: str, out=None, log=print, **settings) -> "Run":
+    def start(cls, task: str, out=None, log=print, tensorboard: bool = False,
+              **settings) -> "Run":
         """A new run of `task` (settings are the Config's fields, seed included) whose run
-        directory, if any, is started now."""
+        directory, if any, is started now; `tensorboard`: it also writes TensorBoard event
+        files into out/tensorboard/."""
         run = cls(cls.Config.create(task, **settings), out, log)
+        run.tensorboard = tensorboard
         run.write_config()
         return run
 
     @classmethod
-    def run(cls, task: str, out=None, log=print, **settings) -> "Run":
+    def run(cls, task: str, out=None, log=print, tensorboard: bool = False,
+            **settings) -> "Run":
         """Start a run and train it to the end; returns the finished run."""
-        run = cls.start(task, out, log, **settings)
+        run = cls.start(task, out, log, tensorboard, **settings)
         run.train()
         return run

@@ -1,6 +1,8 @@
-"""Evaluation: a saved controller (MPC or policy) on fresh episodes of its task."""
+"""Evaluation: a saved controller (MPC or policy) on fresh episodes of its task, optionally
+recorded as videos (Gymnasium's RecordVideo, the `video` extra)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ from fastmbrl._validate import check_positive_int
 from fastmbrl.algorithms.base import run_episode
 from fastmbrl.algorithms.config import non_negative_int
 from fastmbrl.planning.controller import CONTROLLER_FILE, MODEL_FILE, Controller
-from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError
+from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError, require
 from fastmbrl.algorithms.rundir import import_run_tasks, read_run_config
 from fastmbrl.models.policies import PolicyController
 
@@ -51,24 +53,80 @@ def load_controller(path, **overrides):
     return Controller.load(path, **overrides)
 
 
-def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
-    """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes."""
+#: video i of an evaluation is VIDEO_PREFIX-episode-i.mp4 (RecordVideo's naming)
+VIDEO_PREFIX = "eval"
+
+
+def video_files(directory, episodes) -> list[Path]:
+    """The files an evaluation of `episodes` episodes recorded into `directory` writes."""
+    return [Path(directory) / f"{VIDEO_PREFIX}-episode-{i}.mp4" for i in range(episodes)]
+
+
+def recording_env(task, directory, episodes):
+    """`task`'s environment rendering into RGB frames, each episode recorded into a video file
+    in `directory` (created; files already there are not overwritten). FastMBRLError when
+    moviepy is missing, the environment has no image rendering, or it cannot render here."""
+    if not str(directory):
+        raise FastMBRLError("--video must name a directory")
+    require("moviepy", "video", "recording videos (--video)")
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FastMBRLError(f"--video {directory} is a file, not a directory")
+    taken = [f.name for f in video_files(directory, episodes) if f.exists()]
+    if taken:
+        raise FastMBRLError(f"--video {directory} already holds {', '.join(taken)}; give "
+                            "another directory or remove them")
+    env = task.make_env()
+    modes = env.metadata.get("render_modes") or []
+    env.close()
+    if "rgb_array" not in modes:
+        raise FastMBRLError(f"task {task.name}: its environment {task.env_id} cannot render "
+                            f"images (render modes {modes or 'none'}), so it cannot be recorded")
+    env = task.make_env(render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        frame = env.render()  # a display-less machine fails here, not in the first episode
+    except Exception as exc:
+        env.close()
+        hint = (" (MuJoCo renders without a display with MUJOCO_GL=egl or MUJOCO_GL=osmesa)"
+                if "mujoco" in type(exc).__module__ or "OpenGL" in str(exc) else "")
+        raise FastMBRLError(f"task {task.name}: {task.env_id} cannot render here: "
+                            f"{type(exc).__name__}: {exc}{hint}") from None
+    if not hasattr(frame, "shape"):
+        env.close()
+        raise FastMBRLError(f"task {task.name}: {task.env_id} rendered {type(frame).__name__}, "
+                            "not an image")
+    from gymnasium.wrappers import RecordVideo
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # "overwriting existing videos": none is, checked above
+        warnings.simplefilter("ignore")
+        return RecordVideo(env, str(directory), episode_trigger=lambda _: True,
+                           name_prefix=VIDEO_PREFIX)
+
+
+def evaluate(path, episodes=5, seed=1_000_000, log=None, video=None, **overrides) -> dict:
+    """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes;
+    `video`: a directory to record each episode into, one .mp4 file per episode."""
     check_positive_int(episodes, "episodes")
     non_negative_int(seed, "seed")  # environments refuse negative seeds, after loading
     controller = load_controller(path, **overrides)
-    env = controller.task.make_env()
+    task = controller.task
+    env = task.make_env() if video is None else recording_env(task, video, episodes)
     returns, act_s, steps = [], 0.0, 0
-    for i in range(episodes):
-        controller.reset()
-        ret, k, s, _ = run_episode(env, controller.act, seed + i)
-        returns.append(ret)
-        act_s += s
-        steps += k
-        if log:
-            log(f"episode {i + 1}/{episodes}: return {ret:.2f} over {k} steps")
-    env.close()
+    try:
+        for i in range(episodes):
+            controller.reset()
+            ret, k, s, _ = run_episode(env, controller.act, seed + i)
+            returns.append(ret)
+            act_s += s
+            steps += k
+            if log:
+                log(f"episode {i + 1}/{episodes}: return {ret:.2f} over {k} steps")
+    finally:
+        env.close()  # a recording writes its last video here
     planner = getattr(controller, "planner", None)
-    return {
+    result = {
         "task": controller.task.name,
         "planner": controller.settings["planner"],
         # the planner maximised the task's planning reward, not its reward (a policy has none)
@@ -79,3 +137,6 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, **overrides) -> dict:
         "returns": [float(r) for r in returns],
         "ms_per_act": 1e3 * act_s / max(steps, 1),
     }
+    if video is not None:
+        result["videos"] = [str(f) for f in video_files(video, episodes)]
+    return result

@@ -2,6 +2,7 @@
 
 config.json   {"fastmbrl_version", "run_format", "config": {"algo": ..., ...}}
 metrics.jsonl one JSON object per finished iteration (at least iteration, env_steps, mean_return)
+metrics.csv   the same rows' scalar fields as a table, written with each commit (write_metrics_csv)
 state.json    the commit point a resume starts from
 .lock         held by the process training in the directory (its pid inside)
 
@@ -14,6 +15,9 @@ after it, `recover` finishes the moves. Every step is fsynced, so a power cut be
 """
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 import re
 import secrets
@@ -28,6 +32,7 @@ RUN_FORMAT = 1
 ALGOS = ("mbrl", "trpo", "mbmf")
 STATE = "state.json"
 METRICS = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
 LOCK = ".lock"
 STAGE_PREFIX = ".stage-"
 _STAGE_NAME = re.compile(r"\.stage-[0-9a-f]{1,32}")
@@ -119,25 +124,28 @@ else:
 
 
 # -- config.json --------------------------------------------------------------------------------
-def run_config_meta(config: dict, imports=()) -> dict:
+def run_config_meta(config: dict, imports=(), tensorboard: bool = False) -> dict:
     """What config.json holds for a run of `config` (its "config" entry, algo included);
     `imports` are the import_tasks specs that define its task (a resume or an eval imports
-    them again)."""
+    them again); `tensorboard`: the run writes TensorBoard event files (a resume goes on
+    writing them)."""
     if config.get("algo") not in ALGOS:
         raise ValueError(f"config algo must be one of {ALGOS}, got {config.get('algo')!r}")
     meta = {"fastmbrl_version": __version__, "run_format": RUN_FORMAT, "config": config}
     if imports:
         meta["imports"] = list(imports)
+    if tensorboard:
+        meta["tensorboard"] = True
     return meta
 
 
-def write_run_config(out, config: dict, imports=()) -> None:
+def write_run_config(out, config: dict, imports=(), tensorboard: bool = False) -> None:
     """Start a run directory with the config.json of `run_config_meta`; refuses one that
     already holds a run."""
     out = Path(out)
     if (out / "config.json").exists():
         raise FastMBRLError(f"{out} already holds a run: use --resume {out} or another --out")
-    meta = run_config_meta(config, imports)
+    meta = run_config_meta(config, imports, tensorboard)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", meta, durable=True)
 
@@ -167,6 +175,16 @@ def read_run_config(out, algo=None) -> dict:
     return config
 
 
+def run_logs_tensorboard(out) -> bool:
+    """Whether the run in `out` was started to write TensorBoard event files."""
+    meta = read_json(Path(out) / "config.json",
+                     f"{out} is not a fastmbrl run directory (no config.json)")
+    value = meta.get("tensorboard", False)
+    if not isinstance(value, bool):
+        raise FormatError(f"{out}/config.json: tensorboard must be true or false, got {value!r}")
+    return value
+
+
 def import_run_tasks(out) -> None:
     """Import the task modules `out`'s config.json names (a task of the user's, added with
     --import or MODULE:ATTRIBUTE), so that its task is known. Only modules already on the
@@ -181,6 +199,39 @@ def import_run_tasks(out) -> None:
         raise FormatError(f"{out}/config.json: imports must be a list of module names")
     for spec in imports:
         import_tasks(spec)
+
+
+# -- metrics.csv --------------------------------------------------------------------------------
+def write_metrics_csv(path, rows) -> None:
+    """Write `rows` (metrics rows, as metrics.jsonl holds them) to `path` as CSV: one column per
+    key that holds a scalar (number, string, boolean or null) in some row, iteration and
+    env_steps first, the others in the order they first appear. Cells are written as JSON
+    writes them (true/false, an empty cell for null or a non-finite number), so the table
+    says what metrics.jsonl says. List fields (each episode's return and length) are left out:
+    the row's mean_return summarises them and metrics.jsonl keeps them."""
+    columns = dict.fromkeys(["iteration", "env_steps"])
+    for row in rows:
+        columns.update((k, None) for k, v in row.items() if _is_scalar(v))
+    buf = io.StringIO()
+    writer = csv.writer(buf)  # RFC 4180: quoted where needed, CRLF line ends
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(k)) for k in columns])
+    Path(path).write_bytes(buf.getvalue().encode("utf-8"))
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(float(value)) if math.isfinite(value) else ""
+    if isinstance(value, (int, str)):
+        return str(value)
+    return ""  # null, or a list in a column that is scalar elsewhere
 
 
 # -- the commit ---------------------------------------------------------------------------------

@@ -168,6 +168,9 @@ def add_arguments(p) -> None:
                         "Gymnasium id: the task becomes learned-reward/TASK) [mbrl, mbmf]")
     p.add_argument("--quiet", action="store_true", help="print only the summary (no log "
                                                         "lines, no progress bar)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into OUT/tensorboard/ (needs "
+                        ".[tensorboard]; the run directory remembers it, so --resume goes on)")
     g = p.add_argument_group("settings (default: the task's preset, else the library's; each "
                              "applies to the algorithms named after it)")
     for dest, (field, algos) in ROUTES.items():
@@ -253,8 +256,8 @@ def import_modules(args) -> None:
 # -- config files ---------------------------------------------------------------------------------
 #: what a config file holds besides settings
 _FILE_KEYS = ("task", "seed", "algo", "imports")
-#: what a run's config.json holds
-_RUN_KEYS = ("fastmbrl_version", "run_format", "config", "imports")
+#: what a run's config.json holds (its tensorboard choice is not a setting: --tensorboard is)
+_RUN_KEYS = ("fastmbrl_version", "run_format", "config", "imports", "tensorboard")
 
 
 def read_config_file(path) -> dict:
@@ -391,6 +394,7 @@ def new_run(args, log):
     out = _writable_dir(args.out if args.out is not None else
                         f"runs/{cfg.task}-{cfg.label}-s{cfg.seed}")
     run = run_class(cfg, out, log)
+    run.tensorboard = args.tensorboard
     try:
         run.write_config()
     except OSError as exc:
@@ -407,7 +411,8 @@ def resumed_run(args, log):
     given = ([flag("algo")] if args.algo is not None else []) + [
         _spelling(d, v) for d, v in {**_given(args), **_given(args, PLANNER_FLAGS)}.items()] + [
         flag(name) for name in ("seed", "out", "config") if getattr(args, name) is not None] + [
-        flag(name) for name in ("learned_reward", "print_config") if getattr(args, name)]
+        flag(name) for name in ("learned_reward", "print_config", "tensorboard")
+        if getattr(args, name)]
     if given:
         raise FastMBRLError(
             f"--resume continues a run with the settings saved in {args.resume}; "
