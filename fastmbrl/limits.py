@@ -124,7 +124,7 @@ def check_bytes(what: str, nbytes: int | Mapping[str, int], change: str = "these
     named in the message. change: what to lower, for the message.
     """
     parts = dict(nbytes) if isinstance(nbytes, Mapping) else {}
-    total = sum(parts.values()) if parts else int(nbytes)
+    total = sum(parts.values()) if isinstance(nbytes, Mapping) else int(nbytes)
     limit = max_bytes()
     if total <= limit:
         return total
