@@ -728,7 +728,7 @@ class ICEM(Planner):
 
 
 #: planner names used by tasks, configs and the CLI
-PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
+PLANNERS: dict[str, type[Planner]] = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
 
 #: what each planner option means, in a line (the `fastmbrl train` option's help); which
 #: planners take it and their defaults come from the constructors
