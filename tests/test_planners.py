@@ -9,7 +9,7 @@ import pytest
 from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.rollout import pack_model
 from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, RandomShooting,
-                                        colored_noise_matrix)
+                                        colored_noise_matrix, num_samples_for)
 from fastmbrl.planning.scorer import Scorer
 from tests.reference import dynamics_model, quadratic_reward, rollout_reference
 
@@ -249,6 +249,32 @@ def test_num_samples_is_the_budget_of_every_planner(packed):
         assert cls(packed, quadratic_reward, num_samples=24, **kw).num_samples == 24, name
     assert CEM(packed, quadratic_reward, **kw).num_samples == 500
     assert ICEM(packed, quadratic_reward, **kw).num_samples == 40
+
+
+OPTIONS = [("rs", {}), ("cem", {}), ("cem", {"iterations": 3, "elites": 0.2}),
+           ("mppi", {"iterations": 2}), ("icem", {}), ("icem", {"warm_start": False}),
+           ("icem", {"elites": 6, "iterations": 4, "decay": 1.5, "keep_fraction": 0.5})]
+
+
+@pytest.mark.parametrize("name, options", OPTIONS)
+def test_candidates_per_call_is_what_a_plan_scores(packed, name, options):
+    cls = PLANNERS[name]
+    planner = cls(packed, quadratic_reward, horizon=H, action_low=[-1], action_high=[1],
+                  num_samples=60, **options)
+    for _ in range(3):  # the first call of an episode may score fewer (no kept elites yet)
+        planner.plan(X0)
+    assert planner.last_num_evaluated == cls.candidates_per_call(60, **options)
+    # a budget in candidates gives the largest sample count that keeps within it
+    budget = cls.candidates_per_call(60, **options)
+    assert num_samples_for(name, budget, **options) == 60
+    assert num_samples_for(name, budget - 1, **options) < 60
+    assert cls.candidates_per_call(num_samples_for(name, budget - 1, **options),
+                                   **options) <= budget - 1
+
+
+def test_a_budget_below_the_least_sample_count_gives_the_least():
+    assert num_samples_for("icem", 5) == 10  # iCEM's 10 elites need 10 samples
+    assert num_samples_for("rs", 0) == 1
 
 
 @pytest.mark.parametrize("cls", [CEM, ICEM])

@@ -45,6 +45,7 @@ many were scored. If every candidate diverges the planner still returns a finite
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -109,6 +110,15 @@ def _elite_count(elites, num_samples: int) -> int:
     if elites > num_samples:
         raise ValueError(f"elites ({elites}) must not exceed num_samples ({num_samples})")
     return elites
+
+
+def _setting(cls, options, name, absent=None):
+    """Option `name` from `options`, else the default of `cls`'s constructor (`absent` if it
+    takes no such option)."""
+    if name in options:
+        return options[name]
+    param = inspect.signature(cls.__init__).parameters.get(name)
+    return absent if param is None else param.default
 
 
 def _check_bounds(low, high, a):
@@ -199,6 +209,16 @@ class Planner:
     def _num_counts(self) -> int:
         """How many candidate counts (prepared batches) the planner uses, at most."""
         return 1
+
+    @classmethod
+    def candidates_per_call(cls, num_samples=None, **options) -> int:
+        """Candidates one plan scores with these settings once an episode is under way and no
+        deadline cuts it short: a plan costs this x horizon x ensemble members model steps."""
+        return cls._candidates(_num_samples(cls, num_samples), **options)
+
+    @classmethod
+    def _candidates(cls, num_samples, **options) -> int:
+        return num_samples * _setting(cls, options, "iterations", 1)
 
     def _describe(self, model) -> str:
         sizes = {**self._size_settings(), "act_dim": getattr(model, "act_dim", "?")}
@@ -591,6 +611,17 @@ def colored_noise_matrix(horizon: int, beta: float) -> np.ndarray:
     return mat.astype(F32)
 
 
+def _icem_sizes(num_samples, num_elites, iterations, decay) -> list:
+    """Samples of each iCEM iteration: num_samples shrunk by `decay` per iteration, floored at
+    twice the elites."""
+    sizes = [num_samples]
+    for i in range(1, iterations):
+        # past ~1e300 the division gives 0 and the floor wins; decay ** i would overflow
+        shrink = decay ** i if i * math.log(decay) < 690 else math.inf
+        sizes.append(max(int(num_samples / shrink), 2 * num_elites))
+    return sizes
+
+
 class ICEM(Planner):
     """Improved CEM (Pinneri et al. 2020).
 
@@ -629,18 +660,25 @@ class ICEM(Planner):
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
                          isa=isa)
 
+    @classmethod
+    def _candidates(cls, num_samples, **options):
+        get = lambda name: _setting(cls, options, name)  # noqa: E731
+        elites = _elite_count(get("elites"), num_samples)
+        iterations = check_positive_int(get("iterations"), "iterations")
+        keep = int(math.ceil(get("keep_fraction") * elites))
+        sizes = _icem_sizes(num_samples, elites, iterations, get("decay"))
+        # each iteration adds the kept elites (the first from the previous call, with warm
+        # start), the last one the mean
+        kept = keep * (iterations - (0 if get("warm_start") else 1))
+        return sum(sizes) + kept + 1
+
     def _largest_size(self):
         # the first size, or the floor of the later ones (each later size is at most the first)
         return self.num_samples if self.iterations == 1 else max(self.num_samples,
                                                                    2 * self.num_elites)
 
     def _iteration_sizes(self):
-        sizes = [self.num_samples]
-        for i in range(1, self.iterations):
-            # past ~1e300 the division gives 0 and the floor wins; decay ** i would overflow
-            shrink = self.decay ** i if i * math.log(self.decay) < 690 else math.inf
-            sizes.append(max(int(self.num_samples / shrink), 2 * self.num_elites))
-        return sizes
+        return _icem_sizes(self.num_samples, self.num_elites, self.iterations, self.decay)
 
     def _max_candidates(self):
         return self._largest_size() + self.num_keep + 1
@@ -725,6 +763,25 @@ class ICEM(Planner):
             return False
         np.copyto(self._solution, mean if self.return_mean else self._best)
         return True
+
+
+def num_samples_for(name, candidates, **options) -> int:
+    """The largest num_samples with which the planner called `name` scores at most
+    `candidates` per plan (candidates_per_call), or the least it accepts if even that scores
+    more."""
+    cls = PLANNERS[name]
+    elites = _setting(cls, options, "elites", 1)
+    low = 1 if isinstance(elites, (float, np.floating)) else max(1, int(elites))  # a count
+    if cls.candidates_per_call(low, **options) > candidates:
+        return low
+    high = max(low, int(candidates))
+    while low < high:  # candidates_per_call grows with num_samples
+        mid = (low + high + 1) // 2
+        if cls.candidates_per_call(mid, **options) <= candidates:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 #: planner names used by tasks, configs and the CLI
