@@ -121,7 +121,7 @@ class Run:
         self.tensorboard = False
         self._events: EventLog | None = None  # the open EventLog while training with tensorboard
 
-    def rng_seed(self) -> int:
+    def rng_seed(self) -> int | list[int]:
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
         return self.config.seed
 

@@ -18,10 +18,14 @@ import dataclasses
 import math
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
-from fastmbrl.algorithms.base import Run, run_episode
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run, run_episode
 from fastmbrl.algorithms.config import (Config, non_negative_int, positive, positive_int,
                                         setting)
 from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun
@@ -192,6 +196,7 @@ class MBMFRun(Run):
     """One MB-MF run bound to a run directory (or to none, for library use)."""
 
     Config = MBMFConfig
+    config: MBMFConfig
     title = "MB-MF"
 
     def __init__(self, config: MBMFConfig, out: StrPath | None = None, log: Log = print) -> None:
@@ -208,7 +213,7 @@ class MBMFRun(Run):
         self.mbrl_run: MBRLRun | None = None
         self.trpo_run: _FineTune | None = None
 
-    def rng_seed(self):
+    def rng_seed(self) -> list[int]:
         return [self.config.seed, 2]
 
     def _sub(self, name):

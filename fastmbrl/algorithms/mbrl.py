@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-from fastmbrl.algorithms.base import Run, run_episode
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run, run_episode
 from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_of, optional,
                                         positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
@@ -100,6 +104,7 @@ class MBRLRun(Run):
     """One MBRL run (Algorithm 1) bound to a run directory (or to none, for library use)."""
 
     Config = MBRLConfig
+    config: MBRLConfig
 
     def __init__(self, config: MBRLConfig, out: StrPath | None = None, log: Log = print) -> None:
         super().__init__(config, out, log)

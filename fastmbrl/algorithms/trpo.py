@@ -28,11 +28,15 @@ import math
 import re
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl._validate import as_array, check_positive_int
-from fastmbrl.algorithms.base import Run
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run
 from fastmbrl.algorithms.config import (Config, boolean, finite, non_negative, one_of,
                                         optional, positive, positive_int, setting, unit_interval,
                                         widths)
@@ -265,9 +269,11 @@ class TRPORun(Run):
     """
 
     Config = TRPOConfig
+    config: TRPOConfig
     title = "TRPO"
 
-    def __init__(self, config: TRPOConfig, out: StrPath | None = None, log: Log = print, initial_policy=None) -> None:
+    def __init__(self, config: TRPOConfig, out: StrPath | None = None, log: Log = print,
+                 initial_policy: GaussianPolicy | None = None) -> None:
         super().__init__(config, out, log)
         cfg = self.config
         # a batch's arrays (states, actions, noise, rewards, values, advantages), before any

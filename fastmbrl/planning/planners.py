@@ -51,7 +51,7 @@ import time
 import warnings
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -211,7 +211,7 @@ class Planner:
         return 1
 
     @classmethod
-    def candidates_per_call(cls, num_samples=None, **options) -> int:
+    def candidates_per_call(cls, num_samples: int | None = None, **options: Any) -> int:
         """Candidates one plan scores with these settings once an episode is under way and no
         deadline cuts it short: a plan costs this x horizon x ensemble members model steps."""
         return cls._candidates(_num_samples(cls, num_samples), **options)
@@ -765,7 +765,7 @@ class ICEM(Planner):
         return True
 
 
-def num_samples_for(name, candidates, **options) -> int:
+def num_samples_for(name: str, candidates: int, **options: Any) -> int:
     """The largest num_samples with which the planner called `name` scores at most
     `candidates` per plan (candidates_per_call), or the least it accepts if even that scores
     more."""
