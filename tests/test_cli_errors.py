@@ -259,3 +259,11 @@ def test_read_and_write_errors_name_the_path(tmp_path):
         save_npz(tmp_path / "f" / "x.npz", "thing", 1, {}, {"w": np.zeros(2)})
     assert isinstance(FileError("x"), OSError) and isinstance(MissingFileError("x"),
                                                               FileNotFoundError)
+
+
+def test_bench_planners_bad_input(runs, capsys):
+    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--planners", "rs,beam"], "beam")
+    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--budgets", "10,x"], "--budgets")
+    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--budgets", "0"], "--budgets")
+    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--episodes", "0"], "--episodes")
+    refused(capsys, ["bench", "planners", str(runs["trpo"])], "policy")
