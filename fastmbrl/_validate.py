@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import Union
 
 import numpy as np
+import numpy.typing as npt
+
+#: a file name: a str or a path object
+StrPath = Union[str, "os.PathLike[str]"]
+#: float32 arrays, what the models and planners compute in
+F32Array = npt.NDArray[np.float32]
 
 
 def as_array(x, name: str, shape: tuple, dtype=np.float32, finite: bool = True) -> np.ndarray:

@@ -1,6 +1,9 @@
 """Exceptions that the CLI turns into a one-line message and exit status 2."""
 
 
+from types import ModuleType
+
+
 class FastMBRLError(Exception):
     """An error a user can act on (bad input, bad file, missing extra)."""
 
@@ -20,7 +23,7 @@ class MissingFileError(FileError, FileNotFoundError):
 class MissingExtraError(FastMBRLError, ImportError):
     """An optional dependency is needed but not installed."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
         super().__init__(
             f"{purpose} needs the optional package '{package}': "
             f"pip install 'fastmbrl[{extra}]'"
@@ -29,7 +32,7 @@ class MissingExtraError(FastMBRLError, ImportError):
         self.extra = extra
 
 
-def require(module: str, extra: str, purpose: str):
+def require(module: str, extra: str, purpose: str) -> ModuleType:
     """Import an optional module or raise MissingExtraError saying how to install it."""
     import importlib
 

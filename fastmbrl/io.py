@@ -27,11 +27,14 @@ import os
 import struct
 import sys
 import zipfile
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from numpy.lib import format as npy
 
+from ._validate import StrPath
 from .errors import (FastMBRLError, FileError, FormatError, MissingExtraError, MissingFileError,
                      require)
 
@@ -39,18 +42,18 @@ _HEADER_KEY = "__header__"
 
 
 # -- JSON -----------------------------------------------------------------------------------------
-def _refuse_constant(name):
+def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite_float(text):
+def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} is out of range for a float")
     return value
 
 
-def json_loads(text, source):
+def json_loads(text: str | bytes, source: object) -> Any:
     """Parse JSON `text` (str or bytes) strictly; FormatError naming `source` (a path or a
     description) if it is not valid RFC 8259 JSON."""
     try:
@@ -61,7 +64,7 @@ def json_loads(text, source):
         raise FormatError(f"{source} is corrupt: {exc}") from None
 
 
-def _nulled(obj):
+def _nulled(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -71,12 +74,12 @@ def _nulled(obj):
     return obj
 
 
-def json_dumps(obj) -> str:
+def json_dumps(obj: Any) -> str:
     """`obj` as one line of JSON with every non-finite float written as null (metrics rows)."""
     return json.dumps(_nulled(obj), allow_nan=False)
 
 
-def _strict_dumps(obj, path, **kwargs) -> str:
+def _strict_dumps(obj: Any, path: object, **kwargs: Any) -> str:
     try:
         return json.dumps(obj, allow_nan=False, **kwargs)
     except ValueError as exc:
@@ -84,7 +87,7 @@ def _strict_dumps(obj, path, **kwargs) -> str:
                          f"({exc})") from None
 
 
-def write_json(path, obj, durable: bool = False) -> Path:
+def write_json(path: StrPath, obj: Any, durable: bool = False) -> Path:
     """Write `obj` as JSON atomically (temp file then rename; `durable` as in write_atomic);
     ValueError, writing nothing, if it holds a NaN or infinity."""
     path = Path(path)
@@ -93,7 +96,7 @@ def write_json(path, obj, durable: bool = False) -> Path:
     return path
 
 
-def read_json(path, missing: str) -> dict:
+def read_json(path: StrPath, missing: str) -> dict[str, Any]:
     """Read a JSON object; MissingFileError(`missing`) if absent, FormatError if corrupt."""
     path = Path(path)
     if not path.exists():
@@ -108,7 +111,7 @@ def read_json(path, missing: str) -> dict:
     return obj
 
 
-def read_toml(path, missing: str) -> dict:
+def read_toml(path: StrPath, missing: str) -> dict[str, Any]:
     """Read a TOML document (tomllib; on Python < 3.11 the `tomli` package of the [toml]
     extra); MissingFileError(`missing`) if absent, FormatError naming the file and the line if
     it is not valid TOML. NaN and infinities are refused, as in JSON."""
@@ -138,7 +141,8 @@ def read_toml(path, missing: str) -> dict:
         raise FormatError(f"{path} is nested too deeply to be read") from None
 
 
-def write_atomic(path, write, durable: bool = False) -> Path:
+def write_atomic(path: StrPath, write: Callable[[IO[bytes]], object],
+                 durable: bool = False) -> Path:
     """`write(fh)` into a temp file beside `path`, then rename it over `path`. If that fails,
     no temp file is left and an OSError becomes a FileError naming `path`. `durable`: the
     data is on disk before the rename and the rename after it (a power cut then leaves the
@@ -168,7 +172,8 @@ def write_atomic(path, write, durable: bool = False) -> Path:
 
 
 # -- npz ------------------------------------------------------------------------------------------
-def save_npz(path, kind: str, version: int, header: dict, arrays: dict) -> Path:
+def save_npz(path: StrPath, kind: str, version: int, header: Mapping[str, Any],
+             arrays: Mapping[str, np.ndarray]) -> Path:
     """Write `arrays` and a JSON `header` to `path` atomically (temp file then rename)."""
     path = Path(path)
     if path.suffix != ".npz":
@@ -183,12 +188,12 @@ def save_npz(path, kind: str, version: int, header: dict, arrays: dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
-    write_atomic(path, lambda fh: np.savez(fh, **{_HEADER_KEY: blob},
-                                       **{k: np.asarray(v) for k, v in arrays.items()}))
+    members: dict[str, Any] = {_HEADER_KEY: blob, **{k: np.asarray(v) for k, v in arrays.items()}}
+    write_atomic(path, lambda fh: np.savez(fh, **members))
     return path
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: object) -> np.ndarray:
     """One .npy member, after checking that its header's shape matches the bytes it holds."""
     if info.compress_type != zipfile.ZIP_STORED:
         raise FormatError(f"{path}: member {info.filename} is compressed; fastmbrl files are "
@@ -211,7 +216,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path) -> np.ndarray
     return arr
 
 
-def load_npz(path, kind: str, supported_versions) -> tuple[dict, dict]:
+def load_npz(path: StrPath, kind: str, supported_versions: Collection[int]
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by `save_npz`; return (header, arrays) or raise FormatError
     (MissingFileError if absent, FileError if unreadable)."""
     path = Path(path)

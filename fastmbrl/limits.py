@@ -38,7 +38,7 @@ class ResourceLimitError(FastMBRLError, MemoryError):
     """A setting or a file asks for more memory than the limit (see fastmbrl.limits)."""
 
 
-def parse_bytes(text) -> int:
+def parse_bytes(text: int | str) -> int:
     """A byte count from an int or a string such as "8G", "512M", "1.5GiB", "1000000"."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
@@ -75,7 +75,7 @@ def default_max_bytes() -> int:
     return min(_DEFAULT_CAP, (ram if ram and ram > 0 else _FALLBACK_RAM) // 2)
 
 
-def set_max_bytes(nbytes) -> int | None:
+def set_max_bytes(nbytes: int | str | None) -> int | None:
     """Set the limit (an int or a string as FASTMBRL_MAX_BYTES takes) for this process, or
     None to go back to the environment variable or the default. Returns the previous
     setting (None if there was none), so a caller can restore it."""
@@ -110,12 +110,13 @@ def format_bytes(nbytes: int) -> str:
     return f"{value:.3g} {unit}" if value < 1e4 else f"{value:.3e} {unit}"
 
 
-def array_bytes(*shape, itemsize: int = 4) -> int:
+def array_bytes(*shape: int, itemsize: int = 4) -> int:
     """Bytes of an array of this shape (exact Python ints: no overflow)."""
     return math.prod(int(s) for s in shape) * int(itemsize)
 
 
-def check_bytes(what: str, nbytes, change: str = "these settings") -> int:
+def check_bytes(what: str, nbytes: int | Mapping[str, int], change: str = "these settings"
+                ) -> int:
     """Refuse with ResourceLimitError if `nbytes` exceeds the limit; returns the total.
 
     what: the object and the settings it was asked for, e.g. "ICEM(horizon=100000)".
@@ -123,7 +124,7 @@ def check_bytes(what: str, nbytes, change: str = "these settings") -> int:
     named in the message. change: what to lower, for the message.
     """
     parts = dict(nbytes) if isinstance(nbytes, Mapping) else {}
-    total = sum(parts.values()) if parts else int(nbytes)
+    total = sum(parts.values()) if isinstance(nbytes, Mapping) else int(nbytes)
     limit = max_bytes()
     if total <= limit:
         return total

@@ -23,14 +23,14 @@ class Progress:
 
     def __init__(self, label: str, stream: TextIO | None = None, unit: str = "steps",
                  width: int = 24, clock: Callable[[], float] = time.monotonic,
-                 tty: bool | None = None, interval: float = 10.0):
+                 tty: bool | None = None, interval: float = 10.0) -> None:
         self.label, self.unit, self.width, self.clock = label, unit, width, clock
         self.stream = sys.stderr if stream is None else stream
         self.tty = (getattr(self.stream, "isatty", lambda: False)() if tty is None else tty)
         self._start: tuple[float, int] | None = None  # (time, done) of the first report
         self._last_draw = -1.0
         self.interval = interval
-        self._last_line = None  # when the last non-terminal line was printed
+        self._last_line: float | None = None  # when the last non-terminal line was printed
         self._printed = False
         self._line = ""
         self.done = 0

@@ -6,8 +6,10 @@ directories and on the command line to them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from fastmbrl.algorithms.base import Run
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run
 from fastmbrl.algorithms.mbmf import MBMFConfig, MBMFRun
 from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun
 from fastmbrl.algorithms.presets import preset, store_preset
@@ -40,8 +42,8 @@ def register_preset(algo: str, task: str, settings: Mapping, overwrite: bool = F
     store_preset(algo, task, settings, overwrite)
 
 
-def train(task: str, algo: str = "mbrl", out=None, log=print, tensorboard: bool = False,
-          **settings) -> Run:
+def train(task: str, algo: str = "mbrl", out: StrPath | None = None, log: Log = print,
+          tensorboard: bool = False, **settings: Any) -> Run:
     """Train `algo` (mbrl, trpo or mbmf) on `task`, as `fastmbrl train TASK --algo ALGO` does;
     `settings` are the algorithm's Config fields, `out` a new run directory (None: keep
     nothing), `tensorboard` writes event files into out/tensorboard/ as `--tensorboard` does.

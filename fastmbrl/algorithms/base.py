@@ -16,11 +16,17 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, ClassVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
+import numpy.typing as npt
+
+from fastmbrl._validate import StrPath
 
 from fastmbrl.algorithms.config import Config
+
+_Config = Config  # inside Run, `Config` is the class attribute (the algorithm's own)
 from fastmbrl.algorithms.rundir import (METRICS_CSV, RunLock, RunLockedError, commit,
                                         import_run_tasks, read_run_config, read_state, recover,
                                         run_logs_tensorboard, write_metrics_csv,
@@ -28,12 +34,24 @@ from fastmbrl.algorithms.rundir import (METRICS_CSV, RunLock, RunLockedError, co
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.tasks import get_task, task_source
 
+if TYPE_CHECKING:
+    import gymnasium
+
+    from fastmbrl.algorithms.tensorboard import EventLog
+    from fastmbrl.data.buffer import ReplayBuffer
+
+#: where a run writes its log lines (print by default)
+Log = Callable[[str], object]
+_R = TypeVar("_R", bound="Run")
+
 #: episode e of a run with seed s is reset with seed s * EPISODE_SEED_STRIDE + e, so that runs of
 #: different seeds never share an episode seed (below 100,003 episodes)
 EPISODE_SEED_STRIDE = 100_003
 
 
-def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
+def run_episode(env: gymnasium.Env, act: Callable[[Any], npt.ArrayLike] | None, seed: int,
+                max_steps: int | None = None, buffer: ReplayBuffer | None = None,
+                rng: np.random.Generator | None = None) -> tuple[float, int, float, bool]:
     """Run one episode with `act(obs) -> action` (or uniform random actions when `act` is None).
 
     Returns (return, steps, seconds spent in `act`, whether the environment ended the episode
@@ -41,23 +59,25 @@ def run_episode(env, act, seed, max_steps=None, buffer=None, rng=None):
     """
     obs, _ = env.reset(seed=int(seed))
     total, steps, act_s = 0.0, 0, 0.0
-    low, high = env.action_space.low, env.action_space.high
+    low, high = env.action_space.low, env.action_space.high  # type: ignore[attr-defined]  # a Box
     while True:
         t0 = time.perf_counter()
-        action = rng.uniform(low, high).astype(np.float32) if act is None else act(obs)
+        action = (rng.uniform(low, high).astype(np.float32)  # type: ignore[union-attr]  # needs rng
+                  if act is None else act(obs))
         act_s += time.perf_counter() - t0
         next_obs, reward, terminated, env_truncated, _ = env.step(action)
         steps += 1
         truncated = env_truncated or (max_steps is not None and steps >= max_steps)
+        reward = float(reward)
         if buffer is not None:
             buffer.add(obs, action, next_obs, reward, terminated, truncated)
-        total += float(reward)
+        total += reward
         obs = next_obs
         if terminated or truncated:
             return total, steps, act_s, bool(terminated or env_truncated)
 
 
-def config_record(config: Config) -> tuple[dict, list]:
+def config_record(config: Config) -> tuple[dict[str, Any], list[str]]:
     """The "config" entry and the "imports" of config.json for a run of the resolved `config`
     (rundir.run_config_meta)."""
     source = task_source(get_task(config.task).name)
@@ -79,7 +99,7 @@ class Run:
     #: the algorithm's name in log lines (default: the config's label)
     title: ClassVar[str] = ""
 
-    def __init__(self, config: Config, out=None, log=print):
+    def __init__(self, config: _Config, out: StrPath | None = None, log: Log = print) -> None:
         if not isinstance(config, self.Config):
             raise FastMBRLError(f"config: expected a {self.Config.__name__}, got "
                                 f"{type(config).__name__}")
@@ -92,21 +112,21 @@ class Run:
         self.metrics: list[dict] = []
         self.rng = np.random.default_rng(self.rng_seed())
         self._steps = 0
-        self._env = None
+        self._env: gymnasium.Env | None = None
         self._lock = None if self.out is None else RunLock(self.out)
-        self._commit = None  # _commit_id of the state this run loaded or last wrote
+        self._commit: str | None = None  # _commit_id of the state this run loaded or last wrote
         #: called as progress(env_steps, total_steps) after each episode and iteration
         self.progress: Callable[[int, int], None] | None = None
         #: write TensorBoard event files (set before write_config, which records it)
         self.tensorboard = False
-        self._events = None  # the open EventLog while training with tensorboard
+        self._events: EventLog | None = None  # the open EventLog while training with tensorboard
 
-    def rng_seed(self):
+    def rng_seed(self) -> int | list[int]:
         """Seed of the run's own stream (actions, minibatches): the config's seed by default."""
         return self.config.seed
 
     @property
-    def env(self):
+    def env(self) -> gymnasium.Env:
         if self._env is None:
             self._env = self.task.make_env()
         return self._env
@@ -124,7 +144,8 @@ class Run:
         """Iterate until the step budget is spent, recording each iteration; returns the rows.
         The run directory's lock is released when it returns, however it returns."""
         with self.locked(), self._event_log():
-            if self._commit is not None and not (self.out / METRICS_CSV).exists():
+            if (self._commit is not None and self.out is not None
+                    and not (self.out / METRICS_CSV).exists()):
                 self.save()  # a directory of fastmbrl 0.1.0: the table of its rows so far
             return self.loop()
 
@@ -144,7 +165,7 @@ class Run:
         """One iteration; returns its metrics row (at least iteration, env_steps, mean_return)."""
         raise NotImplementedError
 
-    def describe(self, row) -> str | None:
+    def describe(self, row: dict[str, Any]) -> str | None:
         """The log line of a finished iteration (None: nothing to log)."""
         ret = row.get("mean_return")
         return (f"iteration {row['iteration']}: {row['env_steps']}/{self.config.steps} steps, "
@@ -164,10 +185,10 @@ class Run:
 
     # -- run directories ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self) -> Iterator[None]:
         """Hold the run directory's lock for the block (RunLockedError if another process, or
         another Run of this one, holds it); re-entrant."""
-        if self._lock is None or self._lock.held:
+        if self._lock is None or self._lock.held or self.out is None:  # (a lock has an out)
             yield
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +199,7 @@ class Run:
             self._lock.release()
 
     @contextlib.contextmanager
-    def _event_log(self):
+    def _event_log(self) -> Iterator[None]:
         """The TensorBoard event log for the block, if the run writes one."""
         if not self.tensorboard or self.out is None:
             yield
@@ -260,7 +281,7 @@ class Run:
                 "steps")
 
     @classmethod
-    def resume(cls, out, log=print) -> "Run":
+    def resume(cls: type[_R], out: StrPath, log: Log = print) -> _R:
         """The run saved in `out`, at its last finished iteration."""
         out = Path(out)
         config = dict(read_run_config(out, cls.Config.ALGO))
@@ -298,8 +319,8 @@ class Run:
         return run
 
     @classmethod
-    def start(cls, task: str, out=None, log=print, tensorboard: bool = False,
-              **settings) -> "Run":
+    def start(cls: type[_R], task: str, out: StrPath | None = None, log: Log = print,
+              tensorboard: bool = False, **settings: Any) -> _R:
         """A new run of `task` (settings are the Config's fields, seed included) whose run
         directory, if any, is started now; `tensorboard`: it also writes TensorBoard event
         files into out/tensorboard/."""
@@ -309,8 +330,8 @@ class Run:
         return run
 
     @classmethod
-    def run(cls, task: str, out=None, log=print, tensorboard: bool = False,
-            **settings) -> "Run":
+    def run(cls: type[_R], task: str, out: StrPath | None = None, log: Log = print,
+            tensorboard: bool = False, **settings: Any) -> _R:
         """Start a run and train it to the end; returns the finished run."""
         run = cls.start(task, out, log, tensorboard, **settings)
         run.train()

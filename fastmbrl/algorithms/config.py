@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Callable, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastmbrl.algorithms.presets import preset
 from fastmbrl.errors import FastMBRLError
 from fastmbrl.tasks import get_task, import_tasks
 
 
-def setting(default=None, help: str = "", check: Callable | None = None, kind: str = "",
-            choices=None, cli: bool = True):
+#: a setting's check: (value, name) -> the normalised value, or a FastMBRLError
+Check = Callable[[Any, str], Any]
+
+
+def setting(default: Any = None, help: str = "", check: Check | None = None, kind: str = "",
+            choices: Sequence[str] | None = None, cli: bool = True) -> Any:
     """A config field: `default` when neither given nor preset (a callable gets the config
     resolved so far); `check(value, name)` returns the normalised value or raises
     FastMBRLError; `kind` is how the CLI parses it (int, float, str, bool, widths, json)."""
@@ -33,55 +37,55 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive_int(value, name):
+def positive_int(value: Any, name: str) -> int:
     if not _is_int(value) or value <= 0:
         raise FastMBRLError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-def non_negative_int(value, name):
+def non_negative_int(value: Any, name: str) -> int:
     if not _is_int(value) or value < 0:
         raise FastMBRLError(f"{name} must be a non-negative integer, got {value!r}")
     return value
 
 
-def positive(value, name):
+def positive(value: Any, name: str) -> float:
     if not _is_number(value) or not value > 0 or not math.isfinite(value):
         raise FastMBRLError(f"{name} must be positive, got {value!r}")
     return float(value)
 
 
-def non_negative(value, name):
+def non_negative(value: Any, name: str) -> float:
     if not _is_number(value) or not value >= 0 or not math.isfinite(value):
         raise FastMBRLError(f"{name} must be >= 0, got {value!r}")
     return float(value)
 
 
-def finite(value, name):
+def finite(value: Any, name: str) -> float:
     if not _is_number(value) or not math.isfinite(value):
         raise FastMBRLError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 
-def unit_interval(value, name):
+def unit_interval(value: Any, name: str) -> float:
     if not _is_number(value) or not 0 <= value <= 1:
         raise FastMBRLError(f"{name} must be in [0, 1], got {value!r}")
     return float(value)
 
 
-def fraction(value, name):
+def fraction(value: Any, name: str) -> float:
     if not _is_number(value) or not 0 <= value < 1:
         raise FastMBRLError(f"{name} must be in [0, 1), got {value!r}")
     return float(value)
 
 
-def boolean(value, name):
+def boolean(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise FastMBRLError(f"{name} must be True or False, got {value!r}")
     return value
 
 
-def widths(value, name):
+def widths(value: Any, name: str) -> tuple[int, ...]:
     try:
         out = tuple(value)
     except TypeError:
@@ -91,24 +95,24 @@ def widths(value, name):
     return out
 
 
-def mapping(value, name):
+def mapping(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise FastMBRLError(f"{name} must be a dict, got {value!r}")
     return dict(value)
 
 
-def optional(check):
-    def check_or_none(value, name):
+def optional(check: Check) -> Check:
+    def check_or_none(value: Any, name: str) -> Any:
         return None if value is None else check(value, name)
     return check_or_none
 
 
-def one_of(*names):
-    def check_name(value, name):
+def one_of(*names: str) -> Check:
+    def check_name(value: Any, name: str) -> Any:
         if value not in names:
             raise FastMBRLError(f"unknown {name} {value!r}; choose one of {', '.join(names)}")
         return value
-    check_name.choices = names
+    check_name.choices = names  # type: ignore[attr-defined]  # read by the CLI's --help
     return check_name
 
 
@@ -125,6 +129,9 @@ class Config:
 
     task: str
     seed: int = 0
+    if TYPE_CHECKING:  # every algorithm declares its budget in env steps
+        @property
+        def steps(self) -> int: ...
 
     @classmethod
     def settings(cls) -> list[dataclasses.Field]:
@@ -136,7 +143,7 @@ class Config:
         return {f.name for f in cls.settings()}
 
     @classmethod
-    def create(cls, task: str, seed: int = 0, **settings) -> "Config":
+    def create(cls, task: str, seed: int = 0, **settings: Any) -> "Config":
         """A config from keyword settings, refusing unknown names. `task` is a task's name or
         MODULE:ATTRIBUTE of one (imported now: fastmbrl.tasks.import_tasks)."""
         unknown = set(settings) - cls.setting_names()
@@ -155,7 +162,7 @@ class Config:
         """This algorithm's preset for the task (empty when there is none)."""
         return preset(self.ALGO, self.task)
 
-    def resolved(self):
+    def resolved(self) -> "Config":
         """A copy with every None filled (given > preset > declared default), checked."""
         get_task(self.task)  # an unknown task fails first, with the registry's message
         if not _is_int(self.seed) or self.seed < 0:  # random generators take no negative seed

@@ -18,10 +18,14 @@ import dataclasses
 import math
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from fastmbrl._validate import as_array, check_positive_int
-from fastmbrl.algorithms.base import Run, run_episode
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run, run_episode
 from fastmbrl.algorithms.config import (Config, non_negative_int, positive, positive_int,
                                         setting)
 from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun
@@ -192,9 +196,10 @@ class MBMFRun(Run):
     """One MB-MF run bound to a run directory (or to none, for library use)."""
 
     Config = MBMFConfig
+    config: MBMFConfig
     title = "MB-MF"
 
-    def __init__(self, config: MBMFConfig, out=None, log=print):
+    def __init__(self, config: MBMFConfig, out: StrPath | None = None, log: Log = print) -> None:
         super().__init__(config, out, log)
         cfg = self.config
         self.phase = "mbrl"  # the phase to run next: mbrl, imitation, trpo or done
@@ -208,7 +213,7 @@ class MBMFRun(Run):
         self.mbrl_run: MBRLRun | None = None
         self.trpo_run: _FineTune | None = None
 
-    def rng_seed(self):
+    def rng_seed(self) -> list[int]:
         return [self.config.seed, 2]
 
     def _sub(self, name):
@@ -343,11 +348,11 @@ class MBMFRun(Run):
         self._steps = row["env_steps"]
         self.record({**row, "iteration": self.iteration})
 
-    def describe(self, row) -> None:
+    def describe(self, row: dict[str, Any]) -> None:
         return None  # the sub-runs and imitation rounds log their own lines
 
     # -- run directories ----------------------------------------------------------------------
-    def save_files(self, out) -> None:
+    def save_files(self, out: Path) -> None:
         if self.rounds > 0:  # before imitation the policy is untrained: nothing to evaluate
             self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                              self.task.action_high)
@@ -358,7 +363,7 @@ class MBMFRun(Run):
     def extra_state(self) -> dict:
         return {"phase": self.phase, "rounds": self.rounds}
 
-    def load_files(self, out, state) -> None:
+    def load_files(self, out: Path, state: dict[str, Any]) -> None:
         if state.get("phase") not in ("mbrl", "imitation", "trpo", "done"):
             raise FormatError(f"{out}/state.json has an unknown phase {state.get('phase')!r}")
         self.phase, self.rounds = state["phase"], state["rounds"]
@@ -385,6 +390,6 @@ class MBMFRun(Run):
                 f"{self.env_steps} env steps")
 
 
-def train(task: str, out=None, log=print, **settings) -> MBMFRun:
+def train(task: str, out: StrPath | None = None, log: Log = print, **settings: Any) -> MBMFRun:
     """Run MB-MF on `task`; `settings` are MBMFConfig fields. Returns the finished run."""
     return MBMFRun.run(task, out, log, **settings)

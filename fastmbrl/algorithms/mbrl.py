@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-from fastmbrl.algorithms.base import Run, run_episode
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run, run_episode
 from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_of, optional,
                                         positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
@@ -100,8 +104,9 @@ class MBRLRun(Run):
     """One MBRL run (Algorithm 1) bound to a run directory (or to none, for library use)."""
 
     Config = MBRLConfig
+    config: MBRLConfig
 
-    def __init__(self, config: MBRLConfig, out=None, log=print):
+    def __init__(self, config: MBRLConfig, out: StrPath | None = None, log: Log = print) -> None:
         super().__init__(config, out, log)
         cfg, task = self.config, self.task
         try:
@@ -193,7 +198,7 @@ class MBRLRun(Run):
             "wall_s": round(time.perf_counter() - t0, 3),
         }
 
-    def describe(self, row) -> str:
+    def describe(self, row: dict[str, Any]) -> str:
         val = "-" if row["val_loss"] is None else f"{row['val_loss']:.3g}"
         return (f"{super().describe(row)}, val loss {val}, fit "
                 f"{row['fit_s']:.1f} s, {row['plan_ms']:.2f} ms/plan, {row['acting_s']:.1f} s "
@@ -206,7 +211,7 @@ class MBRLRun(Run):
                           planner_options=cfg.planner_options, shaping=cfg.shaping)
 
     # -- run directories ----------------------------------------------------------------------
-    def save_files(self, out) -> None:
+    def save_files(self, out: Path) -> None:
         if self.iteration > 0:
             self.controller.save(out)
         self.buffer.save(out / "buffer.npz")
@@ -215,7 +220,7 @@ class MBRLRun(Run):
         return {"model_rng": self.model.rng.bit_generator.state}
 
     @classmethod
-    def check_saved(cls, out, config) -> None:
+    def check_saved(cls, out: Path, config: dict[str, Any]) -> None:
         if not (out / "model.npz").exists():
             return
         model = DynamicsModel.load(out / "model.npz")
@@ -225,7 +230,7 @@ class MBRLRun(Run):
                 raise FormatError(f"{out}/config.json: {key} {config.get(key)!r} disagrees with "
                                   f"model.npz's {saved!r}")
 
-    def load_files(self, out, state) -> None:
+    def load_files(self, out: Path, state: dict[str, Any]) -> None:
         buffer = ReplayBuffer.load(out / "buffer.npz")
         if buffer.capacity != self.config.steps:  # it keeps every step: the budget is its size
             raise FormatError(f"{out}/config.json: steps {self.config.steps} disagrees with "
@@ -242,6 +247,6 @@ class MBRLRun(Run):
                                   f"state ({exc})") from None
 
 
-def train(task: str, out=None, log=print, **settings) -> MBRLRun:
+def train(task: str, out: StrPath | None = None, log: Log = print, **settings: Any) -> MBRLRun:
     """Run Algorithm 1 on `task`; `settings` are MBRLConfig fields. Returns the finished run."""
     return MBRLRun.run(task, out, log, **settings)

@@ -28,11 +28,15 @@ import math
 import re
 import time
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl._validate import as_array, check_positive_int
-from fastmbrl.algorithms.base import Run
+from fastmbrl._validate import StrPath
+from fastmbrl.algorithms.base import Log, Run
 from fastmbrl.algorithms.config import (Config, boolean, finite, non_negative, one_of,
                                         optional, positive, positive_int, setting, unit_interval,
                                         widths)
@@ -265,9 +269,11 @@ class TRPORun(Run):
     """
 
     Config = TRPOConfig
+    config: TRPOConfig
     title = "TRPO"
 
-    def __init__(self, config: TRPOConfig, out=None, log=print, initial_policy=None):
+    def __init__(self, config: TRPOConfig, out: StrPath | None = None, log: Log = print,
+                 initial_policy: GaussianPolicy | None = None) -> None:
         super().__init__(config, out, log)
         cfg = self.config
         # a batch's arrays (states, actions, noise, rewards, values, advantages), before any
@@ -396,13 +402,13 @@ class TRPORun(Run):
             "wall_s": round(t3 - t0, 3),
         }
 
-    def describe(self, row) -> str:
+    def describe(self, row: dict[str, Any]) -> str:
         return (f"{super().describe(row)}, kl {row['kl']:.4f}, step {row['step_fraction']:.3g}, "
                 f"entropy {row['entropy']:.2f}, env {row['env_s']:.2f} s, act "
                 f"{row['act_s']:.2f} s, update {row['policy_s'] + row['value_s']:.2f} s")
 
     # -- run directories ----------------------------------------------------------------------
-    def save_files(self, out) -> None:
+    def save_files(self, out: Path) -> None:
         self.policy.save(out / "policy.npz", self.task.name, self.task.action_low,
                          self.task.action_high)
         episode, arrays = None, {**self.value.arrays(), **self.ret_norm.arrays("ret")}
@@ -416,7 +422,7 @@ class TRPORun(Run):
                  {"iteration": self.iteration, "episode": episode}, arrays)
 
     @classmethod
-    def check_saved(cls, out, config) -> None:
+    def check_saved(cls, out: Path, config: dict[str, Any]) -> None:
         if (out / "policy.npz").exists():
             saved = list(GaussianPolicy.load(out / "policy.npz")[0].net.hidden)
             if config.get("hidden") != saved:
@@ -432,7 +438,7 @@ class TRPORun(Run):
                                   f"{config.get('value_hidden')!r} disagrees with "
                                   f"trpo_state.npz's {widths[:-1]!r}")
 
-    def load_files(self, out, state) -> None:
+    def load_files(self, out: Path, state: dict[str, Any]) -> None:
         policy, header, _ = GaussianPolicy.load(out / "policy.npz")
         if header["task"] != self.task.name or policy.net.hidden != self.config.hidden:
             raise FormatError(f"{out}/policy.npz does not match the run's configuration")
@@ -483,6 +489,6 @@ class TRPORun(Run):
         self._ep_return, self._ep_len, self._disc_return = ret, length, disc
 
 
-def train(task: str, out=None, log=print, **settings) -> TRPORun:
+def train(task: str, out: StrPath | None = None, log: Log = print, **settings: Any) -> TRPORun:
     """Train a TRPO policy on `task`; `settings` are TRPOConfig fields. Returns the finished run."""
     return TRPORun.run(task, out, log, **settings)

@@ -1,11 +1,14 @@
 """A fixed-capacity transition memory: preallocated arrays, FIFO overwrite, seeded sampling."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, NamedTuple
+
+import numpy.typing as npt
 
 import numpy as np
 
-from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl._validate import StrPath, as_array, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.limits import ResourceLimitError, check_bytes
@@ -14,13 +17,12 @@ _KIND = "replay_buffer"
 _VERSION = 1
 
 
-class Batch(NamedTuple):
-    obs: np.ndarray         # (N, obs_dim) float32
-    action: np.ndarray      # (N, act_dim) float32
-    next_obs: np.ndarray    # (N, obs_dim) float32
-    reward: np.ndarray      # (N,) float32
-    terminated: np.ndarray  # (N,) bool
-    truncated: np.ndarray   # (N,) bool
+# the functional form keeps the field types evaluated (the fields' __new__ cannot resolve strings)
+Batch = NamedTuple("Batch", [("obs", np.ndarray), ("action", np.ndarray), ("next_obs", np.ndarray),
+                             ("reward", np.ndarray), ("terminated", np.ndarray),
+                             ("truncated", np.ndarray)])
+Batch.__doc__ = """Rows of a buffer: obs and next_obs (N, obs_dim), action (N, act_dim), reward (N,)
+float32; terminated and truncated (N,) bool."""
 
 
 FIELDS = Batch._fields
@@ -31,7 +33,7 @@ def buffer_bytes(obs_dim: int, act_dim: int, capacity: int) -> int:
     return capacity * (4 * (2 * obs_dim + act_dim + 1) + 2)
 
 
-def _flags(x, name: str, shape: tuple) -> np.ndarray:
+def _flags(x: npt.ArrayLike, name: str, shape: tuple) -> np.ndarray:
     """Booleans, or numbers that are exactly 0 or 1 (2.5 or NaN is not a flag)."""
     arr = np.asarray(x)
     if arr.dtype != np.bool_:
@@ -43,7 +45,7 @@ def _flags(x, name: str, shape: tuple) -> np.ndarray:
     return as_array(arr, name, shape, dtype=np.bool_)
 
 
-def _check_rng(rng) -> np.random.Generator:
+def _check_rng(rng: object) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     return rng
@@ -57,7 +59,7 @@ class ReplayBuffer:
     `indices()` gives the slots from oldest to newest.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int = 1_000_000):
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int = 1_000_000) -> None:
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         self.capacity = check_positive_int(capacity, "capacity")
@@ -84,19 +86,38 @@ class ReplayBuffer:
                 f"capacity={self.capacity}, size={self._size})")
 
     # Views of the stored rows (slot order).
-    obs = property(lambda self: self._data.obs[: self._size])
-    action = property(lambda self: self._data.action[: self._size])
-    next_obs = property(lambda self: self._data.next_obs[: self._size])
-    reward = property(lambda self: self._data.reward[: self._size])
-    terminated = property(lambda self: self._data.terminated[: self._size])
-    truncated = property(lambda self: self._data.truncated[: self._size])
+    @property
+    def obs(self) -> npt.NDArray[np.float32]:
+        return self._data.obs[: self._size]
 
-    def _rows(self, batched, obs, action, next_obs, reward, terminated, truncated) -> Batch:
+    @property
+    def action(self) -> npt.NDArray[np.float32]:
+        return self._data.action[: self._size]
+
+    @property
+    def next_obs(self) -> npt.NDArray[np.float32]:
+        return self._data.next_obs[: self._size]
+
+    @property
+    def reward(self) -> npt.NDArray[np.float32]:
+        return self._data.reward[: self._size]
+
+    @property
+    def terminated(self) -> npt.NDArray[np.bool_]:
+        return self._data.terminated[: self._size]
+
+    @property
+    def truncated(self) -> npt.NDArray[np.bool_]:
+        return self._data.truncated[: self._size]
+
+    def _rows(self, batched: bool, obs: npt.ArrayLike, action: npt.ArrayLike,
+              next_obs: npt.ArrayLike, reward: npt.ArrayLike, terminated: npt.ArrayLike | None,
+              truncated: npt.ArrayLike | None) -> Batch:
         """Validated, cast copies of the rows (one transition without the row axis unless batched)."""
         obs = as_array(obs, "obs", (None, self.obs_dim) if batched else (self.obs_dim,))
         lead = (obs.shape[0],) if batched else ()
 
-        def flag(x, name):
+        def flag(x: npt.ArrayLike | None, name: str) -> np.ndarray:
             return np.zeros(lead, np.bool_) if x is None else _flags(x, name, lead)
 
         return Batch(
@@ -108,7 +129,8 @@ class ReplayBuffer:
             flag(truncated, "truncated"),
         )
 
-    def add(self, obs, action, next_obs, reward, terminated=False, truncated=False) -> None:
+    def add(self, obs: npt.ArrayLike, action: npt.ArrayLike, next_obs: npt.ArrayLike,
+            reward: float, terminated: bool = False, truncated: bool = False) -> None:
         """Store one transition; every field is checked before anything is written."""
         row = self._rows(False, obs, action, next_obs, reward, terminated, truncated)
         for dst, src in zip(self._data, row):
@@ -117,7 +139,9 @@ class ReplayBuffer:
         self._size = min(self._size + 1, self.capacity)
         self.total_added += 1
 
-    def add_batch(self, obs, action, next_obs, reward, terminated=None, truncated=None) -> None:
+    def add_batch(self, obs: npt.ArrayLike, action: npt.ArrayLike, next_obs: npt.ArrayLike,
+                  reward: npt.ArrayLike, terminated: npt.ArrayLike | None = None,
+                  truncated: npt.ArrayLike | None = None) -> None:
         """Store N transitions in order, exactly as N calls of `add` would (flags default to
         False); all rows are checked before anything is written."""
         rows = self._rows(True, obs, action, next_obs, reward, terminated, truncated)
@@ -148,12 +172,12 @@ class ReplayBuffer:
         end[:-1] |= (nxt[:-1] != obs[1:]).any(axis=1)
         end[-1] = True
         out, start = [], 0
-        for stop in np.flatnonzero(end) + 1:
+        for stop in (np.flatnonzero(end) + 1).tolist():
             out.append((np.concatenate([obs[start:stop], nxt[stop - 1:stop]]), act[start:stop]))
             start = stop
         return out
 
-    def get(self, idx) -> Batch:
+    def get(self, idx: npt.ArrayLike) -> Batch:
         """Copies of the rows at slots `idx` (an integer array)."""
         idx = np.asarray(idx)
         if idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= self._size)):
@@ -188,7 +212,8 @@ class ReplayBuffer:
         slots = np.arange(n)
         return slots[~is_val], slots[is_val]
 
-    def minibatches(self, batch_size: int, rng: np.random.Generator, indices=None,
+    def minibatches(self, batch_size: int, rng: np.random.Generator,
+                    indices: npt.ArrayLike | None = None,
                     drop_last: bool = False) -> Iterator[Batch]:
         """One epoch over `indices` (default: every row) in shuffled minibatches."""
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -199,7 +224,7 @@ class ReplayBuffer:
         for start in range(0, stop, batch_size):
             yield self.get(order[start:start + batch_size])
 
-    def save(self, path):
+    def save(self, path: StrPath) -> Path:
         """Write the buffer to `path` (.npz, no pickle); returns the path written."""
         header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "capacity": self.capacity,
                   "size": self._size, "pos": self._pos, "total_added": self.total_added}
@@ -207,7 +232,7 @@ class ReplayBuffer:
         return save_npz(path, _KIND, _VERSION, header, arrays)
 
     @classmethod
-    def load(cls, path) -> "ReplayBuffer":
+    def load(cls, path: StrPath) -> ReplayBuffer:
         """Read a buffer written by `save`; another kind, version or a damaged file raises FormatError."""
         header, arrays = load_npz(path, _KIND, (_VERSION,))
         sizes = {}

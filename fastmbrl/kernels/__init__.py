@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numba
@@ -27,7 +28,7 @@ def source_digest(*names: str) -> str:
 
 
 @contextlib.contextmanager
-def num_threads(n: int):
+def num_threads(n: int) -> Iterator[int]:
     """Run a block with `n` numba threads, restoring the previous count afterwards.
 
     numba can only lower the count below NUMBA_NUM_THREADS (the number of cores by default).

@@ -20,13 +20,18 @@ from __future__ import annotations
 import re
 import time
 
-import numpy as np
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
-from fastmbrl._validate import as_array, check_positive_int
+import numpy as np
+import numpy.typing as npt
+
+from fastmbrl._validate import StrPath, as_array, check_positive_int
 from fastmbrl.data.buffer import ReplayBuffer
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import load_npz, save_npz
-from fastmbrl.kernels.isa import get_spec
+from fastmbrl.kernels.isa import Spec, get_spec
 from fastmbrl.kernels.rollout import PackedModel, pack_model
 from fastmbrl.limits import ResourceLimitError, array_bytes, check_bytes
 from fastmbrl.models.mlp import (ACTIVATION_NAMES, MLP, Adam, check_hidden, mlp_bytes,
@@ -51,9 +56,11 @@ class DynamicsModel:
     `packed()` lays them out for the rollout kernel and re-packs only then.
     """
 
-    def __init__(self, obs_dim, act_dim, hidden=(200, 200), activation="relu",
-                 ignore_obs_dims=(), seed=0, dtype=np.float32, ensemble_size=1,
-                 angle_obs_dims=(), absolute_obs_dims=()):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "relu", ignore_obs_dims: Iterable[int] = (), seed: int = 0,
+                 dtype: npt.DTypeLike = np.float32, ensemble_size: int = 1,
+                 angle_obs_dims: Iterable[int] = (), absolute_obs_dims: Iterable[int] = ()
+                 ) -> None:
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         dims = sorted({int(d) for d in ignore_obs_dims})
@@ -102,7 +109,7 @@ class DynamicsModel:
         self.version = 0
         self._packed: dict = {}  # spec -> PackedModel of some version
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, hidden={self.hidden}, "
                 f"activation={self.activation!r}, ensemble_size={self.ensemble_size}, "
                 f"version={self.version})")
@@ -146,7 +153,7 @@ class DynamicsModel:
         out += obs * self._carry if self.absolute_obs_dims else obs
         return out
 
-    def predict(self, obs, act) -> np.ndarray:
+    def predict(self, obs: npt.ArrayLike, act: npt.ArrayLike) -> np.ndarray:
         """Next observation for one (obs_dim,), (act_dim,) pair or a batch (N, obs_dim), (N, act_dim)."""
         single = np.ndim(obs) == 1
         lead = () if single else (None,)
@@ -158,7 +165,7 @@ class DynamicsModel:
             raise ValueError(f"act: expected shape ({obs.shape[0]}, {self.act_dim}), got {act.shape}")
         return self._step(obs, act)
 
-    def rollout(self, obs0, actions) -> np.ndarray:
+    def rollout(self, obs0: npt.ArrayLike, actions: npt.ArrayLike) -> np.ndarray:
         """Open-loop prediction: obs0 (obs_dim,) with actions (H, act_dim) gives (H + 1, obs_dim);
         obs0 (B, obs_dim) with actions (B, H, act_dim) gives (B, H + 1, obs_dim). Index 0 is obs0."""
         single = np.ndim(obs0) == 1
@@ -175,7 +182,8 @@ class DynamicsModel:
             states[:, t + 1] = self._step(states[:, t], actions[:, t])
         return states[0] if single else states
 
-    def prediction_error(self, trajectories, horizon: int) -> dict:
+    def prediction_error(self, trajectories: ReplayBuffer | Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+                         horizon: int) -> dict[str, Any]:
         """Error of open-loop k-step predictions, k = 1..horizon, on held-out trajectories.
 
         `trajectories` is a ReplayBuffer (split with `ReplayBuffer.trajectories()`) or a sequence
@@ -218,7 +226,7 @@ class DynamicsModel:
         return {"horizon": np.arange(1, horizon + 1), "mse": per_dim.mean(axis=1),
                 "mse_per_dim": per_dim, "windows": int(sq.shape[0])}
 
-    def packed(self, isa=None) -> PackedModel:
+    def packed(self, isa: str | Spec | None = None) -> PackedModel:
         """The model laid out for the rollout kernel (``kernels.rollout.pack_model``) for the
         instruction-set spec `isa` (a Spec or its name; default the current one). Cached per
         spec: the same object until `version` changes."""
@@ -266,7 +274,7 @@ class DynamicsModel:
 
     def fit(self, buffer: ReplayBuffer, epochs: int = 50, batch_size: int = 256, lr: float = 1e-3,
             validation_ratio: float = 0.1, patience: int | None = 5, weight_decay: float = 0.0,
-            input_noise: float = 0.0, verbose: bool = False) -> dict:
+            input_noise: float = 0.0, verbose: bool = False) -> dict[str, Any]:
         """Train on `buffer` by minibatch Adam on the MSE of the normalised delta.
 
         The buffer's seeded split (`buffer.split(validation_ratio, seed)`) gives the validation
@@ -321,12 +329,12 @@ class DynamicsModel:
         opts = [Adam(net.params, lr=lr, weight_decay=weight_decay) for net in self.nets]
         boot = (None if b == 1 else
                 [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)])
-        history = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
+        history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
                    "best_epoch": None, "stopped_early": False,
                    "train_rows": int(train_idx.size), "validation_rows": int(val_idx.size)}
         best, waited = np.inf, 0
         member_best = [np.inf] * b
-        best_params = [None] * b
+        best_params: list[np.ndarray | None] = [None] * b
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             member_val = []
@@ -371,7 +379,7 @@ class DynamicsModel:
         return history
 
     # ------------------------------------------------------------------------------ state, I/O
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Copies of the weights ("W0", "b0", ...; "m0_W0", "m1_W0", ... for an ensemble) and
         the four statistics arrays."""
         if self.ensemble_size == 1:
@@ -383,7 +391,7 @@ class DynamicsModel:
             state[name] = getattr(self, name).copy()
         return state
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         """Set weights and statistics from `state_dict()` output; checked before anything changes."""
         state = dict(state)
         stats = {}
@@ -414,7 +422,7 @@ class DynamicsModel:
             getattr(self, name)[:] = value
         self.version += 1
 
-    def save(self, path):
+    def save(self, path: StrPath) -> Path:
         """Write weights, statistics and a JSON header (sizes, activation) to one .npz file."""
         header = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
                   "activation": self.activation, "ignore_obs_dims": list(self.ignore_obs_dims),
@@ -426,7 +434,7 @@ class DynamicsModel:
         return save_npz(path, _KIND, version, header, self.state_dict())
 
     @classmethod
-    def load(cls, path) -> "DynamicsModel":
+    def load(cls, path: StrPath) -> DynamicsModel:
         """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
         header, arrays = load_npz(path, _KIND, (1, _VERSION, _VERSION_ABSOLUTE))
         sizes = _check_header(path, header, arrays)  # before anything is sized from it
@@ -486,7 +494,7 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
         raise FormatError(f"{path}: header field 'ensemble_size' is {sizes['ensemble_size']}, "
                           f"but the file holds the weights of {found} member(s)")
     prefix = "m0_" if members else ""
-    shapes = []
+    shapes: list[tuple[int, ...]] = []
     while f"{prefix}W{len(shapes)}" in arrays:
         shapes.append(np.shape(arrays[f"{prefix}W{len(shapes)}"]))
     if not shapes or any(len(s) != 2 for s in shapes):

@@ -7,9 +7,11 @@ in workspaces preallocated per batch size, so a training step allocates nothing.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from fastmbrl._validate import check_positive_int
 from fastmbrl.kernels import isa as _isa
@@ -27,7 +29,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
 # overlap z); backward(z, a, grad) -> grad multiplied IN PLACE by f'(z), given both the
 # pre-activation z and a = f(z) so each derivative uses the cheaper one. Arrays are C-contiguous
 # and of one float dtype.
-def _out_for(z, out):
+def _out_for(z: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     if out is None:
         return np.empty_like(z, order="C")
     if np.shares_memory(out, z):
@@ -35,27 +37,27 @@ def _out_for(z, out):
     return out
 
 
-def relu(z, out=None):
+def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     out = _out_for(z, out)
     _k.relu_forward(_flat(z), _flat(out))
     return out
 
 
-def relu_grad(z, a, grad):
+def relu_grad(z: np.ndarray, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
     _k.relu_backward(_flat(a), _flat(grad))
     return grad
 
 
-def tanh(z, out=None):
+def tanh(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.tanh(z, out=_out_for(z, out))
 
 
-def tanh_grad(z, a, grad):
+def tanh_grad(z: np.ndarray, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
     _k.tanh_backward(_flat(a), _flat(grad))
     return grad
 
 
-def silu(z, out=None):
+def silu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     out = _out_for(z, out)
     np.multiply(z, z.dtype.type(0.5), out=out)
     np.tanh(out, out=out)  # tanh(z/2) stays finite where exp(-z) would overflow
@@ -63,14 +65,19 @@ def silu(z, out=None):
     return out
 
 
-def silu_grad(z, a, grad):
+def silu_grad(z: np.ndarray, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
     _k.silu_backward(_flat(z), _flat(a), _flat(grad))
     return grad
 
 
-class Activation(NamedTuple):
-    forward: Callable
-    backward: Callable
+# the functional form keeps the field types evaluated (the fields' __new__ cannot resolve strings)
+Activation = NamedTuple("Activation", [
+    ("forward", Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]),
+    ("backward", Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray])])
+Activation.__doc__ = """An activation: forward(z, out=None) -> f(z); backward(z, a, grad) -> grad
+multiplied in place by f'(z)."""
+#: what `rng` arguments accept: a Generator, an int seed or None (a fresh seed)
+RngLike = Union[np.random.Generator, int, None]
 
 
 ACTIVATIONS = {
@@ -92,7 +99,7 @@ def get_activation(name: str) -> Activation:
     return ACTIVATIONS[key]
 
 
-def _as_rng(rng) -> np.random.Generator:
+def _as_rng(rng: RngLike) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
@@ -100,7 +107,7 @@ def _as_rng(rng) -> np.random.Generator:
     raise ValueError(f"rng: expected a numpy.random.Generator, an int seed or None, got {rng!r}")
 
 
-def check_hidden(hidden) -> tuple:
+def check_hidden(hidden: Iterable[int]) -> tuple[int, ...]:
     """Hidden widths as a tuple of positive ints (ValueError naming `hidden` otherwise)."""
     try:
         return tuple(check_positive_int(h, "hidden[i]") for h in hidden)
@@ -108,18 +115,18 @@ def check_hidden(hidden) -> tuple:
         raise ValueError(f"hidden: expected a sequence of positive ints, got {hidden!r}") from None
 
 
-def num_params(in_dim: int, hidden: tuple, out_dim: int) -> int:
+def num_params(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
     """Weights and biases of a dense network of these sizes (a Python int: no overflow)."""
     sizes = (in_dim, *hidden, out_dim)
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def mlp_bytes(in_dim: int, hidden: tuple, out_dim: int, dtype) -> int:
+def mlp_bytes(in_dim: int, hidden: Sequence[int], out_dim: int, dtype: npt.DTypeLike) -> int:
     """Bytes an MLP allocates when built: its parameters and their gradients."""
     return 2 * array_bytes(num_params(in_dim, hidden, out_dim), itemsize=np.dtype(dtype).itemsize)
 
 
-def _check_dtype(dtype) -> np.dtype:
+def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype: expected float32 or float64, got {dt}")
@@ -148,8 +155,9 @@ class MLP:
 
     _MAX_WORKSPACES = 8
 
-    def __init__(self, in_dim, out_dim, hidden=(200, 200), activation="relu", dtype=np.float32,
-                 rng=None):
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "relu", dtype: npt.DTypeLike = np.float32,
+                 rng: RngLike = None) -> None:
         self.in_dim = check_positive_int(in_dim, "in_dim")
         self.out_dim = check_positive_int(out_dim, "out_dim")
         self.hidden = check_hidden(hidden)
@@ -181,8 +189,8 @@ class MLP:
             bound = 1.0 / np.sqrt(w.shape[0])
             w[...] = rng.uniform(-bound, bound, size=w.shape)
         self._workspaces: dict[int, _Workspace] = {}
-        self._x = None
-        self._ws = None
+        self._x: np.ndarray | None = None  # the last forward's input and workspace
+        self._ws: _Workspace | None = None
 
     @property
     def num_layers(self) -> int:
@@ -204,7 +212,7 @@ class MLP:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         return x
 
-    def forward(self, x, out=None) -> np.ndarray:
+    def forward(self, x: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """Outputs (N, out_dim) for inputs x (N, in_dim), keeping what `backward` needs.
 
         The result goes to `out` when given (C-contiguous, (N, out_dim), the MLP's dtype), else
@@ -231,13 +239,13 @@ class MLP:
 
     __call__ = forward
 
-    def backward(self, grad_out, input_grad: bool = True):
+    def backward(self, grad_out: npt.ArrayLike, input_grad: bool = True) -> np.ndarray | None:
         """Back-propagate dL/d(output) (N, out_dim) through the last `forward`.
 
         Overwrites `grads` (not accumulated) and returns dL/dx (N, in_dim), or None when
         `input_grad` is False (saves one matrix product in training).
         """
-        if self._ws is None:
+        if self._ws is None or self._x is None:
             raise RuntimeError("backward called before forward")
         x, ws = self._x, self._ws
         n = x.shape[0]
@@ -256,26 +264,28 @@ class MLP:
             return None
         return np.matmul(g, self.weights[0].T)
 
-    def jvp(self, tangent) -> np.ndarray:
+    def jvp(self, tangent: npt.ArrayLike) -> np.ndarray:
         """Forward-mode derivative of the last `forward`'s outputs along a parameter direction.
 
         `tangent` is laid out like `flat_params`; returns d(output)/d(params) · tangent, shape
         (N, out_dim). With `backward` (the transposed product) it gives J^T M J v products
         without building the Jacobian, e.g. Fisher-vector products for natural gradients.
         """
-        if self._ws is None:
+        if self._ws is None or self._x is None:
             raise RuntimeError("jvp called before forward")
         t = np.asarray(tangent)
         if t.shape != self.flat_params.shape:
             raise ValueError(f"tangent: expected shape {self.flat_params.shape}, got {t.shape}")
         t = np.ascontiguousarray(t, dtype=self.dtype)
         x, ws = self._x, self._ws
-        dw, db, start = [], [], 0
+        dw: list[np.ndarray] = []
+        db: list[np.ndarray] = []
+        start = 0
         for p in self.params:  # views of `t` shaped like the parameters
             stop = start + p.size
             (dw if p.ndim == 2 else db).append(t[start:stop].reshape(p.shape))
             start = stop
-        dh = None  # tangent of the layer input; the network input x has none
+        dh: np.ndarray | None = None  # tangent of the layer input; the network input x has none
         for i in range(self.num_layers):
             h = x if i == 0 else ws.a[i - 1]
             dz = h @ dw[i]
@@ -285,8 +295,9 @@ class MLP:
             if i == self.num_layers - 1:
                 return dz
             dh = self._act.backward(ws.z[i], ws.a[i], dz)  # f'(z) * dz, in place
+        raise AssertionError("unreachable: the output layer returns")
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameters keyed "W0", "b0", "W1", ..."""
         out = {}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -294,7 +305,7 @@ class MLP:
             out[f"b{i}"] = b.copy()
         return out
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy parameters in place (arrays keep their identity); shapes must match exactly."""
         expected = {f"{k}{i}" for i in range(self.num_layers) for k in "Wb"}
         if set(state) != expected:
@@ -326,7 +337,7 @@ def _tiling_base(arrays):
 
 
 class _Optimizer:
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[np.ndarray], lr: float) -> None:
         params = list(params)
         if not params:
             raise ValueError("params: expected a non-empty list of arrays")
@@ -345,10 +356,10 @@ class _Optimizer:
         self._fused = base is not None
         self._targets = [base] if self._fused else params
 
-    def _state(self):
+    def _state(self) -> list[np.ndarray]:
         return [np.zeros_like(t) for t in self._targets]
 
-    def _grad_targets(self, grads):
+    def _grad_targets(self, grads: Iterable[np.ndarray]) -> list[np.ndarray]:
         grads = list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"grads: expected {len(self.params)} arrays, got {len(grads)}")
@@ -367,7 +378,9 @@ class Adam(_Optimizer):
     """Adam (Kingma & Ba 2015) with optional L2 weight decay added to the gradient, as in
     torch.optim.Adam. `step(grads)` updates `params` in place."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[np.ndarray], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
         b1, b2 = (float(b) for b in betas)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
@@ -381,7 +394,7 @@ class Adam(_Optimizer):
         self.m = self._state()
         self.v = self._state()
 
-    def step(self, grads) -> None:
+    def step(self, grads: Iterable[np.ndarray]) -> None:
         gs = self._grad_targets(grads)
         self.t += 1
         b1, b2 = self.betas
@@ -399,14 +412,14 @@ class Adam(_Optimizer):
 class SGD(_Optimizer):
     """Stochastic gradient descent with optional (heavy-ball) momentum."""
 
-    def __init__(self, params, lr, momentum=0.0):
+    def __init__(self, params: Iterable[np.ndarray], lr: float, momentum: float = 0.0) -> None:
         super().__init__(params, lr)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         self.buf = self._state()
 
-    def step(self, grads) -> None:
+    def step(self, grads: Iterable[np.ndarray]) -> None:
         gs = self._grad_targets(grads)
         f = self._dtype.type
         for p, g, b in zip(self._targets, gs, self.buf):
@@ -499,9 +512,10 @@ def _tile_trainable(nets, opts) -> bool:
         for n, o in zip(nets, opts))
 
 
-def train_mse_epochs(nets, optimizers, x: np.ndarray, y: np.ndarray, batch_size: int,
-                     rng: np.random.Generator, input_noise: float = 0.0, rows=None,
-                     isa=None) -> np.ndarray:
+def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: np.ndarray,
+                     y: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     input_noise: float = 0.0, rows: Sequence[np.ndarray] | None = None,
+                     isa: str | _isa.Spec | None = None) -> np.ndarray:
     """One epoch of minibatch Adam on the MSE for each of `nets`, trained together.
 
     Member m visits the rows `rows[m]` of x/y (default: every row; e.g. a bootstrap resample)
@@ -551,14 +565,14 @@ def train_mse_epochs(nets, optimizers, x: np.ndarray, y: np.ndarray, batch_size:
     x = np.ascontiguousarray(x, np.float32)
     y = np.ascontiguousarray(y, np.float32)
     spec = _isa.get_spec(isa)
-    trainer = getattr(net, "_tile_trainer", None)
+    trainer: _TileTrainer | None = getattr(net, "_tile_trainer", None)
     if trainer is None or not trainer.fits(nets, batch_size, spec):
         trainer = _TileTrainer(nets, batch_size, spec)
-        net._tile_trainer = trainer
+        net._tile_trainer = trainer  # type: ignore[attr-defined]  # cached on the net it fits
     return trainer.epoch(nets, optimizers, x, y, order, noise)
 
 
-def train_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int,
+def train_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarray, batch_size: int,
                     rng: np.random.Generator, input_noise: float = 0.0) -> float:
     """One epoch of minibatch updates of `net` on the mean squared error of net(x) against y
     (`train_mse_epochs` with one network). Rows are visited once in a shuffled order (the last
@@ -568,7 +582,7 @@ def train_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_siz
     return float(train_mse_epochs([net], [optimizer], x, y, batch_size, rng, input_noise)[0])
 
 
-def _numpy_mse_epoch(net: MLP, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int,
+def _numpy_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarray, batch_size: int,
                      rng: np.random.Generator, input_noise: float = 0.0) -> float:
     """`train_mse_epoch` for any network and optimizer, by `forward`/`backward`/`step`.
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
+from collections.abc import Sequence
+from typing import Any
 
-from fastmbrl._validate import as_array, check_positive_int
+import numpy as np
+import numpy.typing as npt
+
+from fastmbrl._validate import StrPath, as_array, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
-from fastmbrl.models.mlp import MLP, Adam, train_mse_epoch
-from fastmbrl.tasks import get_task
+from fastmbrl.models.mlp import MLP, Adam, RngLike, train_mse_epoch
+from fastmbrl.tasks import Task, get_task
 
 POLICY_KIND, POLICY_VERSION = "trpo_policy", 1
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
@@ -25,14 +29,14 @@ _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
 class RunningNorm:
     """Running mean and variance of vectors (batched parallel update of Chan et al.)."""
 
-    def __init__(self, dim: int, clip: float = 10.0):
+    def __init__(self, dim: int, clip: float = 10.0) -> None:
         self.dim = check_positive_int(dim, "dim")
         self.clip = float(clip)
         self.mean = np.zeros(self.dim)
         self.var = np.ones(self.dim)
         self.count = 1e-4  # a tiny prior weight keeps the first update well defined
 
-    def update(self, x) -> None:
+    def update(self, x: npt.ArrayLike) -> None:
         x = as_array(x, "x", (None, self.dim), np.float64)
         n = x.shape[0]
         if n == 0:
@@ -44,18 +48,18 @@ class RunningNorm:
         self.var = (self.var * self.count + var * n + delta**2 * (self.count * n / total)) / total
         self.count = total
 
-    def normalize(self, x, out=None) -> np.ndarray:
+    def normalize(self, x: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """(x - mean) / std clipped to ±clip, float64, into `out` when given."""
         z = np.subtract(x, self.mean, out=out, dtype=np.float64)
         z /= np.sqrt(self.var + 1e-8)
         np.minimum(z, self.clip, out=z)  # np.clip's wrapper costs more than the work per state
         return np.maximum(z, -self.clip, out=z)
 
-    def arrays(self, prefix: str) -> dict:
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}_mean": self.mean, f"{prefix}_var": self.var,
                 f"{prefix}_count": np.array(self.count)}
 
-    def load_arrays(self, arrays: dict, prefix: str) -> None:
+    def load_arrays(self, arrays: dict[str, np.ndarray], prefix: str) -> None:
         mean, var = arrays[f"{prefix}_mean"], arrays[f"{prefix}_var"]
         count = arrays[f"{prefix}_count"]
         if mean.shape != (self.dim,) or var.shape != (self.dim,) or count.shape != ():
@@ -77,8 +81,9 @@ class GaussianPolicy:
     The flat parameter vector θ is [MLP parameters, log σ].
     """
 
-    def __init__(self, obs_dim, act_dim, hidden=(64, 64), activation="tanh", init_log_std=0.0,
-                 rng=None):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init_log_std: float = 0.0, rng: RngLike = None
+                 ) -> None:
         self.net = MLP(obs_dim, act_dim, hidden, activation, dtype=np.float64, rng=rng)
         self.net.weights[-1] *= 0.01  # start with near-zero means so σ alone drives exploration
         self.obs_dim, self.act_dim = self.net.in_dim, self.net.out_dim
@@ -94,13 +99,13 @@ class GaussianPolicy:
     def get_flat(self) -> np.ndarray:
         return np.concatenate([self.net.flat_params, self.log_std])
 
-    def set_flat(self, theta) -> None:
+    def set_flat(self, theta: npt.ArrayLike) -> None:
         theta = as_array(theta, "theta", (self.num_params,), np.float64)
         n = self.net.flat_params.size
         self.net.flat_params[...] = theta[:n]
         self.log_std[...] = theta[n:]
 
-    def mean(self, obs) -> np.ndarray:
+    def mean(self, obs: npt.ArrayLike) -> np.ndarray:
         """μ for raw observations (N, obs_dim)."""
         obs = as_array(obs, "obs", (None, self.obs_dim), np.float64)
         return self.net.forward(self.obs_norm.normalize(obs))
@@ -108,7 +113,8 @@ class GaussianPolicy:
     def entropy(self) -> float:
         return float(np.sum(self.log_std) + 0.5 * self.act_dim * _LOG_2PI_E)
 
-    def save(self, path, task_name: str, action_low, action_high) -> Path:
+    def save(self, path: StrPath, task_name: str, action_low: npt.ArrayLike,
+             action_high: npt.ArrayLike) -> Path:
         header = {"task": task_name, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
                   "hidden": list(self.net.hidden), "activation": self.net.activation}
         arrays = {**self.net.state_dict(), "log_std": self.log_std,
@@ -118,7 +124,7 @@ class GaussianPolicy:
         return save_npz(path, POLICY_KIND, POLICY_VERSION, header, arrays)
 
     @classmethod
-    def load(cls, path) -> tuple["GaussianPolicy", dict, dict]:
+    def load(cls, path: StrPath) -> tuple[GaussianPolicy, dict[str, Any], dict[str, np.ndarray]]:
         """(policy, header, arrays) from a file written by `save`."""
         header, arrays = load_npz(path, POLICY_KIND, (POLICY_VERSION,))
         try:
@@ -150,7 +156,8 @@ class GaussianPolicy:
         return policy, header, arrays
 
 
-def gaussian_kl(mu_old, log_std_old, mu_new, log_std_new) -> float:
+def gaussian_kl(mu_old: np.ndarray, log_std_old: np.ndarray, mu_new: np.ndarray,
+                log_std_new: np.ndarray) -> float:
     """Mean over states of KL(N(μ_old, σ_old²) ‖ N(μ_new, σ_new²)), diagonal Gaussians."""
     var_old, var_new = np.exp(2 * log_std_old), np.exp(2 * log_std_new)
     per_dim = (log_std_new - log_std_old
@@ -158,7 +165,7 @@ def gaussian_kl(mu_old, log_std_old, mu_new, log_std_new) -> float:
     return float(per_dim.sum(axis=1).mean())
 
 
-def gaussian_log_prob(actions, mu, log_std) -> np.ndarray:
+def gaussian_log_prob(actions: np.ndarray, mu: np.ndarray, log_std: np.ndarray) -> np.ndarray:
     z = (actions - mu) * np.exp(-log_std)
     return -0.5 * np.sum(z * z, axis=1) - np.sum(log_std) - 0.5 * mu.shape[1] * math.log(2 * math.pi)
 
@@ -168,14 +175,16 @@ def gaussian_log_prob(actions, mu, log_std) -> np.ndarray:
 class ValueBaseline:
     """V(s) as an MLP on normalised observations, fitted by Adam on mean squared error."""
 
-    def __init__(self, obs_dim, hidden=(64, 64), activation="tanh", lr=1e-3, rng=None):
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh",
+                 lr: float = 1e-3, rng: RngLike = None) -> None:
         self.net = MLP(obs_dim, 1, hidden, activation, dtype=np.float64, rng=rng)
         self.opt = Adam(self.net.params, lr=lr)  # one fused state over the flat parameters
 
-    def predict(self, obs_n) -> np.ndarray:
+    def predict(self, obs_n: np.ndarray) -> np.ndarray:
         return self.net.forward(obs_n)[:, 0].copy()
 
-    def fit(self, obs_n, targets, epochs, batch_size, rng) -> float:
+    def fit(self, obs_n: np.ndarray, targets: np.ndarray, epochs: int, batch_size: int,
+            rng: np.random.Generator) -> float:
         """Minibatch Adam over `epochs` passes; returns the mean loss of the last pass."""
         targets = np.ascontiguousarray(targets[:, None])
         loss = float("nan")
@@ -183,12 +192,12 @@ class ValueBaseline:
             loss = train_mse_epoch(self.net, self.opt, obs_n, targets, batch_size, rng)
         return loss
 
-    def arrays(self) -> dict:
+    def arrays(self) -> dict[str, np.ndarray]:
         return {**{f"value_{k}": v for k, v in self.net.state_dict().items()},
                 "value_adam_m": self.opt.m[0], "value_adam_v": self.opt.v[0],
                 "value_adam_t": np.array(self.opt.t)}
 
-    def load_arrays(self, arrays: dict) -> None:
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.net.load_state_dict({k[6:]: v for k, v in arrays.items()
                                   if k.startswith("value_") and not k.startswith("value_adam")})
         moments = ((self.opt.m[0], "value_adam_m"), (self.opt.v[0], "value_adam_v"))
@@ -210,7 +219,8 @@ class ValueBaseline:
 class PolicyController:
     """A saved TRPO policy acting deterministically (its mean action, clipped to the bounds)."""
 
-    def __init__(self, policy: GaussianPolicy, task_name: str, action_low, action_high):
+    def __init__(self, policy: GaussianPolicy, task_name: str, action_low: npt.ArrayLike,
+                 action_high: npt.ArrayLike) -> None:
         self.policy = policy
         self.task_name = task_name
         self.action_low = np.asarray(action_low, np.float32)
@@ -218,11 +228,11 @@ class PolicyController:
         self.settings = {"algo": "trpo", "planner": "policy"}
 
     @property
-    def task(self):
+    def task(self) -> Task:
         return get_task(self.task_name)
 
     @classmethod
-    def load(cls, path) -> "PolicyController":
+    def load(cls, path: StrPath) -> PolicyController:
         """From a run directory or its policy.npz."""
         path = Path(path)
         if path.is_dir():
@@ -230,12 +240,12 @@ class PolicyController:
         policy, header, arrays = GaussianPolicy.load(path)
         return cls(policy, header["task"], arrays["action_low"], arrays["action_high"])
 
-    def act(self, obs) -> np.ndarray:
+    def act(self, obs: npt.ArrayLike) -> np.ndarray:
         obs = as_array(obs, "obs", (self.policy.obs_dim,), np.float64)
         mu = self.policy.mean(obs[None])[0]
         return np.clip(mu, self.action_low, self.action_high).astype(np.float32)
 
-    def reset(self, seed=None) -> None:
+    def reset(self, seed: int | None = None) -> None:
         """Nothing to reset: the policy is memoryless and deterministic (the Controller's
         interface)."""
 

@@ -5,17 +5,23 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from fastmbrl._validate import as_array, check_positive_int
+from fastmbrl._validate import StrPath, as_array, check_positive_int
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
 from fastmbrl.limits import ResourceLimitError
-from fastmbrl.planning.planners import DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS, check_deadline
+from fastmbrl.kernels.rollout import PackedModel
+from fastmbrl.planning.planners import (DEFAULT_HORIZON, DEFAULT_PLANNER, PLANNERS, Planner,
+                                       check_deadline)
 from fastmbrl.tasks import Task, get_task
+from fastmbrl.tasks.task import RewardFn
 
 
 CONTROLLER_FILE = "controller.json"
@@ -26,20 +32,20 @@ _SET_BY_CONTROLLER = ("model", "reward_fn", "terminated_fn", "horizon", "action_
                       "action_high", "seed")
 
 
-def _check_seed(seed) -> int:
+def _check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
-def planner_keywords(name) -> dict:
+def planner_keywords(name: str) -> dict[str, Any]:
     """{keyword: default} of every option of the planner called `name`: the arguments of its
     constructor that a Controller does not set itself."""
     return {p.name: p.default for p in inspect.signature(PLANNERS[name]).parameters.values()
             if p.name not in _SET_BY_CONTROLLER}
 
 
-def check_planner_options(name, options) -> dict:
+def check_planner_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """`options` as keyword arguments of the planner called `name`, each one it takes
     (FastMBRLError naming the planner or option otherwise); a config can call it to refuse
     them before anything is written. Their values are checked when the planner is built."""
@@ -55,7 +61,7 @@ def check_planner_options(name, options) -> dict:
     return dict(options)
 
 
-def planning_objective(task, shaping=True):
+def planning_objective(task: Task, shaping: bool = True) -> RewardFn:
     """The reward function planners maximise: the task's planning reward when it has one and
     `shaping` is on, else the environment's reward."""
     if not isinstance(shaping, bool):
@@ -63,7 +69,9 @@ def planning_objective(task, shaping=True):
     return task.planning_reward if shaping and task.planning_reward is not None else task.reward
 
 
-def build_planner(name, model, task, horizon, num_samples, seed, options=None, shaping=True):
+def build_planner(name: str, model: DynamicsModel | PackedModel, task: Task, horizon: int,
+                  num_samples: int | None, seed: int, options: Mapping[str, Any] | None = None,
+                  shaping: bool = True) -> Planner:
     """Construct the planner called `name` on `model` with `task`'s objective and bounds;
     `num_samples` None leaves the planner's own default, `options` are its other arguments."""
     kwargs = check_planner_options(name, options or {})
@@ -89,8 +97,10 @@ class Controller:
     `num_samples` None takes the planner's DEFAULT_NUM_SAMPLES; the settings record the
     number used."""
 
-    def __init__(self, model: DynamicsModel, task, planner=DEFAULT_PLANNER, horizon=DEFAULT_HORIZON,
-                 num_samples=None, seed=0, planner_options=None, shaping=True, deadline_ms=None):
+    def __init__(self, model: DynamicsModel, task: str | Task, planner: str = DEFAULT_PLANNER,
+                 horizon: int = DEFAULT_HORIZON, num_samples: int | None = None, seed: int = 0,
+                 planner_options: Mapping[str, Any] | None = None, shaping: bool = True,
+                 deadline_ms: float | None = None) -> None:
         if not isinstance(task, (str, Task)):
             raise FastMBRLError(f"task must be a task name or a Task, got {task!r}")
         self.task = get_task(task) if isinstance(task, str) else task
@@ -105,7 +115,7 @@ class Controller:
                 f"{self.task.name} has {self.task.absolute_obs_dims}: a learned reward needs a "
                 "model trained for it")
         self.model = model
-        self.settings = {
+        self.settings: dict[str, Any] = {  # as controller.json records them
             "planner": planner,
             "horizon": check_positive_int(horizon, "horizon"),
             "num_samples": None if num_samples is None else check_positive_int(num_samples,
@@ -120,7 +130,8 @@ class Controller:
         self.settings["num_samples"] = self.planner.num_samples
         self.planner.deadline_ms = self.settings["deadline_ms"]
 
-    def act(self, obs, out=None, deadline_ms=None) -> np.ndarray:
+    def act(self, obs: npt.ArrayLike, out: npt.NDArray[np.float32] | None = None,
+            deadline_ms: float | None = None) -> npt.NDArray[np.float32]:
         """The action (A,) for observation `obs` (O,): a new float32 array, or `out` (a
         writeable float32 (A,) array) filled in place. With `out` and `obs` a float32 or
         float64 ndarray of shape (O,), a call allocates no NumPy array (the embedded path, see
@@ -131,7 +142,7 @@ class Controller:
             return self.planner.act(obs, out, deadline_ms)
         return self.planner.act(obs, None, deadline_ms).copy()
 
-    def predict(self, obs) -> np.ndarray:
+    def predict(self, obs: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Actions for observations, as Stable-Baselines3's `predict` gives them: `obs` (O,)
         gives (A,), a batch (N, O) gives (N, A), always a new array. A batch is planned row by
         row with this controller's warm start, as the steps of one trajectory are; give each
@@ -144,11 +155,11 @@ class Controller:
             self.planner.act(arr[i], actions[i])
         return actions
 
-    def reset(self, seed=None) -> None:
+    def reset(self, seed: int | None = None) -> None:
         """Forget the warm start between episodes; a seed makes the episode reproducible."""
         self.planner.reset(seed)
 
-    def save(self, directory) -> Path:
+    def save(self, directory: StrPath) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / MODEL_FILE)
@@ -160,7 +171,7 @@ class Controller:
         return directory
 
     @classmethod
-    def load(cls, path, **overrides) -> "Controller":
+    def load(cls, path: StrPath, **overrides: Any) -> Controller:
         """Load from a run directory (or its model.npz); `overrides` replace saved settings."""
         path = Path(path)
         directory = path if path.is_dir() else path.parent

@@ -50,12 +50,22 @@ import math
 import time
 import warnings
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+import numpy.typing as npt
 
 from fastmbrl._validate import as_array, check_finite_float, check_positive_int
 from fastmbrl.kernels import planner_ops as ops
 from fastmbrl.limits import array_bytes, check_bytes
+from fastmbrl.kernels.isa import Spec
+from fastmbrl.kernels.rollout import PackedModel
 from fastmbrl.planning.scorer import Scorer, batch_bytes
+from fastmbrl.tasks.task import RewardFn, TerminatedFn
+
+if TYPE_CHECKING:
+    from fastmbrl.models.dynamics import DynamicsModel
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -122,7 +132,7 @@ def _check_bounds(low, high, a):
     return low, high
 
 
-def check_deadline(ms) -> float:
+def check_deadline(ms: float) -> float:
     """A plan's time budget in milliseconds: a positive finite number."""
     return check_finite_float(ms, "deadline_ms", 0, 3.6e6, low_open=True)
 
@@ -144,8 +154,18 @@ class Planner:
     `scorer` is the planner's Scorer; `packed` the PackedModel it plans with.
     """
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 seed=0, warm_start=True, rows=None, isa=None):
+    # set by the subclasses (num_samples before this __init__), or by a plan
+    num_samples: int
+    _elite_idx: np.ndarray
+    _best: np.ndarray
+    _last_t: float
+    _deadline: float | None
+
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int,
+                 action_low: npt.ArrayLike, action_high: npt.ArrayLike,
+                 seed: int = 0, warm_start: bool = True, rows: int | None = None,
+                 isa: str | Spec | None = None) -> None:
         self.horizon = check_positive_int(horizon, "horizon")
         self.scorer = Scorer(model, reward_fn, terminated_fn, horizon=self.horizon,
                              max_candidates=self._max_candidates(), rows=rows, isa=isa,
@@ -178,11 +198,11 @@ class Planner:
         """The most candidates one kernel call scores (from the settings alone)."""
         return self.num_samples
 
-    def _size_settings(self) -> dict:
+    def _size_settings(self) -> dict[str, int]:
         """The settings that size the buffers, for a ResourceLimitError's message."""
         return {"num_samples": self.num_samples, "horizon": self.horizon}
 
-    def _extra_bytes(self, h: int, a: int) -> dict:
+    def _extra_bytes(self, h: int, a: int) -> dict[str, int]:
         """{part: bytes} of the subclass's buffers for horizon h and act_dim a."""
         return {}
 
@@ -191,7 +211,7 @@ class Planner:
         return 1
 
     @classmethod
-    def candidates_per_call(cls, num_samples=None, **options) -> int:
+    def candidates_per_call(cls, num_samples: int | None = None, **options: Any) -> int:
         """Candidates one plan scores with these settings once an episode is under way and no
         deadline cuts it short: a plan costs this x horizon x ensemble members model steps."""
         return cls._candidates(_num_samples(cls, num_samples), **options)
@@ -204,7 +224,7 @@ class Planner:
         sizes = {**self._size_settings(), "act_dim": getattr(model, "act_dim", "?")}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in sizes.items())})"
 
-    def _buffer_bytes(self, scorer) -> dict:
+    def _buffer_bytes(self, scorer: Scorer) -> dict[str, int]:
         """What the planner allocates besides the scorer's buffers (see Scorer)."""
         h, a = scorer.horizon, scorer.act_dim
         return {"bounds and plans (horizon x act_dim)": 8 * array_bytes(h, a),
@@ -232,16 +252,16 @@ class Planner:
 
     # --- public API ----------------------------------------------------------------------
     @property
-    def reward_fn(self):
+    def reward_fn(self) -> RewardFn:
         """The objective the planner maximises (the scorer's reward function)."""
         return self.scorer.reward_fn
 
     @property
-    def terminated_fn(self):
+    def terminated_fn(self) -> TerminatedFn | None:
         return self.scorer.terminated_fn
 
     @property
-    def packed(self):
+    def packed(self) -> PackedModel:
         """The PackedModel the planner plans with (follows the model's version)."""
         return self.scorer.packed
 
@@ -260,7 +280,7 @@ class Planner:
         """Candidates scored by the last call."""
         return self.scorer.num_evaluated
 
-    def reset(self, seed=None):
+    def reset(self, seed: int | None = None) -> None:
         """Forget the warm-start state (and reseed if `seed` is given)."""
         if seed is not None:
             self.seed = seed
@@ -269,18 +289,19 @@ class Planner:
         self.scorer.reset_statistics()
         self._reset_state()
 
-    _deadline_ms = None
+    _deadline_ms: float | None = None
 
     @property
-    def deadline_ms(self):
+    def deadline_ms(self) -> float | None:
         """Default time budget of a plan in milliseconds (None: run every iteration)."""
         return self._deadline_ms
 
     @deadline_ms.setter
-    def deadline_ms(self, ms):
+    def deadline_ms(self, ms: float | None) -> None:
         self._deadline_ms = None if ms is None else check_deadline(ms)
 
-    def plan(self, obs, out=None, deadline_ms=None) -> np.ndarray:
+    def plan(self, obs: npt.ArrayLike, out: npt.NDArray[np.float32] | None = None,
+             deadline_ms: float | None = None) -> npt.NDArray[np.float32]:
         """Best action sequence (H, A) float32 from observation `obs` (O,).
 
         Returns `out` if given, else a read-only array that the next call overwrites.
@@ -293,7 +314,8 @@ class Planner:
         self._run(obs, self._solution if out is None else out, deadline_ms)
         return self._result if out is None else out
 
-    def act(self, obs, out=None, deadline_ms=None) -> np.ndarray:
+    def act(self, obs: npt.ArrayLike, out: npt.NDArray[np.float32] | None = None,
+            deadline_ms: float | None = None) -> npt.NDArray[np.float32]:
         """First action (A,) of plan(obs); `out`, `deadline_ms` and the returned array as
         in `plan`."""
         if out is not None:
@@ -386,8 +408,11 @@ class RandomShooting(Planner):
 
     DEFAULT_NUM_SAMPLES = 1000
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=None, seed=0, warm_start=True, rows=None, isa=None):
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int,
+                 action_low: npt.ArrayLike, action_high: npt.ArrayLike,
+                 num_samples: int | None = None, seed: int = 0, warm_start: bool = True,
+                 rows: int | None = None, isa: str | Spec | None = None) -> None:
         self.num_samples = _num_samples(RandomShooting, num_samples)
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
                          action_high=action_high, seed=seed, warm_start=warm_start, rows=rows,
@@ -427,10 +452,14 @@ class CEM(Planner):
 
     DEFAULT_NUM_SAMPLES = 500
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=None, elites=0.1, iterations=5, alpha=0.1, init_std=None,
-                 sampling="truncated", return_mean=True, seed=0, warm_start=True,
-                 rows=None, isa=None, population=None):
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int,
+                 action_low: npt.ArrayLike, action_high: npt.ArrayLike,
+                 num_samples: int | None = None, elites: int | float = 0.1, iterations: int = 5,
+                 alpha: float = 0.1, init_std: float | npt.ArrayLike | None = None,
+                 sampling: str = "truncated", return_mean: bool = True, seed: int = 0,
+                 warm_start: bool = True, rows: int | None = None, isa: str | Spec | None = None,
+                 population: int | None = None) -> None:
         self.num_samples = _num_samples(CEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -505,9 +534,13 @@ class MPPI(Planner):
 
     DEFAULT_NUM_SAMPLES = 1000
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=None, temperature=1.0, noise_std=None, iterations=1, smoothing=None,
-                 seed=0, warm_start=True, rows=None, isa=None):
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int,
+                 action_low: npt.ArrayLike, action_high: npt.ArrayLike,
+                 num_samples: int | None = None, temperature: float = 1.0,
+                 noise_std: float | npt.ArrayLike | None = None, iterations: int = 1,
+                 smoothing: float | None = None, seed: int = 0, warm_start: bool = True,
+                 rows: int | None = None, isa: str | Spec | None = None) -> None:
         self.num_samples = _num_samples(MPPI, num_samples)
         self.temperature = check_finite_float(temperature, "temperature", 0, low_open=True)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -604,10 +637,15 @@ class ICEM(Planner):
 
     DEFAULT_NUM_SAMPLES = 40
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, action_low, action_high,
-                 num_samples=None, elites=10, iterations=3, decay=1.25, noise_beta=0.25,
-                 keep_fraction=0.3, alpha=0.1, init_std=None, return_mean=False, seed=0,
-                 warm_start=True, rows=None, isa=None, population=None):
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int,
+                 action_low: npt.ArrayLike, action_high: npt.ArrayLike,
+                 num_samples: int | None = None, elites: int | float = 10, iterations: int = 3,
+                 decay: float = 1.25, noise_beta: float = 0.25, keep_fraction: float = 0.3,
+                 alpha: float = 0.1, init_std: float | npt.ArrayLike | None = None,
+                 return_mean: bool = False, seed: int = 0, warm_start: bool = True,
+                 rows: int | None = None, isa: str | Spec | None = None,
+                 population: int | None = None) -> None:
         self.num_samples = _num_samples(ICEM, num_samples, population)
         self.num_elites = _elite_count(elites, self.num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -727,7 +765,7 @@ class ICEM(Planner):
         return True
 
 
-def num_samples_for(name, candidates, **options) -> int:
+def num_samples_for(name: str, candidates: int, **options: Any) -> int:
     """The largest num_samples with which the planner called `name` scores at most
     `candidates` per plan (candidates_per_call), or the least it accepts if even that scores
     more."""
@@ -747,7 +785,7 @@ def num_samples_for(name, candidates, **options) -> int:
 
 
 #: planner names used by tasks, configs and the CLI
-PLANNERS = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
+PLANNERS: dict[str, type[Planner]] = {"rs": RandomShooting, "cem": CEM, "mppi": MPPI, "icem": ICEM}
 
 #: what each planner option means, in a line (the `fastmbrl train` option's help); which
 #: planners take it and their defaults come from the constructors

@@ -18,13 +18,17 @@ exception (numba's parallel kernel would surface it as a SystemError), with a no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.kernels import planner_ops as ops
-from fastmbrl.kernels.isa import get_spec
+from fastmbrl.kernels.isa import Spec, get_spec
 from fastmbrl.kernels.rollout import (
+    KernelArgs,
     PackedModel,
     Workspace,
     chunk_rows,
@@ -34,6 +38,10 @@ from fastmbrl.kernels.rollout import (
     user_error,
 )
 from fastmbrl.limits import array_bytes, check_bytes
+from fastmbrl.tasks.task import RewardFn, TerminatedFn
+
+if TYPE_CHECKING:
+    from fastmbrl.models.dynamics import DynamicsModel
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -47,7 +55,8 @@ class Batch:
 
     __slots__ = ("actions", "returns", "_args", "_call", "_member_returns")
 
-    def __init__(self, actions, returns, args, member_returns):
+    def __init__(self, actions: np.ndarray, returns: np.ndarray, args: KernelArgs,
+                 member_returns: np.ndarray | None) -> None:
         self.actions, self.returns = actions, returns
         self._member_returns = member_returns  # (B k,) under each member, or None
         self._bind(args)
@@ -56,7 +65,7 @@ class Batch:
         self._args = args  # KernelArgs of this count
         self._call = tuple(args)  # f(*named_tuple) would copy it on every call
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.returns.shape[0]
 
 
@@ -65,7 +74,8 @@ def batch_bytes(num_candidates: int, num_members: int, rows: int) -> int:
     return 24 * (num_members * -(-num_candidates // rows) + 1) + 1024
 
 
-def scorer_bytes(packed: PackedModel, horizon: int, max_candidates: int, rows: int) -> dict:
+def scorer_bytes(packed: PackedModel, horizon: int, max_candidates: int, rows: int
+                 ) -> dict[str, int]:
     """{part: bytes} of what a Scorer of these sizes allocates (the Workspace's arrays, the
     candidates and their returns, one Batch), from Python ints (no overflow)."""
     k, b, o, a = max_candidates, packed.num_members, packed.obs_dim, packed.act_dim
@@ -100,8 +110,10 @@ class Scorer:
     buffers and these are checked against ``fastmbrl.limits`` together (ResourceLimitError).
     """
 
-    def __init__(self, model, reward_fn, terminated_fn=None, *, horizon, max_candidates,
-                 rows=None, isa=None, owner=None, extra_bytes=None):
+    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+                 terminated_fn: TerminatedFn | None = None, *, horizon: int, max_candidates: int,
+                 rows: int | None = None, isa: str | Spec | None = None, owner: str | None = None,
+                 extra_bytes: Callable[[Scorer], dict[str, int]] | None = None) -> None:
         if isinstance(model, PackedModel):
             if isa is not None and get_spec(isa) != model.isa:
                 raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
@@ -132,7 +144,7 @@ class Scorer:
         self._returns = np.empty(k, F32)
         self._member_returns = np.empty(b * k if b > 1 else 0, F32)
         self._workspace = Workspace(packed, b * -(-k // self.rows), self.rows)
-        self._batches = {}
+        self._batches: dict[int, Batch] = {}
         for dtype in _OBS_DTYPES:  # compile both obs paths now
             ops.load_obs(np.zeros(self.obs_dim, dtype), self._obs)
         self.reset_statistics()
@@ -154,7 +166,7 @@ class Scorer:
             batch = self._batches[k] = Batch(actions, returns, args, raw)
         return batch
 
-    def begin(self, obs) -> None:
+    def begin(self, obs: npt.ArrayLike) -> None:
         """Start scoring from observation `obs` (O,): check and load it, re-pack the model if
         its version changed, zero the statistics. Without a copy for a 1-D float32 or float64
         ndarray; anything else is converted (which allocates) or refused with a ValueError."""
@@ -183,6 +195,10 @@ class Scorer:
         self.num_diverged += n_inf
         self.best_return = max(self.best_return, returns.item(best))
         return best
+
+    best_return: float
+    num_diverged: int
+    num_evaluated: int
 
     def reset_statistics(self) -> None:
         self.best_return = _NEG_INF

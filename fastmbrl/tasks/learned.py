@@ -47,7 +47,7 @@ def base_id(name: str) -> str | None:
 def _wrapped(env_id: str, kwargs: dict):
     gym = require("gymnasium", "envs", f"the environment of {PREFIX}{env_id}")
 
-    class RewardInObservation(gym.Wrapper):
+    class RewardInObservation(gym.Wrapper):  # type: ignore[name-defined]  # imported at run time
         """Appends (reward, terminated) of the last step to the observation."""
 
         def __init__(self, env):

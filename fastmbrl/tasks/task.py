@@ -17,7 +17,9 @@ import re
 import sys
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -26,7 +28,16 @@ from fastmbrl._validate import as_array, check_positive_int
 from fastmbrl.errors import FastMBRLError, MissingExtraError, require
 from fastmbrl.tasks import learned
 
+if TYPE_CHECKING:
+    import gymnasium
+
 __all__ = ["Task", "register_task", "get_task", "list_tasks", "import_tasks", "task_source"]
+
+#: a task's reward: a numba-compiled ``f(obs, act, next_obs, out)`` writing float32 rewards
+#: (N,) for float32 batches obs (N, obs_dim), act (N, act_dim), next_obs (N, obs_dim)
+RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+#: a task's termination: the same signature, writing np.bool_ flags (N,) into `out`
+TerminatedFn = RewardFn
 
 #: the entry-point group an installed package names its tasks in (name = the task's name,
 #: value = "module:attribute" of a Task or of a function returning one)
@@ -85,16 +96,16 @@ class Task:
     act_dim: int
     action_low: np.ndarray
     action_high: np.ndarray
-    reward: object
-    terminated: object = None
-    planning_reward: object = None
-    env_kwargs: dict = dataclasses.field(default_factory=dict)
-    ignore_obs_dims: tuple = ()
-    angle_obs_dims: tuple = ()
-    defaults: Mapping = dataclasses.field(default_factory=dict)
-    absolute_obs_dims: tuple = ()
+    reward: RewardFn
+    terminated: TerminatedFn | None = None
+    planning_reward: RewardFn | None = None
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ignore_obs_dims: tuple[int, ...] = ()
+    angle_obs_dims: tuple[int, ...] = ()
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    absolute_obs_dims: tuple[int, ...] = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: fields are normalised once, here
         for field in ("name", "env_id"):
             value = getattr(self, field)
@@ -159,7 +170,7 @@ class Task:
             legacy["planner_options"] = types.MappingProxyType(dict(legacy["planner_options"]))
         set_(self, "defaults", types.MappingProxyType(legacy))
 
-    def make_env(self, **overrides):
+    def make_env(self, **overrides: Any) -> gymnasium.Env:
         """Create the Gymnasium environment with `env_kwargs`, updated by `overrides`.
 
         Overrides are meant for things such as render_mode or max_episode_steps; one that changes
@@ -185,10 +196,12 @@ class Task:
         return env
 
     @classmethod
-    def from_env(cls, env_id, reward, terminated=None, *, name: str | None = None,
-                 env_kwargs: dict | None = None, planning_reward=None, ignore_obs_dims=(),
-                 angle_obs_dims=(), defaults: dict | None = None,
-                 absolute_obs_dims=()) -> "Task":
+    def from_env(cls, env_id: str | Callable[..., gymnasium.Env], reward: RewardFn,
+                 terminated: TerminatedFn | None = None, *, name: str | None = None,
+                 env_kwargs: dict[str, Any] | None = None, planning_reward: RewardFn | None = None,
+                 ignore_obs_dims: Iterable[int] = (), angle_obs_dims: Iterable[int] = (),
+                 defaults: dict[str, Any] | None = None,
+                 absolute_obs_dims: Iterable[int] = ()) -> Task:
         """Build a task for a Gymnasium environment with a continuous (Box) action space.
 
         `env_id` is a registered Gymnasium id, or an environment class or a function returning
@@ -211,8 +224,8 @@ class Task:
         return cls(name=name or env_id, env_id=env_id, obs_dim=obs_dim, act_dim=act_dim,
                    action_low=low, action_high=high, reward=reward, terminated=terminated,
                    planning_reward=planning_reward, env_kwargs=env_kwargs,
-                   ignore_obs_dims=ignore_obs_dims, angle_obs_dims=angle_obs_dims,
-                   defaults=defaults or {}, absolute_obs_dims=absolute_obs_dims)
+                   ignore_obs_dims=tuple(ignore_obs_dims), angle_obs_dims=tuple(angle_obs_dims),
+                   defaults=defaults or {}, absolute_obs_dims=tuple(absolute_obs_dims))
 
 
 def _register_env(gym, factory, name) -> str:
