@@ -127,6 +127,45 @@ def test_reward_and_termination_match_environment(name):
     assert_parity(get_task(name), TOLERANCE.get(name, 1e-5))
 
 
+# Pendulum's env keeps θ in float64 while the observation holds cos θ, sin θ in float32
+KNOWN_DYNAMICS = {"Pendulum-v1": 2e-6, "MountainCarContinuous-v0": 0.0}
+
+
+def _random_state(name, rng):
+    if name == "Pendulum-v1":  # float64, as the env keeps it; speeds up to the ±8 limit
+        return np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-8, 8)])
+    # float32, as the env keeps it after a step; the left wall (-1.2, v < 0) one time in four
+    pos = np.float32(-1.2) if rng.random() < 0.25 else rng.uniform(-1.2, 0.6)
+    return np.array([pos, rng.uniform(-0.07, 0.07)], np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_DYNAMICS))
+def test_known_dynamics_match_the_environment_step_by_step(name):
+    pytest.importorskip("gymnasium")
+    task = get_task(name)
+    env = task.make_env()
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    span = 1.5 * task.action_high  # beyond the bounds: the env's clipping is part of the step
+    worst = 0.0
+    for i in range(600):
+        if i % 3 == 0:  # a fresh random state, else the env's own next one
+            env.unwrapped.state = _random_state(name, rng)
+        obs = np.asarray(env.unwrapped._get_obs() if name == "Pendulum-v1"
+                         else env.unwrapped.state, np.float32)
+        act = rng.uniform(-span, span).astype(np.float32)
+        expected = env.step(act)[0]
+        got = np.full((1, task.obs_dim), np.nan, np.float32)
+        assert task.dynamics(obs[None], act[None], got) is None
+        worst = max(worst, float(np.abs(got[0] - expected).max()))
+    env.close()
+    assert worst <= KNOWN_DYNAMICS[name], f"{name}: max |Δnext_obs| = {worst:.3g}"
+
+
+def test_only_pendulum_and_mountain_car_know_their_dynamics():
+    assert {n for n in list_tasks() if get_task(n).dynamics is not None} == set(KNOWN_DYNAMICS)
+
+
 def test_inverted_pendulum_planning_reward_is_the_reward_minus_cart_position_squared():
     pytest.importorskip("gymnasium")
     task = get_task("InvertedPendulum-v5")
@@ -286,6 +325,12 @@ def test_register_refuses_bad_functions(registry):
                            **kwargs))
     with pytest.raises(FastMBRLError, match="reward.*failed"):
         register_task(Task(reward=_wrong_signature, **kwargs))
+    with pytest.raises(FastMBRLError, match=r"dynamics must be None or a numba.njit function "
+                                            r"\(obs, act, next_obs\)"):
+        Task(reward=tasks.pendulum_reward, dynamics=lambda obs, act, nxt: None, **kwargs)
+    with pytest.raises(FastMBRLError, match="dynamics.*failed"):  # the reward's signature
+        register_task(Task(reward=tasks.pendulum_reward, dynamics=tasks.pendulum_reward,
+                           **kwargs))
     with pytest.raises(FastMBRLError, match="return None"):
         register_task(Task(reward=_returns_array, **kwargs))
     assert "bad" not in list_tasks()

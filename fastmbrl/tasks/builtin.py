@@ -30,8 +30,10 @@ from fastmbrl.tasks.task import _REGISTRY, Task
 
 __all__ = [  # the rewards and terminations, for users' tasks and tests
     "pendulum_reward",
+    "pendulum_dynamics",
     "mountain_car_reward",
     "mountain_car_terminated",
+    "mountain_car_dynamics",
     "inverted_pendulum_reward",
     "inverted_pendulum_planning_reward",
     "inverted_pendulum_terminated",
@@ -97,6 +99,25 @@ def pendulum_reward(obs, act, next_obs, out):
         out[i] = -(th * th + np.float32(0.1) * thdot * thdot + np.float32(0.001) * u * u)
 
 
+@numba.njit(cache=True)
+def pendulum_dynamics(obs, act, next_obs):
+    """Pendulum-v1's step (g = 10, m = l = 1, dt = 0.05, |θ̇| ≤ 8, |u| ≤ 2) from (cos θ, sin θ, θ̇).
+
+    In float64 like the env; the env keeps θ in float64 between steps while an observation
+    holds cos θ and sin θ in float32, so a step agrees with the env to float32 rounding.
+    Compiled without fastmath so that no contraction changes the env's arithmetic.
+    """
+    for i in range(obs.shape[0]):
+        th = np.arctan2(np.float64(obs[i, 1]), np.float64(obs[i, 0]))
+        thdot = np.float64(obs[i, 2])
+        u = _clip(np.float64(act[i, 0]), -2.0, 2.0)
+        thdot = _clip(thdot + (15.0 * np.sin(th) + 3.0 * u) * 0.05, -8.0, 8.0)
+        th = th + thdot * 0.05
+        next_obs[i, 0] = np.cos(th)
+        next_obs[i, 1] = np.sin(th)
+        next_obs[i, 2] = thdot
+
+
 # ---------------------------------------------------------------------------------------------
 # MountainCarContinuous-v0
 
@@ -123,6 +144,30 @@ def mountain_car_terminated(obs, act, next_obs, out):
     """MountainCarContinuous-v0 terminates at the goal."""
     for i in range(obs.shape[0]):
         out[i] = _mountain_car_at_goal(next_obs, i)
+
+
+@numba.njit(cache=True)
+def mountain_car_dynamics(obs, act, next_obs):
+    """MountainCarContinuous-v0's step, bit for bit. The env's state is float32 and NumPy 2 keeps
+    float32 where it meets a Python float (NEP 50, comparisons too), so the arithmetic is float32
+    but for the cosine (math.cos, float64) and, when the action is clipped, the force term, which
+    the env then computes from Python floats. No fastmath: a fused multiply-add rounds
+    differently."""
+    for i in range(obs.shape[0]):
+        pos, vel, a = obs[i, 0], obs[i, 1], act[i, 0]
+        gravity = 0.0025 * np.cos(np.float64(np.float32(3.0) * pos))
+        if a > np.float32(1.0):
+            dv = np.float32(0.0015 - gravity)
+        elif a < np.float32(-1.0):
+            dv = np.float32(-0.0015 - gravity)
+        else:
+            dv = a * np.float32(0.0015) - np.float32(gravity)
+        vel = _clip(vel + dv, np.float32(-0.07), np.float32(0.07))
+        pos = _clip(pos + vel, np.float32(-1.2), np.float32(0.6))
+        if pos == np.float32(-1.2) and vel < _F0:
+            vel = _F0
+        next_obs[i, 0] = pos
+        next_obs[i, 1] = vel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +371,7 @@ def pusher_reward(obs, act, next_obs, out):
 # the registry's built-in entries; the settings that suit each are in fastmbrl.algorithms.presets
 
 def _builtin(name, obs_dim, act_dim, bound, reward, terminated=None, planning_reward=None,
-             env_kwargs=None, ignore_obs_dims=(), angle_obs_dims=()):
+             env_kwargs=None, ignore_obs_dims=(), angle_obs_dims=(), dynamics=None):
     # registered without the compile-on-register check: importing stays cheap
     _REGISTRY[name] = Task(
         name=name, env_id=name, obs_dim=obs_dim, act_dim=act_dim,
@@ -334,13 +379,14 @@ def _builtin(name, obs_dim, act_dim, bound, reward, terminated=None, planning_re
         action_high=np.full(act_dim, bound, np.float32),
         reward=reward, terminated=terminated, planning_reward=planning_reward,
         env_kwargs=env_kwargs or {}, ignore_obs_dims=ignore_obs_dims,
-        angle_obs_dims=angle_obs_dims)
+        angle_obs_dims=angle_obs_dims, dynamics=dynamics)
 
 
 _X_VISIBLE = {"exclude_current_positions_from_observation": False}
 
-_builtin("Pendulum-v1", 3, 1, 2.0, pendulum_reward)
-_builtin("MountainCarContinuous-v0", 2, 1, 1.0, mountain_car_reward, mountain_car_terminated)
+_builtin("Pendulum-v1", 3, 1, 2.0, pendulum_reward, dynamics=pendulum_dynamics)
+_builtin("MountainCarContinuous-v0", 2, 1, 1.0, mountain_car_reward, mountain_car_terminated,
+         dynamics=mountain_car_dynamics)
 _builtin("InvertedPendulum-v5", 4, 1, 3.0, inverted_pendulum_reward, inverted_pendulum_terminated,
          planning_reward=inverted_pendulum_planning_reward)
 _builtin("Reacher-v5", 10, 2, 1.0, reacher_reward)

@@ -38,6 +38,9 @@ __all__ = ["Task", "register_task", "get_task", "list_tasks", "import_tasks", "t
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 #: a task's termination: the same signature, writing np.bool_ flags (N,) into `out`
 TerminatedFn = RewardFn
+#: a task's known dynamics: a numba-compiled ``f(obs, act, next_obs)`` writing the next
+#: observation of every row into next_obs (N, obs_dim) float32
+DynamicsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 #: the entry-point group an installed package names its tasks in (name = the task's name,
 #: value = "module:attribute" of a Task or of a function returning one)
@@ -85,6 +88,9 @@ class Task:
         cosine).
     absolute_obs_dims: observation entries a model predicts as values rather than as changes
         (a learned reward column: fastmbrl.tasks.learned).
+    dynamics: optional njit function (obs, act, next_obs) writing the environment's next
+        observation of every row, when its physics is known exactly (a FunctionModel plans with
+        it: the upper bound of what a learned model can reach).
     defaults: deprecated; MBRL settings under their old names (model_hidden, iterations, ...).
         Register presets instead: ``fastmbrl.algorithms.presets.register_preset("mbrl", name,
         {...})`` in the configuration's own field names.
@@ -104,6 +110,7 @@ class Task:
     angle_obs_dims: tuple[int, ...] = ()
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     absolute_obs_dims: tuple[int, ...] = ()
+    dynamics: DynamicsFn | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: fields are normalised once, here
@@ -125,12 +132,13 @@ class Task:
             raise FastMBRLError(
                 f"Task {self.name!r}: reward must be a numba.njit function "
                 f"(obs, act, next_obs, out), got {self.reward!r}")
-        for field in ("terminated", "planning_reward"):
+        for field in ("terminated", "planning_reward", "dynamics"):
             fn = getattr(self, field)
             if fn is not None and not _is_compiled(fn):
+                args = "(obs, act, next_obs" + ("" if field == "dynamics" else ", out") + ")"
                 raise FastMBRLError(
                     f"Task {self.name!r}: {field} must be None or a numba.njit function "
-                    f"(obs, act, next_obs, out), got {fn!r}")
+                    f"{args}, got {fn!r}")
         if not isinstance(self.env_kwargs, dict):
             raise FastMBRLError(f"Task {self.name!r}: env_kwargs must be a dict")
         set_(self, "obs_dim", obs_dim)
@@ -201,7 +209,8 @@ class Task:
                  env_kwargs: dict[str, Any] | None = None, planning_reward: RewardFn | None = None,
                  ignore_obs_dims: Iterable[int] = (), angle_obs_dims: Iterable[int] = (),
                  defaults: dict[str, Any] | None = None,
-                 absolute_obs_dims: Iterable[int] = ()) -> Task:
+                 absolute_obs_dims: Iterable[int] = (),
+                 dynamics: DynamicsFn | None = None) -> Task:
         """Build a task for a Gymnasium environment with a continuous (Box) action space.
 
         `env_id` is a registered Gymnasium id, or an environment class or a function returning
@@ -225,7 +234,8 @@ class Task:
                    action_low=low, action_high=high, reward=reward, terminated=terminated,
                    planning_reward=planning_reward, env_kwargs=env_kwargs,
                    ignore_obs_dims=tuple(ignore_obs_dims), angle_obs_dims=tuple(angle_obs_dims),
-                   defaults=defaults or {}, absolute_obs_dims=tuple(absolute_obs_dims))
+                   defaults=defaults or {}, absolute_obs_dims=tuple(absolute_obs_dims),
+                   dynamics=dynamics)
 
 
 def _register_env(gym, factory, name) -> str:
@@ -291,6 +301,16 @@ def _check_functions(task: Task) -> None:
             raise FastMBRLError(
                 f"task {task.name!r}: {fn_name} must write into `out` and return None, "
                 f"it returned {type(result).__name__}")
+    if task.dynamics is not None:
+        try:
+            result = task.dynamics(obs, act, obs.copy())
+        except Exception as exc:
+            raise FastMBRLError(
+                f"task {task.name!r}: dynamics(obs (2, {task.obs_dim}), act (2, {task.act_dim}), "
+                f"next_obs (2, {task.obs_dim})) failed: {exc}") from exc
+        if result is not None:
+            raise FastMBRLError(f"task {task.name!r}: dynamics must write into `next_obs` and "
+                                f"return None, it returned {type(result).__name__}")
 
 
 def register_task(task: Task, overwrite: bool = False) -> Task:
