@@ -35,26 +35,43 @@ def features_reference(obs, angle_dims=()):
 def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
                       delta_std, obs, actions, reward, terminated=None, angle_dims=(),
                       absolute_dims=()):
-    """Returns (K,) of the delta model rolled out step by step; rewards/terminations are called
-    on float32 copies, as their contract says. Diverged candidates (non-finite state while
-    running, or non-finite return) score -inf; a terminated rollout keeps the reward of its
-    terminating step and earns nothing after. `absolute_dims` are predicted as values, not
-    deltas."""
-    actions = np.asarray(actions, np.float64)
+    """Returns (K,) of the delta model rolled out step by step (see `returns_reference`).
+    `absolute_dims` are predicted as values, not deltas."""
+    def step(state, a):
+        net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
+                  - input_mean) * input_scale
+        carried = state.copy()
+        carried[:, list(absolute_dims)] = 0
+        return carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
+                                                                        activation, net_in)
+    return returns_reference(step, obs, actions, reward, terminated, np.float64)
+
+
+def known_rollout_reference(dynamics, obs, actions, reward, terminated=None):
+    """Returns (K,) of known dynamics `dynamics(obs, act, next_obs)` stepped in float32, one
+    call per step on every candidate (see `returns_reference`)."""
+    def step(state, a):
+        nxt = np.empty_like(state)
+        dynamics(np.ascontiguousarray(state), np.ascontiguousarray(a), nxt)
+        return nxt
+    return returns_reference(step, obs, actions, reward, terminated, np.float32)
+
+
+def returns_reference(step, obs, actions, reward, terminated, dtype):
+    """Returns (K,) of `step(state (K, O), act (K, A)) -> next state` from `obs` for H steps;
+    rewards/terminations are called on float32 copies, as their contract says. Diverged
+    candidates (non-finite state while running, or non-finite return) score -inf; a terminated
+    rollout keeps the reward of its terminating step and earns nothing after."""
+    actions = np.asarray(actions, dtype)
     k, horizon, _ = actions.shape
-    state = np.repeat(np.asarray(obs, np.float64)[None], k, axis=0)
+    state = np.repeat(np.asarray(obs, dtype)[None], k, axis=0)
     returns = np.zeros(k)
     alive = np.ones(k, bool)
     rew = np.empty(k, np.float32)
     done = np.zeros(k, np.bool_)
     for t in range(horizon):
         a = actions[:, t]
-        net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
-                  - input_mean) * input_scale
-        carried = state.copy()
-        carried[:, list(absolute_dims)] = 0
-        nxt = carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
-                                                                       activation, net_in)
+        nxt = step(state, a)
         with np.errstate(invalid="ignore", over="ignore"):
             f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
             reward(*f32, rew)

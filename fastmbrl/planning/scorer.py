@@ -137,7 +137,7 @@ class Scorer:
         check_bytes(owner or f"Scorer(horizon={self.horizon}, max_candidates="
                     f"{self.max_candidates}, rows={self.rows}, members={self.num_members})", need)
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
-        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa)
+        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, packed.dynamics)
         k, b = self.max_candidates, self.num_members
         self._obs = np.zeros(self.obs_dim, F32)
         self._actions = np.empty((k, self.horizon, self.act_dim), F32)
