@@ -233,3 +233,43 @@ def tensorboard_scalars(logdir):
             for value in event.summary.value:
                 shown.setdefault(value.tag, []).append((event.step, value.simple_value))
     return shown
+
+
+# --- a linear-quadratic problem with a known optimum, for the planners ---
+LQ_DT = 0.1
+
+
+@numba.njit(cache=True)
+def double_integrator(obs, act, next_obs):
+    """x = (position, velocity), u = acceleration: x' = A x + B u, exact in float32."""
+    for i in range(obs.shape[0]):
+        next_obs[i, 0] = obs[i, 0] + np.float32(LQ_DT) * obs[i, 1]
+        next_obs[i, 1] = obs[i, 1] + np.float32(LQ_DT) * act[i, 0]
+
+
+def lq_optimum(x0, horizon, act_weight=0.1):
+    """(u*, J*) of max -sum_t |x_{t+1}|^2 + w |u_t|^2 under double_integrator from x0, unbounded:
+    the stacked states are X = F x0 + G u, so u* solves (G'G + w I) u = -G' F x0."""
+    a = np.array([[1.0, LQ_DT], [0.0, 1.0]])
+    b = np.array([[0.0], [LQ_DT]])
+    f = np.zeros((2 * horizon, 2))
+    g = np.zeros((2 * horizon, horizon))
+    power = np.eye(2)
+    for t in range(horizon):
+        power = a @ power
+        f[2 * t: 2 * t + 2] = power
+        for s in range(t + 1):
+            g[2 * t: 2 * t + 2, s] = (np.linalg.matrix_power(a, t - s) @ b)[:, 0]
+    x0 = np.asarray(x0, np.float64)
+    u = -np.linalg.solve(g.T @ g + act_weight * np.eye(horizon), g.T @ f @ x0)
+    return u, lq_return(u, x0, act_weight)
+
+
+def lq_return(u, x0, act_weight=0.1):
+    """The return of the action sequence u (H,) or (H, 1) from x0, in float64."""
+    x = np.asarray(x0, np.float64).copy()
+    total = 0.0
+    for ut in np.ravel(u):
+        x = np.array([x[0] + LQ_DT * x[1], x[1] + LQ_DT * ut])
+        total -= x @ x + act_weight * ut * ut
+    return total
