@@ -14,7 +14,7 @@ def test_plan(benchmark, name):
     cfg = CONFIGS[name]
     planner = make_planner(cfg, random_model(cfg))
     obs = np.zeros(cfg.obs_dim, np.float32)
-    benchmark.extra_info["model_steps"] = cfg.samples * cfg.horizon * cfg.iterations * cfg.members
+    benchmark.extra_info["model_steps"] = cfg.model_steps
     benchmark.extra_info["flops"] = planner.packed.flops_per_step() * benchmark.extra_info["model_steps"]
     plan = benchmark(planner.plan, obs)
     assert plan.shape == (cfg.horizon, cfg.act_dim) and np.isfinite(plan).all()
@@ -23,7 +23,8 @@ def test_plan(benchmark, name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_plan_numpy_reference(benchmark, name):
     cfg = CONFIGS[name]
-    reference = NumpyPlanner(cfg, random_model(cfg))
+    model = random_model(cfg)
+    reference = NumpyPlanner(make_planner(cfg, model), model, cfg.rewards[1])
     plan = benchmark.pedantic(reference.plan, args=(np.zeros(cfg.obs_dim, np.float32),),
                               rounds=3, warmup_rounds=1)
     assert plan.shape == (cfg.horizon, cfg.act_dim)

@@ -5,7 +5,8 @@
 
 A run directory holds config.json, metrics.jsonl (one object per iteration), model.npz,
 controller.json, buffer.npz and state.json; it is rewritten after every iteration, so an
-interrupted run resumes from its last finished iteration.
+interrupted run resumes from its last finished iteration. state.json also keeps the random
+phase's episodes (`random_phase`, read back with `read_random_phase`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from fastmbrl._validate import StrPath
 from fastmbrl.algorithms.base import Log, Run, run_episode
+from fastmbrl.algorithms.rundir import committed_file, read_run_config, read_state
 from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_of, optional,
                                         positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
@@ -100,6 +102,65 @@ class MBRLConfig(Config):
                 "validation_ratio=0")
 
 
+def _whole_mean(returns, cut) -> float | None:
+    """Mean return of a phase's episodes: an episode the step budget cut short would pull it
+    down, so it is left out unless it is the only one."""
+    whole = returns[:-1] if cut and len(returns) > 1 else returns
+    return float(np.mean(whole)) if whole else None
+
+
+def _phase_record(env_steps, returns, lengths, cut) -> dict[str, Any]:
+    """The random phase as state.json keeps it (the fields of a metrics row, at iteration 0)."""
+    return {"env_steps": env_steps, "episode_returns": [round(r, 4) for r in returns],
+            "episode_steps": lengths, "last_episode_cut": cut,
+            "mean_return": _whole_mean(returns, cut)}
+
+
+def _phase_from_buffer(buffer: ReplayBuffer, random_steps: int) -> dict[str, Any]:
+    """The random phase of a run saved before state.json kept it: its first `random_steps`
+    transitions. Whether the budget cut the last episode is not stored; it is taken as cut when
+    shorter than an earlier episode that a time limit ended."""
+    n = min(random_steps, len(buffer))
+    ends = np.flatnonzero(buffer.terminated[:n] | buffer.truncated[:n])
+    if not len(ends) or ends[-1] != n - 1:  # an unfinished episode (should not happen)
+        ends = np.append(ends, n - 1)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    reward = buffer.reward[:n].astype(np.float64)
+    returns = [float(reward[a:b + 1].sum()) for a, b in zip(starts, ends)]
+    lengths = [int(b - a + 1) for a, b in zip(starts, ends)]
+    limited = [k for k, e in zip(lengths[:-1], ends[:-1]) if not buffer.terminated[e]]
+    cut = bool(not buffer.terminated[ends[-1]] and limited and lengths[-1] < max(limited))
+    return _phase_record(n, returns, lengths, cut)
+
+
+def read_random_phase(out: StrPath) -> dict[str, Any] | None:
+    """The random phase of the MBRL run in `out` (read-only): env_steps, episode_returns,
+    episode_steps, last_episode_cut and mean_return (as of a metrics row); from state.json, or
+    for a run saved before it kept them, from buffer.npz's first random_steps transitions.
+    None before the phase was committed."""
+    out = Path(out)
+    state = read_state(out)
+    if state is None:
+        return None
+    phase = state.get("random_phase")
+    if phase is not None:
+        ok = (isinstance(phase, dict) and type(phase.get("env_steps")) is int
+              and isinstance(phase.get("episode_returns"), list)
+              and all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                      for r in phase["episode_returns"])
+              and (phase.get("mean_return") is None
+                   or isinstance(phase["mean_return"], (int, float))))
+        if not ok:
+            raise FormatError(f"{out}/state.json: random_phase is not a record of the random "
+                              "phase's episodes")
+        return phase
+    random_steps = read_run_config(out, MBRLConfig.ALGO).get("random_steps")
+    buffer_path = committed_file(out, state, "buffer.npz")
+    if type(random_steps) is not int or random_steps < 1 or not buffer_path.exists():
+        return None
+    return _phase_from_buffer(ReplayBuffer.load(buffer_path), random_steps)
+
+
 class MBRLRun(Run):
     """One MBRL run (Algorithm 1) bound to a run directory (or to none, for library use)."""
 
@@ -120,6 +181,8 @@ class MBRLRun(Run):
             absolute_obs_dims=task.absolute_obs_dims,
             seed=cfg.seed, ensemble_size=cfg.ensemble_size)
         self.controller = None
+        #: the random phase's episodes (_phase_record), kept in state.json
+        self.random_phase: dict[str, Any] | None = None
 
     @property
     def env_steps(self) -> int:
@@ -160,7 +223,8 @@ class MBRLRun(Run):
             self.log("planning with the task's shaped objective (docs/tasks.md); "
                      "shaping=False (--no-shaping) plans with the environment's reward")
         t0 = time.perf_counter()
-        returns, _, _, _, _ = self._collect(cfg.random_steps, None)
+        returns, lengths, cut, _, _ = self._collect(cfg.random_steps, None)
+        self.random_phase = _phase_record(self.env_steps, returns, lengths, cut)
         self.log(f"random phase: {self.env_steps} steps, mean return "
                  f"{np.mean(returns):.2f} ({time.perf_counter() - t0:.1f} s)")
         self.save()
@@ -179,16 +243,13 @@ class MBRLRun(Run):
         t1 = time.perf_counter()
         returns, lengths, cut, act_s, n = self._collect(cfg.steps_per_iteration,
                                                         self.controller.act)
-        # an episode the step budget cut short would pull the mean down: leave it out unless it
-        # is the only one
-        whole = returns[:-1] if cut and len(returns) > 1 else returns
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "episode_returns": [round(r, 4) for r in returns],
             "episode_steps": lengths,
             "last_episode_cut": cut,
-            "mean_return": float(np.mean(whole)) if whole else None,
+            "mean_return": _whole_mean(returns, cut),
             "train_loss": float(history["train_loss"][-1]),
             # None without validation rows (validation_ratio=0)
             "val_loss": float(min(history["val_loss"])) if history["val_loss"] else None,
@@ -217,7 +278,10 @@ class MBRLRun(Run):
         self.buffer.save(out / "buffer.npz")
 
     def extra_state(self) -> dict:
-        return {"model_rng": self.model.rng.bit_generator.state}
+        state: dict[str, Any] = {"model_rng": self.model.rng.bit_generator.state}
+        if self.random_phase is not None:  # None for a run resumed from before it was kept
+            state["random_phase"] = self.random_phase
+        return state
 
     @classmethod
     def check_saved(cls, out: Path, config: dict[str, Any]) -> None:
@@ -236,6 +300,7 @@ class MBRLRun(Run):
             raise FormatError(f"{out}/config.json: steps {self.config.steps} disagrees with "
                               f"buffer.npz's capacity {buffer.capacity}")
         self.buffer = buffer
+        self.random_phase = state.get("random_phase")
         if self.iteration > 0:
             self.model = DynamicsModel.load(out / "model.npz")
             self.controller = self._make_controller()

@@ -310,6 +310,16 @@ def read_state(out) -> dict | None:
     return state
 
 
+def committed_file(out, state: dict | None, name: str) -> Path:
+    """Where the committed version of file `name` of `out` is (read-only): still in the
+    commit's stage when a kill stopped its publication, else in `out`."""
+    out = Path(out)
+    entry = None if state is None else _commit_entry(out, state)
+    if entry is not None and name in entry["files"] and (out / entry["stage"] / name).exists():
+        return out / entry["stage"] / name
+    return out / name
+
+
 def recover(out) -> tuple[dict | None, list[dict]]:
     """Bring `out` back to its last commit: finish the moves of a committed stage, remove what
     uncommitted saves left (stages, temporary files, metrics rows past the commit, a torn last

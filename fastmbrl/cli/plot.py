@@ -1,33 +1,123 @@
-"""`fastmbrl plot DIR`: the learning curve of one or more runs, as a PNG."""
+"""`fastmbrl plot DIR...`: a run's metrics against environment steps, one panel per metric the
+runs recorded (return, model losses, planning ms, ...), as a PNG.
+
+`learning_figure(run_dirs)` returns the matplotlib Figure (built without pyplot, so it leaves
+the caller's backend alone); `plot_runs` saves it. An MBRL run's random phase is the first point
+of its return curve (iteration 0).
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fastmbrl.algorithms.mbrl import read_random_phase
 from fastmbrl.algorithms.rundir import read_metrics, read_run_config
 from fastmbrl.errors import FastMBRLError, FormatError, require
 from fastmbrl.io import write_atomic
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: (panel id, title, y label, {metrics field: line label}) in drawing order; a panel is drawn
+#: when a run has a number in one of its fields
+PANELS = (
+    ("return", "return", "mean episode return", {"mean_return": None}),
+    ("model_loss", "model loss", "MSE",
+     {"train_loss": "train", "val_loss": "validation"}),
+    ("plan_ms", "planning", "ms per plan", {"plan_ms": None}),
+    ("fit_s", "model fit", "s per fit", {"fit_s": None}),
+    ("imitation", "imitation", "MSE", {"imitation_loss": "imitation loss",
+                                       "policy_expert_mse": "policy vs expert"}),
+    ("kl", "policy step", "KL", {"kl": None}),
+    ("entropy", "policy entropy", "entropy", {"entropy": None}),
+    ("value_loss", "value function", "value loss", {"value_loss": None}),
+)
+_LINE_STYLES = ("-", "--", ":")
+
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _curve(d):
-    """(label, env steps, mean returns) of the run in `d`, read and checked before drawing."""
+def _run_series(d):
+    """(label, {field: [(env steps, value)]}, random phase point or None) of the run in `d`,
+    read and checked before anything is drawn."""
     cfg = read_run_config(d)
-    points = []
+    fields = [f for _, _, _, lines in PANELS for f in lines]
+    series: dict[str, list] = {f: [] for f in fields}
     for r in read_metrics(d):
-        ret = r.get("mean_return") if isinstance(r, dict) else None
-        if ret is None:
-            continue  # an iteration without a whole episode
-        if not (_is_number(r.get("env_steps")) and _is_number(ret)):
-            raise FormatError(f"{Path(d) / 'metrics.jsonl'} has a row without numbers for "
-                              "env_steps and mean_return")
-        points.append((r["env_steps"], ret))
-    if not points:
+        if not isinstance(r, dict):
+            continue
+        for f in fields:
+            value = r.get(f)
+            if value is None:
+                continue  # e.g. an iteration without a whole episode
+            if not (_is_number(r.get("env_steps")) and _is_number(value)):
+                raise FormatError(f"{Path(d) / 'metrics.jsonl'} has a row without numbers for "
+                                  f"env_steps and {f}")
+            series[f].append((r["env_steps"], value))
+    start = None
+    if cfg.get("algo") == "mbrl":
+        phase = read_random_phase(d)
+        if phase is not None and phase["mean_return"] is not None:
+            start = (phase["env_steps"], phase["mean_return"])
+    if not any(series.values()) and start is None:
         raise FastMBRLError(f"{d} has no finished iteration to plot yet")
     label = f"{cfg.get('task')} {cfg.get('planner', cfg.get('algo'))} seed {cfg.get('seed')}"
-    return label, *zip(*points)
+    return label, series, start
+
+
+def learning_figure(run_dirs, title: str | None = None) -> Figure:
+    """The metrics of the runs in `run_dirs` against environment steps: one panel per metric
+    recorded (see PANELS; each axes' gid is its panel id), one colour per run, the random
+    phase as the first point of an MBRL run's return curve. `title` heads the figure."""
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    runs = [_run_series(d) for d in run_dirs]
+    require("matplotlib", "plot", "fastmbrl plot")
+    from matplotlib.figure import Figure
+
+    panels = [p for p in PANELS
+              if any(series[f] for _, series, _ in runs for f in p[3])
+              or (p[0] == "return" and any(start for _, _, start in runs))]
+    ncols = 1 if len(panels) == 1 else 2
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(6.4 * ncols, 1.0 + 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.remove()
+    for ax, (gid, name, ylabel, lines) in zip(axes, panels):
+        ax.set_gid(gid)
+        values = []
+        for i, (label, series, start) in enumerate(runs):
+            color = f"C{i % 10}"
+            for style, (field, line_label) in zip(_LINE_STYLES, lines.items()):
+                points = list(series[field])
+                if field == "mean_return" and start is not None:
+                    points.insert(0, start)
+                if not points:
+                    continue
+                xs, ys = zip(*points)
+                values += ys
+                text = label if line_label is None else (
+                    line_label if len(runs) == 1 else f"{label}, {line_label}")
+                ax.plot(xs, ys, style, marker="o", markersize=3.5, color=color, label=text)
+                if field == "mean_return" and start is not None:
+                    ax.plot(*start, marker="s", markersize=8, markerfacecolor="none",
+                            color=color, linestyle="none",
+                            label="random actions (iteration 0)" if i == 0 else None)
+        if len(lines) > 1 and values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if gid == "return" or len(lines) > 1:
+            ax.legend(fontsize="small")
+    fig.suptitle(title if title is not None else (
+        f"fastmbrl: {runs[0][0]}" if len(runs) == 1 else "fastmbrl learning curves"))
+    return fig
 
 
 def output_path(path) -> Path:
@@ -42,39 +132,23 @@ def output_path(path) -> Path:
     return path
 
 
-def plot_runs(run_dirs, path, title=None) -> Path:
-    """Mean episode return against environment steps for each run in `run_dirs`, written to
-    exactly `path` (a .png)."""
-    curves = [_curve(d) for d in run_dirs]
+def plot_runs(run_dirs, path, title: str | None = None) -> Path:
+    """`learning_figure(run_dirs, title)` written to exactly `path` (a .png); returns its
+    absolute path."""
     path = output_path(path)
-    require("matplotlib", "plot", "fastmbrl plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, steps, returns in curves:
-        ax.plot(steps, returns, marker="o", label=label)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_title(title or "fastmbrl learning curve")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    try:
-        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    return path
+    fig = learning_figure(run_dirs, title)
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    return path.resolve()
 
 
 def add_arguments(p):
     p.add_argument("run_dirs", metavar="DIR", nargs="+", help="run directories")
     p.add_argument("-o", "--output", help="PNG path (default: DIR/learning_curve.png)")
+    p.add_argument("--title", default=None,
+                   help="the figure's title (default: the run, or 'fastmbrl learning curves')")
 
 
 def run(args) -> int:
     out = args.output or str(Path(args.run_dirs[0]) / "learning_curve.png")
-    print(f"wrote {plot_runs(args.run_dirs, out)}")
+    print(f"wrote {plot_runs(args.run_dirs, out, args.title)}")
     return 0

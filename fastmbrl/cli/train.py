@@ -23,6 +23,7 @@ from pathlib import Path
 from fastmbrl.algorithms import ALGORITHMS
 from fastmbrl.algorithms.base import config_record
 from fastmbrl.algorithms.rundir import config_entry, read_run_config, run_config_meta
+from fastmbrl.cli.argtypes import json_object
 from fastmbrl.errors import FastMBRLError, FileError, FormatError
 from fastmbrl.io import read_json, read_toml
 from fastmbrl.planning.controller import planner_keywords
@@ -38,16 +39,6 @@ def _widths(text: str) -> tuple:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-
-
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def _finite(text: str) -> float:
@@ -68,7 +59,7 @@ def _number(text: str):
         return _finite(text)
 
 
-_TYPES = {"int": int, "float": float, "str": str, "widths": _widths, "json": _json_dict}
+_TYPES = {"int": int, "float": float, "str": str, "widths": _widths, "json": json_object}
 
 
 def _routes():

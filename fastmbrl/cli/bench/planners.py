@@ -72,15 +72,23 @@ def add_arguments(p):
     add_import_argument(p)
 
 
+def load_planning_controller(path):
+    """The model-based Controller saved at `path` (or `path` itself, a Controller);
+    FastMBRLError for a policy, which has no planner."""
+    controller = load_controller(path)
+    settings = getattr(controller, "settings", None)
+    if settings is None or "horizon" not in settings:
+        raise FastMBRLError(f"{path} holds a policy, not a model-based controller: there is "
+                            "no planner to benchmark")
+    return controller
+
+
 def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_000_000,
              progress=None) -> list[dict]:
     """One dict per planner and budget (see the module docstring) for a run directory or a
     Controller (e.g. on known dynamics); `progress(done, total)` hears of each episode."""
-    controller = load_controller(run_dir)
-    settings = getattr(controller, "settings", None)
-    if settings is None or "horizon" not in settings:
-        raise FastMBRLError(f"{run_dir} holds a policy, not a model-based controller: there is "
-                            "no planner to benchmark")
+    controller = load_planning_controller(run_dir)
+    settings = controller.settings
     horizon = settings["horizon"] if horizon is None else horizon
     if not isinstance(horizon, int) or horizon < 1:
         raise FastMBRLError(f"--horizon must be a positive integer, got {horizon!r}")
