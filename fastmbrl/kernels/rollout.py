@@ -54,6 +54,11 @@ from .dense import ACTIVATIONS, activate, dense_kernel, specialise
 from .isa import Spec, get_spec
 
 
+#: trajectory sampling: each particle re-draws its member every step (ts1), keeps one member for
+#: the whole horizon (tsinf), or every member propagates its mean, without sampling (expectation)
+PROPAGATIONS = ("ts1", "tsinf", "expectation")
+
+
 @dataclass(frozen=True)
 class PackedModel:
     """A dynamics model (or a stack of `num_members` models) laid out for the rollout kernel."""
@@ -73,10 +78,28 @@ class PackedModel:
     #: (O,) float32: 1 where the network predicts a delta (next = obs + out), 0 where it
     #: predicts the next value itself (a learned reward column); default all 1
     carry: np.ndarray | None = None
+    #: a probabilistic model's (B, 2, O) float32 log-variance bounds (upper, lower): the last
+    #: layer's outputs O..2O are then its raw log-variances; None for a deterministic model
+    logvar_bounds: np.ndarray | None = None
+    #: (B, O) float32: the delta's std, by which a normalised sample's std is scaled
+    noise_scale: np.ndarray | None = None
+    #: trajectory sampling of a probabilistic model (see ``particle_rollout``)
+    particles: int = 1
+    propagation: str = "expectation"
+    risk: float = 0.0
 
     def __post_init__(self):
         if self.carry is None:
             object.__setattr__(self, "carry", np.ones(self.obs_dim, np.float32))
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.logvar_bounds is not None
+
+    @property
+    def sampled(self) -> bool:
+        """Whether planners roll it out by trajectory sampling (particles with noise)."""
+        return self.probabilistic and self.propagation != "expectation"
 
     @property
     def num_members(self) -> int:
@@ -108,7 +131,9 @@ def _stat(x, name, dim, members):
 
 
 def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
-               version: int = 0, angle_dims=(), isa=None, absolute_dims=()) -> PackedModel:
+               version: int = 0, angle_dims=(), isa=None, absolute_dims=(), logvar_bounds=None,
+               particles: int = 1, propagation: str = "expectation", risk: float = 0.0
+               ) -> PackedModel:
     """Lay out an MLP delta model for the kernel.
 
     `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
@@ -120,6 +145,10 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
     and the input statistics have that length. `isa`: the spec (or its name) to lay the
     panels out for; default the current one (``isa.current()``). `absolute_dims`: outputs that
     are the next value itself, not a delta (next_obs[d] = delta_mean + delta_std * net(...)).
+    `logvar_bounds` ((2, O) or (B, 2, O): upper, lower) makes the model probabilistic: the
+    network has 2 O outputs, the mean of the normalised delta then its raw log-variance
+    (``models.mlp.GaussianHead``); `particles`, `propagation` and `risk` say how planners
+    sample it.
     """
     spec = get_spec(isa)
     lanes = spec.lanes
@@ -147,6 +176,18 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
         if len(shp) != 2 or min(shp) < 1 or (i and shp[0] != first[i - 1][1]):
             raise ValueError(f"weights[{i}]: shape {shp} does not chain with the previous layer")
     obs_dim = first[-1][1]
+    if logvar_bounds is not None:
+        if obs_dim % 2:
+            raise ValueError(f"weights: a probabilistic model has 2 O outputs, got {obs_dim}")
+        obs_dim //= 2
+        lvb = as_array(logvar_bounds, "logvar_bounds", (None,) * np.ndim(logvar_bounds),
+                       np.float32)
+        if lvb.shape == (2, obs_dim):
+            lvb = np.broadcast_to(lvb, (n_members, 2, obs_dim))
+        if lvb.shape != (n_members, 2, obs_dim):
+            raise ValueError(f"logvar_bounds: expected shape (2, {obs_dim}) or ({n_members}, 2, "
+                             f"{obs_dim}), got {lvb.shape}")
+        lvb = np.ascontiguousarray(lvb)
     angles = np.asarray(angle_dims, np.int64).reshape(-1)
     if (np.unique(angles).size != angles.size
             or ((angles < 0) | (angles >= obs_dim)).any()):
@@ -186,17 +227,26 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
             if i == 0:  # (x - mean) * scale @ W  ==  x @ (scale * W) - (mean * scale) @ W
                 b = b - (in_mean[m] * in_scale[m]) @ w
                 w = in_scale[m][:, None] * w
-            if i == n_layers - 1:  # delta_mean + delta_std * (h @ W + b)
-                w = w * d_std[m]
-                b = b * d_std[m] + d_mean[m]
+            if i == n_layers - 1:  # delta_mean + delta_std * (h @ W + b); log-variances raw
+                w, b = w.copy(), b.copy()
+                w[:, :obs_dim] *= d_std[m]
+                b[:obs_dim] = b[:obs_dim] * d_std[m] + d_mean[m]
             fan_in, panels, w_off, b_off = (int(v) for v in layers[i])
             padded = np.zeros((fan_in, panels * lanes))
             padded[:, : w.shape[1]] = w
             packed_w[m, w_off: w_off + padded.size] = (
                 padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel())
             packed_b[m, b_off: b_off + b.size] = b
+    extra = {}
+    if logvar_bounds is not None:
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation: expected one of {', '.join(PROPAGATIONS)}, got "
+                             f"{propagation!r}")
+        extra = dict(logvar_bounds=lvb, noise_scale=np.ascontiguousarray(d_std, np.float32),
+                     particles=check_positive_int(particles, "particles"),
+                     propagation=str(propagation), risk=float(risk))
     return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version),
-                       angle_dims=angles.copy(), isa=spec, carry=carry)
+                       angle_dims=angles.copy(), isa=spec, carry=carry, **extra)
 
 
 def chunk_rows(packed: PackedModel, rows=None) -> int:
