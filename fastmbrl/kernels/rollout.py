@@ -52,6 +52,7 @@ from .._validate import as_array, check_positive_int
 from . import FASTMATH
 from .dense import ACTIVATIONS, activate, dense_kernel, specialise
 from .isa import Spec, get_spec
+from .planner_ops import ts1_sources
 
 
 #: trajectory sampling: each particle re-draws its member every step (ts1), keeps one member for
@@ -470,6 +471,118 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
             returns[k0 + r] = v if np.isfinite(v) else _NEG_INF
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _softplus(x):
+    return max(x, np.float32(0)) + np.log1p(np.exp(-abs(x)))
+
+
+def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry,
+                      logvar_bounds, noise_scale, per_member, noise, sources, chunk_start,
+                      chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws,
+                      act_ws, rew_ws, done_ws, state_a, state_b, ret_a, ret_b, alive_a, alive_b,
+                      returns):
+    """Trajectory sampling (PETS): every row is a particle in a slot; the slots of member m
+    are m * K Pm + k Pm + j for candidate k and j < Pm = `per_member`, one chunk one member.
+    A step moves slot s's particle in from slot sources[s, t] (ts1: a permutation within
+    the candidate; `sources` empty: stay, tsinf), predicts mean and bounded log-variance, and
+    samples next = carry obs + mean + noise_scale exp(lv / 2) noise[s, t]. The time loop is
+    outside the parallel loop so that particles can change member between steps; the states
+    live in the ping-pong arrays state_*, ret_*, alive_*. returns[s] is slot s's return.
+    Template: rollout_kernel(..., particles=True) binds _reward, _terminated, LANES and dense."""
+    n_obs = obs0.shape[0]
+    n_feat = n_obs + angle_dims.shape[0]
+    horizon = actions.shape[1]
+    n_act = actions.shape[2]
+    n_layers = layers.shape[0]
+    n_slots = returns.shape[0]
+    rows = x_ws.shape[1]
+    in_ld = x_ws.shape[2]
+    fan0 = layers[0, 0]
+    panels0 = layers[0, 1]
+    w_off0 = layers[0, 2]
+    b_off0 = layers[0, 3]
+    moved = sources.shape[0] > 0
+    half = np.float32(0.5)
+    for s in range(n_slots):
+        for o in range(n_obs):
+            state_a[s, o] = obs0[o]
+        ret_a[s] = 0
+        alive_a[s] = True
+    s_in, s_out, r_in, r_out, a_in, a_out = state_a, state_b, ret_a, ret_b, alive_a, alive_b
+    for t in range(horizon):
+        for c in prange(chunk_member.shape[0]):
+            k0 = chunk_start[c]
+            n = chunk_start[c + 1] - k0
+            q0 = chunk_source[c]  # slot offset within the member's block
+            mem = chunk_member[c]
+            w = weights[mem]
+            b = biases[mem]
+            x, ha, hb, out = x_ws[c], ha_ws[c], hb_ws[c], out_ws[c]
+            obs, nxt, act = obs_ws[c], nxt_ws[c], act_ws[c]
+            rew, done = rew_ws[c], done_ws[c]
+            first = out if n_layers == 1 else ha
+            for r in range(rows):
+                src = k0 + r
+                if r < n and moved:
+                    src = sources[k0 + r, t]
+                for o in range(n_obs):
+                    obs[r, o] = s_in[src, o] if r < n else obs0[o]
+                cand = (q0 + r) // per_member if r < n else 0
+                for a in range(n_act):
+                    u = actions[cand, t, a]
+                    act[r, a] = u
+                    x[r, n_feat + a] = u
+                _features(obs, r, x, n_obs, angle_dims)
+            dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
+                  b, b_off0, panels0)
+            src_h = first
+            for layer in range(1, n_layers):
+                activate(src_h, rows, LANES * layers[layer - 1, 1], act_code)
+                dst = out if layer == n_layers - 1 else (hb if layer % 2 == 1 else ha)
+                dense(dst, dst.shape[1], src_h, 0, src_h.shape[1], rows, w, layers[layer, 2],
+                      layers[layer, 0] * LANES, layers[layer, 0], b, layers[layer, 3],
+                      layers[layer, 1])
+                src_h = dst
+            for r in range(rows):
+                for o in range(n_obs):
+                    v = carry[o] * obs[r, o] + out[r, o]
+                    if r < n:
+                        hi = logvar_bounds[mem, 0, o]
+                        lo = logvar_bounds[mem, 1, o]
+                        lv = hi - _softplus(hi - out[r, n_obs + o])
+                        lv = lo + _softplus(lv - lo)
+                        v += noise_scale[mem, o] * np.exp(half * lv) * noise[k0 + r, t, o]
+                    nxt[r, o] = v
+            _reward(obs, act, nxt, rew)
+            _terminated(obs, act, nxt, done)
+            for r in range(n):
+                s = k0 + r
+                src = sources[s, t] if moved else s
+                alive = a_in[src]
+                ret = r_in[src]
+                if alive:
+                    tot = np.float32(0)
+                    for o in range(n_obs):
+                        tot += nxt[r, o]
+                    if not np.isfinite(tot):
+                        alive = False
+                        ret = _NEG_INF
+                    else:
+                        ret += rew[r]
+                        if done[r]:
+                            alive = False
+                for o in range(n_obs):
+                    s_out[s, o] = nxt[r, o]
+                r_out[s] = ret
+                a_out[s] = alive
+        s_in, s_out = s_out, s_in
+        r_in, r_out = r_out, r_in
+        a_in, a_out = a_out, a_in
+    for s in range(n_slots):
+        v = r_in[s]
+        returns[s] = v if np.isfinite(v) else _NEG_INF
+
+
 _KERNELS: dict = {}
 
 
@@ -486,19 +599,22 @@ def _check_numba_function(fn, name):
                         f"got {type(fn).__name__}")
 
 
-def rollout_kernel(reward, terminated=None, isa=None):
+def rollout_kernel(reward, terminated=None, isa=None, particles: bool = False):
     """The compiled kernel specialised to (reward, terminated) and an instruction-set spec
-    (default: the current one); cached in memory and on disk."""
+    (default: the current one); cached in memory and on disk. `particles`: the trajectory
+    sampling kernel (`_particle_rollout`) instead of the deterministic one."""
     _check_numba_function(reward, "reward")
     if terminated is None:
         terminated = never_terminated
     _check_numba_function(terminated, "terminated")
     spec = get_spec(isa)
-    key = (reward, terminated, spec.key)
+    key = (reward, terminated, spec.key, bool(particles))
     kernel = _KERNELS.get(key)
     if kernel is None:
         # one cache file per reward/termination pair and spec
-        kernel = specialise(_rollout, spec, f"_rollout__{_tag(reward)}__{_tag(terminated)}",
+        template = _particle_rollout if particles else _rollout
+        kernel = specialise(template, spec,
+                            f"{template.__name__}__{_tag(reward)}__{_tag(terminated)}",
                             parallel=True, _reward=reward, _terminated=terminated,
                             dense=dense_kernel(spec))
         _KERNELS[key] = kernel
@@ -611,3 +727,156 @@ def user_error(exc: SystemError, reward, terminated=None) -> BaseException:
 def _qualname(fn) -> str:
     py = getattr(fn, "py_func", fn)
     return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(fn))}"
+
+
+# --- trajectory sampling ----------------------------------------------------------------------
+def particles_per_member(packed: PackedModel) -> int:
+    """Pm: each member carries Pm of a candidate's P particles (P must be a multiple of B)."""
+    p, b = packed.particles, packed.num_members
+    if p % b:
+        raise ValueError(f"particles: {p} particles cannot be shared evenly by the model's {b} "
+                         f"elite members; use a multiple of {b}")
+    return p // b
+
+
+def slot_of(num_candidates: int, per_member: int, k, p):
+    """The slot (row of the particle kernel) of particle p of candidate k: particle p belongs
+    to member p // Pm; a member's slots are contiguous, candidate after candidate."""
+    return (p // per_member) * num_candidates * per_member + k * per_member + p % per_member
+
+
+class ParticleWorkspace:
+    """The particle kernel's arrays for up to `num_candidates` candidates of `horizon` steps
+    (allocated once): the chunks' scratch (a Workspace), the particles' states, returns and
+    flags (ping-pong), the sampling noise (slots, H, O), for ts1 the sources (slots, H) and the
+    uniforms (K, H, P) they are drawn from, and each slot's return."""
+
+    def __init__(self, packed: PackedModel, num_candidates: int, horizon: int,
+                 rows: int | None = None):
+        rows = chunk_rows(packed, rows)
+        k, h = check_positive_int(num_candidates, "num_candidates"), horizon
+        self.per_member = pm = particles_per_member(packed)
+        e, o = packed.num_members, packed.obs_dim
+        n = k * packed.particles
+        self.num_candidates, self.horizon, self.rows = k, h, rows
+        self.chunks = Workspace(packed, e * -(-k * pm // rows), rows)
+        f = np.float32
+        self.state_a, self.state_b = np.zeros((n, o), f), np.zeros((n, o), f)
+        self.ret_a, self.ret_b = np.zeros(n, f), np.zeros(n, f)
+        self.alive_a, self.alive_b = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        self.noise = np.zeros((n, h, o), f)
+        ts1 = packed.propagation == "ts1"
+        self.sources = np.zeros((n, h) if ts1 else (0, 0), np.int64)
+        self.uniforms = np.zeros((k, h, packed.particles) if ts1 else (0, 0, 0), f)
+        self.perm = np.zeros(packed.particles, np.int64)
+        self.slot_returns = np.zeros(n, f)
+
+
+def particle_workspace_bytes(packed: PackedModel, num_candidates: int, horizon: int,
+                             rows: int) -> int:
+    """About what a ParticleWorkspace of these sizes allocates."""
+    n = num_candidates * packed.particles
+    o = packed.obs_dim
+    ts1 = packed.propagation == "ts1"
+    return 4 * n * (2 * o + 3 + horizon * o) + (12 * n * horizon if ts1 else 0)
+
+
+class ParticleArgs(NamedTuple):
+    """The particle kernel's arguments, named as `_particle_rollout`'s parameters."""
+
+    obs0: np.ndarray
+    actions: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    layers: np.ndarray
+    act_code: int
+    angle_dims: np.ndarray
+    carry: np.ndarray
+    logvar_bounds: np.ndarray
+    noise_scale: np.ndarray
+    per_member: int
+    noise: np.ndarray
+    sources: np.ndarray
+    chunk_start: np.ndarray
+    chunk_member: np.ndarray
+    chunk_source: np.ndarray
+    x_ws: np.ndarray
+    ha_ws: np.ndarray
+    hb_ws: np.ndarray
+    out_ws: np.ndarray
+    obs_ws: np.ndarray
+    nxt_ws: np.ndarray
+    act_ws: np.ndarray
+    rew_ws: np.ndarray
+    done_ws: np.ndarray
+    state_a: np.ndarray
+    state_b: np.ndarray
+    ret_a: np.ndarray
+    ret_b: np.ndarray
+    alive_a: np.ndarray
+    alive_b: np.ndarray
+    returns: np.ndarray
+
+    def with_model(self, packed: PackedModel) -> "ParticleArgs":
+        return self._replace(**_model_args(packed), logvar_bounds=packed.logvar_bounds,
+                             noise_scale=packed.noise_scale)
+
+
+def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace) -> ParticleArgs:
+    """The particle kernel's arguments for the candidates `actions` (k, H, A), k at most the
+    workspace's: views of its arrays (no checks)."""
+    k = actions.shape[0]
+    pm, n = pws.per_member, k * packed.particles
+    chunks = make_chunks(k * pm, pws.rows, every_member=packed.num_members)
+    ws = pws.chunks.arrays
+    return ParticleArgs(
+        obs0=obs0, actions=actions, **_model_args(packed), logvar_bounds=packed.logvar_bounds,
+        noise_scale=packed.noise_scale, per_member=pm, noise=pws.noise[:n],
+        sources=pws.sources[:n], chunk_start=chunks.chunk_start,
+        chunk_member=chunks.chunk_member, chunk_source=chunks.chunk_source, x_ws=ws.x_ws,
+        ha_ws=ws.ha_ws, hb_ws=ws.hb_ws, out_ws=ws.out_ws, obs_ws=ws.obs_ws, nxt_ws=ws.nxt_ws,
+        act_ws=ws.act_ws, rew_ws=ws.rew_ws, done_ws=ws.done_ws, state_a=pws.state_a[:n],
+        state_b=pws.state_b[:n], ret_a=pws.ret_a[:n], ret_b=pws.ret_b[:n],
+        alive_a=pws.alive_a[:n], alive_b=pws.alive_b[:n], returns=pws.slot_returns[:n])
+
+
+def draw_particles(rng: np.random.Generator, pws: ParticleWorkspace, k: int) -> None:
+    """Fill the noise (and for ts1 the sources) of the first k candidates from `rng`, in place:
+    the noise, then the uniforms of the ts1 permutations."""
+    n = k * pws.perm.shape[0]
+    rng.standard_normal(out=pws.noise[:n], dtype=np.float32)
+    if pws.sources.shape[0]:
+        u = pws.uniforms[:k]
+        rng.random(out=u, dtype=np.float32)
+        ts1_sources(u, pws.per_member, pws.sources[:n], pws.perm)
+
+
+def particle_rollout(packed: PackedModel, obs, actions, reward, terminated=None, *,
+                     seed: int = 0, rows: int | None = None, noise=None, sources=None
+                     ) -> np.ndarray:
+    """Returns (K, P): the return of every particle p of every candidate (PETS trajectory
+    sampling of a probabilistic `packed` model, its particles and propagation). `noise`
+    (K P, H, O) and, for ts1, `sources` (K P, H) in slot order (`slot_of`) replace what `seed`
+    would draw. For tests and one-off use: planners keep their arrays (Scorer)."""
+    if not (isinstance(packed, PackedModel) and packed.sampled):
+        raise ValueError("packed: expected a probabilistic PackedModel with ts1 or tsinf "
+                         "propagation")
+    obs = as_array(obs, "obs", (packed.obs_dim,))
+    actions = np.ascontiguousarray(as_array(actions, "actions", (None, None, packed.act_dim)))
+    k, h = actions.shape[:2]
+    pws = ParticleWorkspace(packed, k, h, rows)
+    draw_particles(np.random.default_rng(seed), pws, k)
+    n = k * packed.particles
+    if noise is not None:
+        pws.noise[...] = as_array(noise, "noise", (n, h, packed.obs_dim))
+    if sources is not None and pws.sources.shape[0]:
+        pws.sources[...] = as_array(sources, "sources", (n, h), np.int64)
+    args = particle_args(packed, obs, actions, pws)
+    kernel = rollout_kernel(reward, terminated, packed.isa, particles=True)
+    try:
+        kernel(*args)
+    except SystemError as exc:
+        raise user_error(exc, reward, terminated) from None
+    pm = pws.per_member
+    kk, pp = np.meshgrid(np.arange(k), np.arange(packed.particles), indexing="ij")
+    return pws.slot_returns[slot_of(k, pm, kk, pp)]
