@@ -150,7 +150,8 @@ class DynamicsModel:
                      risk: float | None = None) -> None:
         """How planners roll a probabilistic model out (ignored by a deterministic one):
         `particles` per candidate, `propagation` (one of PROPAGATIONS) and `risk` λ >= 0, a
-        candidate scoring mean - λ std of its particles' returns. None keeps a setting."""
+        candidate scoring mean - λ std of its particles' returns. None keeps a setting. A
+        planner built before follows a new `risk`; other changes need a new planner."""
         if particles is not None:
             self.particles = check_positive_int(particles, "particles")
         if propagation is not None:
@@ -163,6 +164,7 @@ class DynamicsModel:
                 raise ValueError(f"risk: expected a non-negative number, got {risk!r}")
             self.risk = float(risk)
         self._packed = {}
+        self.version = getattr(self, "version", -1) + 1  # planners re-pack
 
     # ----------------------------------------------------------------------------- prediction
     def _features(self, obs, act):
