@@ -100,7 +100,8 @@ class Controller:
     def __init__(self, model: DynamicsModel, task: str | Task, planner: str = DEFAULT_PLANNER,
                  horizon: int = DEFAULT_HORIZON, num_samples: int | None = None, seed: int = 0,
                  planner_options: Mapping[str, Any] | None = None, shaping: bool = True,
-                 deadline_ms: float | None = None) -> None:
+                 deadline_ms: float | None = None, particles: int | None = None,
+                 propagation: str | None = None, risk: float | None = None) -> None:
         if not isinstance(task, (str, Task)):
             raise FastMBRLError(f"task must be a task name or a Task, got {task!r}")
         self.task = get_task(task) if isinstance(task, str) else task
@@ -115,6 +116,8 @@ class Controller:
                 f"{self.task.name} has {self.task.absolute_obs_dims}: a learned reward needs a "
                 "model trained for it")
         self.model = model
+        # trajectory sampling of a probabilistic model (None: the model's own)
+        model.set_sampling(particles, propagation, risk)
         self.settings: dict[str, Any] = {  # as controller.json records them
             "planner": planner,
             "horizon": check_positive_int(horizon, "horizon"),
@@ -124,6 +127,7 @@ class Controller:
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
             "deadline_ms": None if deadline_ms is None else check_deadline(deadline_ms),
+            "particles": model.particles, "propagation": model.propagation, "risk": model.risk,
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options, shaping)
@@ -192,6 +196,8 @@ class Controller:
             raise FormatError(f"{meta_path} has no setting {exc}") from None
         settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
         settings["deadline_ms"] = meta.get("deadline_ms")
+        for key in ("particles", "propagation", "risk"):  # absent from older files
+            settings[key] = meta.get(key)
         settings.update(overrides)
         model = DynamicsModel.load(model_path)
         # the saved settings go through the constructor's checks and limits; name the file
