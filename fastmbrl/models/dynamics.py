@@ -163,8 +163,9 @@ class DynamicsModel:
             if isinstance(risk, bool) or not (np.isfinite(risk) and risk >= 0):
                 raise ValueError(f"risk: expected a non-negative number, got {risk!r}")
             self.risk = float(risk)
-        self._packed = {}
-        self.version = getattr(self, "version", -1) + 1  # planners re-pack
+        if (particles, propagation, risk) != (None, None, None):
+            self._packed = {}
+            self.version = getattr(self, "version", -1) + 1  # planners re-pack
 
     # ----------------------------------------------------------------------------- prediction
     def _features(self, obs, act):

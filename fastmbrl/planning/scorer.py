@@ -161,6 +161,8 @@ class Scorer:
                     f"{self.max_candidates}, rows={self.rows}, members={self.num_members})", need)
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self.sampled = packed.sampled
+        #: model rollouts per candidate: its particles, or one per member
+        self.rollouts_per_candidate = packed.particles if self.sampled else self.num_members
         self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, self.sampled)
         k, b = self.max_candidates, self.num_members
         self._obs = np.zeros(self.obs_dim, F32)
