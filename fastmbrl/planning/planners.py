@@ -214,7 +214,8 @@ class Planner:
     @classmethod
     def candidates_per_call(cls, num_samples: int | None = None, **options: Any) -> int:
         """Candidates one plan scores with these settings once an episode is under way and no
-        deadline cuts it short: a plan costs this x horizon x ensemble members model steps."""
+        deadline cuts it short: a plan costs this x horizon x ensemble members model steps
+        (x particles instead of members for a probabilistic model rolled out by ts1/tsinf)."""
         return cls._candidates(_num_samples(cls, num_samples), **options)
 
     @classmethod
