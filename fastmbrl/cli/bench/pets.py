@@ -15,6 +15,8 @@ import numpy as np
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.planning.planners import CEM
 
+from .common import machine
+
 F32 = np.float32
 
 
@@ -30,17 +32,18 @@ class PetsConfig:
     members: int = 5
     particles: int = 20
 
-    def measure(self, repeats: int, reference_repeats: int) -> dict:
-        from .plan import _median_ms, cheetah_reward, machine  # plan.py imports this module
-
+    def measure(self, repeats: int, reference_repeats: int, rewards, median_ms) -> dict:
+        """The row of `fastmbrl bench plan`, which hands in its (numba, NumPy) cheetah reward
+        pair and its timer `median_ms(fn, obs, repeats) -> (median, min)`."""
+        cheetah_reward, reward_np = rewards
         model = random_model(self)
         planner = CEM(model, cheetah_reward, horizon=self.horizon, num_samples=self.samples,
                       elites=self.samples // 10, iterations=self.iterations,
                       action_low=-np.ones(self.act_dim, F32),
                       action_high=np.ones(self.act_dim, F32))
         obs = np.random.default_rng(1).standard_normal(self.obs_dim).astype(F32)
-        ms, best_ms = _median_ms(planner.plan, obs, repeats)
-        ref_ms, _ = _median_ms(NumpyPets(self, model).plan, obs, reference_repeats)
+        ms, best_ms = median_ms(planner.plan, obs, repeats)
+        ref_ms, _ = median_ms(NumpyPets(self, model, reward_np).plan, obs, reference_repeats)
         steps = self.samples * self.horizon * self.iterations * self.particles
         flops = planner.packed.flops_per_step() * steps
         return {"config": self.name, "ms_per_plan": round(ms, 3),
@@ -70,8 +73,8 @@ class NumpyPets:
     """The same plan in vectorised NumPy: particle p of a candidate belongs to member
     p // (P / B) for the whole horizon (TS∞)."""
 
-    def __init__(self, cfg: PetsConfig, model: DynamicsModel, seed: int = 0):
-        self.cfg, self.model = cfg, model
+    def __init__(self, cfg: PetsConfig, model: DynamicsModel, reward, seed: int = 0):
+        self.cfg, self.model, self.reward = cfg, model, reward
         self.rng = np.random.default_rng(seed)
         self.o = cfg.obs_dim
 
@@ -89,8 +92,6 @@ class NumpyPets:
         return state + model.delta_mean + model.delta_std * (h[:, :o] + np.exp(lv / 2) * eps)
 
     def returns(self, obs, actions):
-        from .plan import _cheetah_reward_np
-
         cfg = self.cfg
         k, per = actions.shape[0], cfg.particles // cfg.members
         total = np.zeros(k, F32)
@@ -99,7 +100,7 @@ class NumpyPets:
             for t in range(cfg.horizon):
                 a = np.repeat(actions[:, t], per, axis=0)
                 nxt = self._step(m, state, a)
-                total += _cheetah_reward_np(state, a, nxt).reshape(k, per).sum(axis=1)
+                total += self.reward(state, a, nxt).reshape(k, per).sum(axis=1)
                 state = nxt
         return total / F32(cfg.particles)
 

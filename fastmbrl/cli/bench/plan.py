@@ -186,7 +186,8 @@ def _median_ms(fn, obs, repeats):
 def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
     """One configuration: kernel planner and NumPy reference, medians in ms."""
     if hasattr(cfg, "measure"):  # a configuration that brings its own (pets)
-        return cfg.measure(repeats, reference_repeats)
+        return cfg.measure(repeats, reference_repeats, (cheetah_reward, _cheetah_reward_np),
+                           _median_ms)
     model = random_model(cfg)
     planner = make_planner(cfg, model)
     obs = np.random.default_rng(1).standard_normal(cfg.obs_dim).astype(F32)
