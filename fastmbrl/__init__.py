@@ -37,6 +37,7 @@ _LAZY = {
     "Adam": "fastmbrl.models.mlp",
     "SGD": "fastmbrl.models.mlp",
     "DynamicsModel": "fastmbrl.models.dynamics",
+    "FunctionModel": "fastmbrl.models.function",
     "RandomShooting": "fastmbrl.planning.planners",
     "CEM": "fastmbrl.planning.planners",
     "MPPI": "fastmbrl.planning.planners",

@@ -36,26 +36,43 @@ def features_reference(obs, angle_dims=()):
 def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
                       delta_std, obs, actions, reward, terminated=None, angle_dims=(),
                       absolute_dims=()):
-    """Returns (K,) of the delta model rolled out step by step; rewards/terminations are called
-    on float32 copies, as their contract says. Diverged candidates (non-finite state while
-    running, or non-finite return) score -inf; a terminated rollout keeps the reward of its
-    terminating step and earns nothing after. `absolute_dims` are predicted as values, not
-    deltas."""
-    actions = np.asarray(actions, np.float64)
+    """Returns (K,) of the delta model rolled out step by step (see `returns_reference`).
+    `absolute_dims` are predicted as values, not deltas."""
+    def step(state, a):
+        net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
+                  - input_mean) * input_scale
+        carried = state.copy()
+        carried[:, list(absolute_dims)] = 0
+        return carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
+                                                                        activation, net_in)
+    return returns_reference(step, obs, actions, reward, terminated, np.float64)
+
+
+def known_rollout_reference(dynamics, obs, actions, reward, terminated=None):
+    """Returns (K,) of known dynamics `dynamics(obs, act, next_obs)` stepped in float32, one
+    call per step on every candidate (see `returns_reference`)."""
+    def step(state, a):
+        nxt = np.empty_like(state)
+        dynamics(np.ascontiguousarray(state), np.ascontiguousarray(a), nxt)
+        return nxt
+    return returns_reference(step, obs, actions, reward, terminated, np.float32)
+
+
+def returns_reference(step, obs, actions, reward, terminated, dtype):
+    """Returns (K,) of `step(state (K, O), act (K, A)) -> next state` from `obs` for H steps;
+    rewards/terminations are called on float32 copies, as their contract says. Diverged
+    candidates (non-finite state while running, or non-finite return) score -inf; a terminated
+    rollout keeps the reward of its terminating step and earns nothing after."""
+    actions = np.asarray(actions, dtype)
     k, horizon, _ = actions.shape
-    state = np.repeat(np.asarray(obs, np.float64)[None], k, axis=0)
+    state = np.repeat(np.asarray(obs, dtype)[None], k, axis=0)
     returns = np.zeros(k)
     alive = np.ones(k, bool)
     rew = np.empty(k, np.float32)
     done = np.zeros(k, np.bool_)
     for t in range(horizon):
         a = actions[:, t]
-        net_in = (np.concatenate([features_reference(state, angle_dims), a], axis=1)
-                  - input_mean) * input_scale
-        carried = state.copy()
-        carried[:, list(absolute_dims)] = 0
-        nxt = carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
-                                                                       activation, net_in)
+        nxt = step(state, a)
         with np.errstate(invalid="ignore", over="ignore"):
             f32 = [np.ascontiguousarray(v, np.float32) for v in (state, a, nxt)]
             reward(*f32, rew)
@@ -276,3 +293,43 @@ def tensorboard_scalars(logdir):
             for value in event.summary.value:
                 shown.setdefault(value.tag, []).append((event.step, value.simple_value))
     return shown
+
+
+# --- a linear-quadratic problem with a known optimum, for the planners ---
+LQ_DT = 0.1
+
+
+@numba.njit(cache=True)
+def double_integrator(obs, act, next_obs):
+    """x = (position, velocity), u = acceleration: x' = A x + B u, exact in float32."""
+    for i in range(obs.shape[0]):
+        next_obs[i, 0] = obs[i, 0] + np.float32(LQ_DT) * obs[i, 1]
+        next_obs[i, 1] = obs[i, 1] + np.float32(LQ_DT) * act[i, 0]
+
+
+def lq_optimum(x0, horizon, act_weight=0.1):
+    """(u*, J*) of max -sum_t |x_{t+1}|^2 + w |u_t|^2 under double_integrator from x0, unbounded:
+    the stacked states are X = F x0 + G u, so u* solves (G'G + w I) u = -G' F x0."""
+    a = np.array([[1.0, LQ_DT], [0.0, 1.0]])
+    b = np.array([[0.0], [LQ_DT]])
+    f = np.zeros((2 * horizon, 2))
+    g = np.zeros((2 * horizon, horizon))
+    power = np.eye(2)
+    for t in range(horizon):
+        power = a @ power
+        f[2 * t: 2 * t + 2] = power
+        for s in range(t + 1):
+            g[2 * t: 2 * t + 2, s] = (np.linalg.matrix_power(a, t - s) @ b)[:, 0]
+    x0 = np.asarray(x0, np.float64)
+    u = -np.linalg.solve(g.T @ g + act_weight * np.eye(horizon), g.T @ f @ x0)
+    return u, lq_return(u, x0, act_weight)
+
+
+def lq_return(u, x0, act_weight=0.1):
+    """The return of the action sequence u (H,) or (H, 1) from x0, in float64."""
+    x = np.asarray(x0, np.float64).copy()
+    total = 0.0
+    for ut in np.ravel(u):
+        x = np.array([x[0] + LQ_DT * x[1], x[1] + LQ_DT * ut])
+        total -= x @ x + act_weight * ut * ut
+    return total

@@ -61,3 +61,15 @@ def test_the_table_names_every_planner(saved, capsys):
     out = capsys.readouterr().out
     for name in PLANNERS:
         assert f"\n{name} " in out
+
+
+def test_known_dynamics_from_the_command_line(capsys):
+    assert main(["bench", "planners", "Pendulum-v1", "--known-dynamics", "--planners", "mppi",
+                 "--budgets", "3000", "--episodes", "1", "--json", "--no-png"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["model"] == "known dynamics" and row["horizon"] == 20
+    assert row["mean_return"] > -200  # the true model swings the pendulum up
+    assert main(["eval", "Pendulum-v1", "--known-dynamics", "--planner", "icem", "--horizon",
+                 "30", "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["planner"] == "icem" and result["mean_return"] > -200

@@ -267,3 +267,10 @@ def test_bench_planners_bad_input(runs, capsys):
     refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--budgets", "0"], "--budgets")
     refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--episodes", "0"], "--episodes")
     refused(capsys, ["bench", "planners", str(runs["trpo"])], "policy")
+
+
+def test_known_dynamics_of_a_task_without_them(capsys):
+    refused(capsys, ["eval", "HalfCheetah-v5", "--known-dynamics"], "HalfCheetah-v5",
+            "no known dynamics")
+    refused(capsys, ["bench", "planners", "Reacher-v5", "--known-dynamics"], "Reacher-v5",
+            "no known dynamics")

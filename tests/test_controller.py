@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fastmbrl import Controller, DynamicsModel
+from fastmbrl.errors import FastMBRLError
 from fastmbrl.cli.bench.controller import allocations
 
 
@@ -175,3 +176,47 @@ def test_controller_json_keeps_the_action_bounds_and_a_load_checks_them(controll
     (tmp_path / "controller.json").write_text(json.dumps(meta))
     with pytest.raises(FormatError, match="action_high"):
         Controller.load(tmp_path)
+
+
+def test_known_dynamics_plan_the_swing_up_and_save_as_settings(tmp_path):
+    """Every planner's machinery on a FunctionModel; iCEM at its default budget swings the
+    pendulum up with the true model, and the controller saves without a model.npz."""
+    pytest.importorskip("gymnasium")
+    from fastmbrl.models.function import FunctionModel
+
+    model = FunctionModel.of_task("Pendulum-v1")
+    ctrl = Controller(model, "Pendulum-v1", planner="icem", horizon=30)
+    env = ctrl.task.make_env()
+    obs, _ = env.reset(seed=1_000_000)  # 32° off upright (from the bottom ~-240 is the best)
+    total = 0.0
+    for _ in range(200):
+        obs, reward, *_ = env.step(ctrl.act(obs))
+        total += reward
+    env.close()
+    assert total > -200
+    ctrl.save(tmp_path / "known")
+    assert not (tmp_path / "known" / "model.npz").exists()
+    again = Controller.load(tmp_path / "known")
+    assert isinstance(again.model, FunctionModel) and again.settings == ctrl.settings
+    obs0 = np.array([1.0, 0.0, 0.0], np.float32)
+    again.reset(0)
+    ctrl.reset(0)
+    np.testing.assert_array_equal(again.act(obs0), ctrl.act(obs0))
+
+
+def test_function_models_refuse_what_they_cannot_be(tmp_path):
+    from fastmbrl.models.function import FunctionModel
+    from fastmbrl.tasks import mountain_car_dynamics
+
+    with pytest.raises(FastMBRLError, match="HalfCheetah-v5 has no known dynamics"):
+        FunctionModel.of_task("HalfCheetah-v5")
+    with pytest.raises(FastMBRLError, match="dynamics: expected a numba.njit function"):
+        FunctionModel(lambda obs, act, nxt: None, 2, 1)
+    mine = FunctionModel(mountain_car_dynamics, 2, 1)  # not the task's: not saveable
+    ctrl = Controller(mine, "MountainCarContinuous-v0", planner="rs", horizon=5, num_samples=8)
+    with pytest.raises(FastMBRLError, match="code, not data"):
+        ctrl.save(tmp_path / "mine")
+    assert not (tmp_path / "mine").exists()
+    with pytest.raises(FastMBRLError, match="do not fit task"):
+        Controller(mine, "Pendulum-v1")
+    np.testing.assert_array_equal(mine.predict([0.0, 0.0], [1.0]).shape, (2,))

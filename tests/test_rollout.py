@@ -239,3 +239,27 @@ def test_absolute_outputs_match_reference(threads, isa):
     with pytest.raises(ValueError, match="absolute_dims"):
         pack_model(activation="tanh", absolute_dims=(4,), **model)
 
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_known_dynamics_match_reference(threads):
+    """A FunctionModel's step replaces the network in the same kernel: MountainCar's exact
+    dynamics, reward and termination (some candidates reach the goal and stop earning)."""
+    from fastmbrl.kernels.rollout import pack_dynamics
+    from fastmbrl.tasks import mountain_car_dynamics, mountain_car_reward, mountain_car_terminated
+    from tests.reference import known_rollout_reference
+
+    rng = np.random.default_rng(threads)
+    obs = np.array([0.3, 0.02], np.float32)
+    actions = rng.uniform(-1.5, 1.5, (77, 25, 1)).astype(np.float32)
+    packed = pack_dynamics(mountain_car_dynamics, 2, 1)
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, mountain_car_reward, mountain_car_terminated)
+    want = known_rollout_reference(mountain_car_dynamics, obs, actions, mountain_car_reward,
+                                   mountain_car_terminated)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    reached = want > 50
+    assert reached.any() and not reached.all()
+    with pytest.raises(TypeError, match=r"dynamics: expected a numba.njit function "
+                                        r"fn\(obs, act, next_obs\)"):
+        pack_dynamics(np.copyto, 2, 1)

@@ -13,11 +13,15 @@ from fastmbrl.algorithms.config import non_negative_int
 from fastmbrl.planning.controller import CONTROLLER_FILE, MODEL_FILE, Controller
 from fastmbrl.errors import FastMBRLError, FormatError, MissingFileError, require
 from fastmbrl.algorithms.rundir import import_run_tasks, read_run_config
+from fastmbrl.models.function import FunctionModel
 from fastmbrl.models.policies import PolicyController
 
 
 def load_controller(path, **overrides):
-    """The acting object saved at `path`: an MPC Controller, or a TRPO (or MB-MF) policy."""
+    """The acting object saved at `path`: an MPC Controller, or a TRPO (or MB-MF) policy.
+    `path` may also be a Controller: a new one on its model with `overrides` of its settings."""
+    if isinstance(path, Controller):
+        return Controller(path.model, path.task, **{**path.settings, **overrides})
     path = Path(path)
     if not path.exists():  # not the parent's controller: a typo must not evaluate the parent
         raise MissingFileError(f"{path} does not exist (expected a run directory or its "
@@ -51,6 +55,12 @@ def load_controller(path, **overrides):
         raise MissingFileError(f"{directory}/config.json names an {algo} run but there is no "
                                f"{directory / MODEL_FILE} (no iteration finished yet?)")
     return Controller.load(path, **overrides)
+
+
+def known_dynamics_controller(task, **settings) -> Controller:
+    """A Controller planning with `task`'s own exact dynamics (FastMBRLError when it has none);
+    `settings` are Controller arguments (planner, horizon, num_samples, ...)."""
+    return Controller(FunctionModel.of_task(task), task, **settings)
 
 
 #: video i of an evaluation is VIDEO_PREFIX-episode-i.mp4 (RecordVideo's naming)
@@ -106,8 +116,9 @@ def recording_env(task, directory, episodes):
 
 
 def evaluate(path, episodes=5, seed=1_000_000, log=None, video=None, **overrides) -> dict:
-    """Mean, std and list of returns of the controller saved at `path` over `episodes` episodes;
-    `video`: a directory to record each episode into, one .mp4 file per episode."""
+    """Mean, std and list of returns of the controller saved at `path` (or of a Controller) over
+    `episodes` episodes; `overrides` replace its planner settings; `video`: a directory to
+    record each episode into, one .mp4 file per episode."""
     check_positive_int(episodes, "episodes")
     non_negative_int(seed, "seed")  # environments refuse negative seeds, after loading
     controller = load_controller(path, **overrides)

@@ -88,6 +88,9 @@ class PackedModel:
     particles: int = 1
     propagation: str = "expectation"
     risk: float = 0.0
+    #: known dynamics (a FunctionModel's numba step function) that the kernel calls in place of
+    #: the network, whose arrays are then placeholders; None for a network
+    dynamics: object = None
 
     def __post_init__(self):
         if self.carry is None:
@@ -250,6 +253,17 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
                        angle_dims=angles.copy(), isa=spec, carry=carry, **extra)
 
 
+def pack_dynamics(dynamics, obs_dim: int, act_dim: int, isa=None) -> PackedModel:
+    """A PackedModel that steps with known dynamics ``dynamics(obs, act, next_obs)`` (a numba
+    function over a batch of rows) instead of a network: one member, placeholder arrays."""
+    _check_numba_function(dynamics, "dynamics")
+    spec = get_spec(isa)
+    lanes = spec.lanes
+    return PackedModel(np.zeros((1, lanes), np.float32), np.zeros((1, lanes), np.float32),
+                       np.array([[1, 1, 0, 0]], np.int64), check_positive_int(obs_dim, "obs_dim"),
+                       check_positive_int(act_dim, "act_dim"), 0, isa=spec, dynamics=dynamics)
+
+
 def chunk_rows(packed: PackedModel, rows=None) -> int:
     """`rows` checked against the model's spec (a multiple of its tile rows), or its default."""
     spec = packed.isa
@@ -366,6 +380,11 @@ def never_terminated(obs, act, next_obs, out):
     out[:] = False
 
 
+@njit(cache=True)
+def _no_dynamics(obs, act, next_obs):
+    """The kernel's placeholder for known dynamics when a network is the model (never called)."""
+
+
 _NEG_INF = np.float32(-np.inf)
 
 
@@ -385,8 +404,9 @@ def _features(obs, r, x, n_obs, angle_dims):
 def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry, chunk_start,
              chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws,
              rew_ws, done_ws, alive_ws, ret_ws, base_ws, returns):
-    # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated and the
-    # spec's LANES and dense.
+    # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated, the
+    # spec's LANES and dense, and _KNOWN/_dynamics: with known dynamics (a FunctionModel) a
+    # step is _dynamics(obs, act, nxt) and the network's arguments are placeholders.
     n_obs = obs0.shape[0]
     n_feat = n_obs + angle_dims.shape[0]  # the network's observation inputs
     horizon = actions.shape[1]
@@ -419,38 +439,42 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
         # The first step starts from obs0 for every row: its share of layer 0 is computed once
         # (from obs0's features, put in row 0 of x, which step 0 reads only the actions of;
         # every row of obs holds obs0 now).
-        _features(obs, 0, x, n_obs, angle_dims)
-        for j in range(LANES * panels0):
-            v, lane = j // LANES, j % LANES
-            s = b[b_off0 + j]
-            for i in range(n_feat):
-                s += x[0, i] * w[w_off0 + (v * fan0 + i) * LANES + lane]
-            base[j] = s
+        if not _KNOWN:
+            _features(obs, 0, x, n_obs, angle_dims)
+            for j in range(LANES * panels0):
+                v, lane = j // LANES, j % LANES
+                s = b[b_off0 + j]
+                for i in range(n_feat):
+                    s += x[0, i] * w[w_off0 + (v * fan0 + i) * LANES + lane]
+                base[j] = s
         for t in range(horizon):
             for r in range(n):
                 for a in range(n_act):
                     u = actions[a0 + r, t, a]
                     act[r, a] = u
                     x[r, n_feat + a] = u
-            if t == 0:
-                dense(first, first.shape[1], x, n_feat, in_ld, rows, w, w_off0 + n_feat * LANES,
-                      fan0 * LANES, n_act, base, 0, panels0)
+            if _KNOWN:
+                _dynamics(obs, act, nxt)
             else:
+                if t == 0:
+                    dense(first, first.shape[1], x, n_feat, in_ld, rows, w,
+                          w_off0 + n_feat * LANES, fan0 * LANES, n_act, base, 0, panels0)
+                else:
+                    for r in range(rows):
+                        _features(obs, r, x, n_obs, angle_dims)
+                    dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
+                          b, b_off0, panels0)
+                src = first
+                for layer in range(1, n_layers):
+                    activate(src, rows, LANES * layers[layer - 1, 1], act_code)
+                    dst = out if layer == n_layers - 1 else (hb if layer % 2 == 1 else ha)
+                    dense(dst, dst.shape[1], src, 0, src.shape[1], rows, w, layers[layer, 2],
+                          layers[layer, 0] * LANES, layers[layer, 0], b, layers[layer, 3],
+                          layers[layer, 1])
+                    src = dst
                 for r in range(rows):
-                    _features(obs, r, x, n_obs, angle_dims)
-                dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
-                      b, b_off0, panels0)
-            src = first
-            for layer in range(1, n_layers):
-                activate(src, rows, LANES * layers[layer - 1, 1], act_code)
-                dst = out if layer == n_layers - 1 else (hb if layer % 2 == 1 else ha)
-                dense(dst, dst.shape[1], src, 0, src.shape[1], rows, w, layers[layer, 2],
-                      layers[layer, 0] * LANES, layers[layer, 0], b, layers[layer, 3],
-                      layers[layer, 1])
-                src = dst
-            for r in range(rows):
-                for o in range(n_obs):
-                    nxt[r, o] = carry[o] * obs[r, o] + out[r, o]
+                    for o in range(n_obs):
+                        nxt[r, o] = carry[o] * obs[r, o] + out[r, o]
             _reward(obs, act, nxt, rew)
             _terminated(obs, act, nxt, done)
             for r in range(n):
@@ -595,28 +619,37 @@ def _tag(fn) -> str:
 
 def _check_numba_function(fn, name):
     if not isinstance(fn, numba.core.registry.CPUDispatcher):
-        raise TypeError(f"{name}: expected a numba.njit function fn(obs, act, next_obs, out), "
+        args = "obs, act, next_obs" + ("" if name == "dynamics" else ", out")
+        raise TypeError(f"{name}: expected a numba.njit function fn({args}), "
                         f"got {type(fn).__name__}")
 
 
-def rollout_kernel(reward, terminated=None, isa=None, particles: bool = False):
-    """The compiled kernel specialised to (reward, terminated) and an instruction-set spec
-    (default: the current one); cached in memory and on disk. `particles`: the trajectory
-    sampling kernel (`_particle_rollout`) instead of the deterministic one."""
+def rollout_kernel(reward, terminated=None, isa=None, dynamics=None, particles: bool = False):
+    """The compiled kernel specialised to (reward, terminated), an instruction-set spec (default:
+    the current one) and, for known dynamics, the step function ``dynamics(obs, act, next_obs)``
+    that replaces the network; cached in memory and on disk. `particles`: the trajectory
+    sampling kernel of a probabilistic network (`_particle_rollout`) instead."""
     _check_numba_function(reward, "reward")
     if terminated is None:
         terminated = never_terminated
     _check_numba_function(terminated, "terminated")
+    if dynamics is not None:
+        _check_numba_function(dynamics, "dynamics")
     spec = get_spec(isa)
-    key = (reward, terminated, spec.key, bool(particles))
+    if particles and dynamics is not None:
+        raise ValueError("particles: known dynamics are not sampled")
+    key = (reward, terminated, spec.key, dynamics, bool(particles))
     kernel = _KERNELS.get(key)
     if kernel is None:
         # one cache file per reward/termination pair and spec
+        known = dynamics is not None
         template = _particle_rollout if particles else _rollout
-        kernel = specialise(template, spec,
-                            f"{template.__name__}__{_tag(reward)}__{_tag(terminated)}",
-                            parallel=True, _reward=reward, _terminated=terminated,
-                            dense=dense_kernel(spec))
+        name = f"{template.__name__}__{_tag(reward)}__{_tag(terminated)}"
+        if known:
+            name += f"__{_tag(dynamics)}"
+        kernel = specialise(template, spec, name, parallel=True, _reward=reward,
+                            _terminated=terminated, dense=dense_kernel(spec), _KNOWN=known,
+                            _dynamics=dynamics if known else _no_dynamics)
         _KERNELS[key] = kernel
     return kernel
 
@@ -700,7 +733,7 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
-    kernel = rollout_kernel(reward, terminated, packed.isa)
+    kernel = rollout_kernel(reward, terminated, packed.isa, packed.dynamics)
     try:
         kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1)))
     except SystemError as exc:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from fastmbrl._validate import StrPath, as_array, check_positive_int
 from fastmbrl.models.dynamics import DynamicsModel
+from fastmbrl.models.function import FunctionModel
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import read_json, write_json
 from fastmbrl.limits import ResourceLimitError
@@ -27,6 +28,8 @@ from fastmbrl.tasks.task import RewardFn
 CONTROLLER_FILE = "controller.json"
 MODEL_FILE = "model.npz"
 CONTROLLER_FORMAT = 1
+#: controller.json's "model" of a controller that plans with its task's known dynamics
+KNOWN_DYNAMICS = "known_dynamics"
 #: the planner arguments build_planner sets itself (not options)
 _SET_BY_CONTROLLER = ("model", "reward_fn", "terminated_fn", "horizon", "action_low",
                       "action_high", "seed")
@@ -69,7 +72,7 @@ def planning_objective(task: Task, shaping: bool = True) -> RewardFn:
     return task.planning_reward if shaping and task.planning_reward is not None else task.reward
 
 
-def build_planner(name: str, model: DynamicsModel | PackedModel, task: Task, horizon: int,
+def build_planner(name: str, model: DynamicsModel | FunctionModel | PackedModel, task: Task, horizon: int,
                   num_samples: int | None, seed: int, options: Mapping[str, Any] | None = None,
                   shaping: bool = True) -> Planner:
     """Construct the planner called `name` on `model` with `task`'s objective and bounds;
@@ -92,12 +95,13 @@ def build_planner(name: str, model: DynamicsModel | PackedModel, task: Task, hor
 
 
 class Controller:
-    """Model predictive control with a learned dynamics model: `act(obs) -> action`.
+    """Model predictive control with a learned dynamics model (or known dynamics, a
+    FunctionModel): `act(obs) -> action`.
 
     `num_samples` None takes the planner's DEFAULT_NUM_SAMPLES; the settings record the
     number used."""
 
-    def __init__(self, model: DynamicsModel, task: str | Task, planner: str = DEFAULT_PLANNER,
+    def __init__(self, model: DynamicsModel | FunctionModel, task: str | Task, planner: str = DEFAULT_PLANNER,
                  horizon: int = DEFAULT_HORIZON, num_samples: int | None = None, seed: int = 0,
                  planner_options: Mapping[str, Any] | None = None, shaping: bool = True,
                  deadline_ms: float | None = None, particles: int | None = None,
@@ -116,8 +120,14 @@ class Controller:
                 f"{self.task.name} has {self.task.absolute_obs_dims}: a learned reward needs a "
                 "model trained for it")
         self.model = model
-        # trajectory sampling of a probabilistic model (None: the model's own)
-        model.set_sampling(particles, propagation, risk)
+        sampling = {}
+        if isinstance(model, DynamicsModel):  # trajectory sampling (None: the model's own)
+            model.set_sampling(particles, propagation, risk)
+            sampling = {"particles": model.particles, "propagation": model.propagation,
+                        "risk": model.risk}
+        elif (particles, propagation, risk) != (None, None, None):
+            raise FastMBRLError("particles, propagation and risk apply to a learned "
+                                "(probabilistic) model, not to known dynamics")
         self.settings: dict[str, Any] = {  # as controller.json records them
             "planner": planner,
             "horizon": check_positive_int(horizon, "horizon"),
@@ -127,7 +137,7 @@ class Controller:
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
             "deadline_ms": None if deadline_ms is None else check_deadline(deadline_ms),
-            "particles": model.particles, "propagation": model.propagation, "risk": model.risk,
+            **sampling,
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options, shaping)
@@ -164,13 +174,24 @@ class Controller:
         self.planner.reset(seed)
 
     def save(self, directory: StrPath) -> Path:
+        """Write model.npz and controller.json into `directory`; a controller on its task's
+        known dynamics writes controller.json only (its "model" says so)."""
         directory = Path(directory)
+        known = isinstance(self.model, FunctionModel)
+        if known and (self.model.task != self.task.name
+                      or self.model.dynamics is not self.task.dynamics):
+            raise FastMBRLError("a FunctionModel of a function of your own is code, not data: "
+                                "only a controller on its task's own dynamics "
+                                "(FunctionModel.of_task) can be saved")
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save(directory / MODEL_FILE)
+        if not known:
+            self.model.save(directory / MODEL_FILE)
         meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings,
                 # the task's, for readers without fastmbrl; a load checks they still agree
                 "action_low": self.task.action_low.tolist(),
                 "action_high": self.task.action_high.tolist()}
+        if known:
+            meta["model"] = KNOWN_DYNAMICS
         write_json(directory / CONTROLLER_FILE, meta)
         return directory
 
@@ -181,9 +202,15 @@ class Controller:
         directory = path if path.is_dir() else path.parent
         model_path = path if path.is_file() else directory / MODEL_FILE
         meta_path = directory / CONTROLLER_FILE
-        if not model_path.exists():
+        meta = None
+        if path.is_dir() and meta_path.exists():
+            meta = read_json(meta_path, "")
+        known = meta is not None and meta.get("model") == KNOWN_DYNAMICS
+        if not known and not model_path.exists():
             raise FastMBRLError(f"no saved model at {model_path}")
-        meta = read_json(meta_path, f"no {CONTROLLER_FILE} beside {model_path}: not a fastmbrl run")
+        if meta is None:
+            meta = read_json(meta_path, f"no {CONTROLLER_FILE} beside {model_path}: not a "
+                                        "fastmbrl run")
         if meta.get("format_version") != CONTROLLER_FORMAT:
             raise FormatError(
                 f"{meta_path} has controller format {meta.get('format_version')}; "
@@ -197,9 +224,16 @@ class Controller:
         settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
         settings["deadline_ms"] = meta.get("deadline_ms")
         for key in ("particles", "propagation", "risk"):  # absent from older files
-            settings[key] = meta.get(key)
+            if key in meta:
+                settings[key] = meta[key]
         settings.update(overrides)
-        model = DynamicsModel.load(model_path)
+        if known:
+            try:
+                model = FunctionModel.of_task(settings["task"])
+            except FastMBRLError as exc:
+                raise FormatError(f"{meta_path}: {exc}") from None
+        else:
+            model = DynamicsModel.load(model_path)
         # the saved settings go through the constructor's checks and limits; name the file
         source = f"{meta_path}" + (f" (with overrides of {', '.join(overrides)})"
                                    if overrides else "")

@@ -163,7 +163,8 @@ class Scorer:
         self.sampled = packed.sampled
         #: model rollouts per candidate: its particles, or one per member
         self.rollouts_per_candidate = packed.particles if self.sampled else self.num_members
-        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, self.sampled)
+        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, packed.dynamics,
+                                      self.sampled)
         k, b = self.max_candidates, self.num_members
         self._obs = np.zeros(self.obs_dim, F32)
         self._actions = np.empty((k, self.horizon, self.act_dim), F32)

@@ -1,4 +1,5 @@
-"""`fastmbrl bench planners DIR`: return against compute, every planner on a trained run's model.
+"""`fastmbrl bench planners DIR`: return against compute, every planner on a trained run's model
+(or, `--known-dynamics TASK`, on the task's exact dynamics).
 
 Each planner runs closed-loop in the task's real environment at several budgets, a budget being
 the model steps one action may cost (candidates scored per plan x horizon x ensemble members);
@@ -14,8 +15,10 @@ from pathlib import Path
 
 from fastmbrl.algorithms.evaluate import evaluate, load_controller
 from fastmbrl.algorithms.config import non_negative_int
+from fastmbrl.cli.eval import add_planner_source, planner_source
 from fastmbrl.cli.train import add_import_argument, import_modules
 from fastmbrl.errors import FastMBRLError, require
+from fastmbrl.models.function import FunctionModel
 from fastmbrl.planning.planners import PLANNERS, num_samples_for
 from fastmbrl.progress import Progress
 from .common import machine, machine_line
@@ -49,8 +52,7 @@ def _names(text):
 
 
 def add_arguments(p):
-    p.add_argument("run_dir", metavar="DIR", help="a trained MBRL run directory (its model and "
-                                                  "task are used)")
+    add_planner_source(p, "a trained MBRL run directory (its model and task are used)")
     p.add_argument("--planners", default=",".join(PLANNERS),
                    help=f"comma-separated planners (default: {','.join(PLANNERS)})")
     p.add_argument("--budgets", default=None,
@@ -72,8 +74,8 @@ def add_arguments(p):
 
 def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_000_000,
              progress=None) -> list[dict]:
-    """One dict per planner and budget (see the module docstring); `progress(done, total)`
-    hears of each episode."""
+    """One dict per planner and budget (see the module docstring) for a run directory or a
+    Controller (e.g. on known dynamics); `progress(done, total)` hears of each episode."""
     controller = load_controller(run_dir)
     settings = getattr(controller, "settings", None)
     if settings is None or "horizon" not in settings:
@@ -83,6 +85,7 @@ def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_0
     if not isinstance(horizon, int) or horizon < 1:
         raise FastMBRLError(f"--horizon must be a positive integer, got {horizon!r}")
     members = controller.planner.scorer.rollouts_per_candidate  # particles when sampled
+    model = "known dynamics" if isinstance(controller.model, FunctionModel) else "learned"
     if budgets is None:
         own = model_steps_per_action(settings["planner"], settings["num_samples"], horizon,
                                      members, settings["planner_options"])
@@ -103,7 +106,7 @@ def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_0
 
         result = evaluate(run_dir, episodes, seed, log=step, planner=name, num_samples=k,
                           horizon=horizon, planner_options={})
-        rows.append({"task": result["task"], "planner": name, "budget": budget,
+        rows.append({"task": result["task"], "model": model, "planner": name, "budget": budget,
                      "num_samples": k, "horizon": horizon,
                      "model_steps_per_action": model_steps_per_action(name, k, horizon, members),
                      "ms_per_action": result["ms_per_act"], "mean_return": result["mean_return"],
@@ -153,7 +156,7 @@ def run(args) -> int:
         output_path(args.png)  # a bad path fails before the episodes run
     bar = Progress("planners", unit="episodes")
     try:
-        rows = rows_for(args.run_dir, planners, budgets, args.horizon, args.episodes, args.seed,
+        rows = rows_for(planner_source(args), planners, budgets, args.horizon, args.episodes, args.seed,
                         progress=bar)
     finally:
         bar.clear()
@@ -162,8 +165,8 @@ def run(args) -> int:
             print(json.dumps(row))
     else:
         print(machine_line())
-        print(f"{rows[0]['task']}, {args.episodes} episodes per row from reset seed {args.seed}; "
-              "± is the std over episodes")
+        print(f"{rows[0]['task']} ({rows[0]['model']} model), {args.episodes} episodes per row "
+              f"from reset seed {args.seed}; ± is the std over episodes")
         print(f"{'planner':<8}{'samples':>8}{'model steps/act':>16}{'ms/act':>9}"
               f"{'return':>10}{'± std':>9}")
         for r in rows:
