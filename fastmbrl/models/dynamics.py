@@ -109,8 +109,6 @@ class DynamicsModel:
         if e > self.ensemble_size:
             raise ValueError(f"num_elites: at most ensemble_size={self.ensemble_size}, got {e}")
         self.num_elites = e
-        #: the members prediction and planning use (the best num_elites after fit)
-        self.elites = np.arange(e, dtype=np.int64)
         self.set_sampling(particles, propagation, risk)
         n_out = 2 * self.obs_dim if self.probabilistic else self.obs_dim
         hidden = check_hidden(hidden)
@@ -119,6 +117,8 @@ class DynamicsModel:
                     {"weights and gradients (ensemble_size x hidden widths)":
                      self.ensemble_size * mlp_bytes(n_in + self.act_dim, hidden, n_out,
                                                     dtype)}, "hidden or ensemble_size")
+        #: the members prediction and planning use (the best num_elites after fit)
+        self.elites = np.arange(e, dtype=np.int64)  # after the memory check: e <= B
         self.nets = [MLP(n_in + self.act_dim, n_out, hidden, activation, dtype,
                          rng=np.random.default_rng(self.seed if m == 0 else [self.seed, 2, m]))
                      for m in range(self.ensemble_size)]
