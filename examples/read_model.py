@@ -15,12 +15,13 @@ import sys
 import numpy as np
 
 KIND = "dynamics_model"
-# 2 added ensembles (arrays "m0_W0", ...), 3 absolute_obs_dims; all read the same way
-FORMAT_VERSIONS = (1, 2, 3)
+# 2 added ensembles (arrays "m0_W0", ...), 3 absolute_obs_dims, 4 probabilistic members and
+# elites; all read the same way
+FORMAT_VERSIONS = (1, 2, 3, 4)
 #: the header fields this reader understands; another one might change what the file means
 HEADER_FIELDS = {"kind", "format_version", "obs_dim", "act_dim", "hidden", "activation", "dtype",
                  "ensemble_size", "angle_obs_dims", "absolute_obs_dims", "ignore_obs_dims",
-                 "seed"}
+                 "seed", "probabilistic", "num_elites"}
 
 
 def load(path):
@@ -46,6 +47,8 @@ def load(path):
     model.setdefault("ensemble_size", 1)      # absent from version 1 files
     model.setdefault("angle_obs_dims", [])    # absent from older files
     model.setdefault("absolute_obs_dims", [])  # written only when non-empty
+    model.setdefault("probabilistic", False)  # version 4 only
+    model.setdefault("num_elites", model["ensemble_size"])
     dtype = np.dtype(model["dtype"])          # "float32" or "float64"
     model["dtype"] = dtype
 
@@ -61,10 +64,14 @@ def load(path):
     ]
     for name in ("input_mean", "input_scale", "delta_mean", "delta_std"):
         model[name] = arrays[name].astype(dtype)
+    # The members prediction uses; "elites" is written when they are not all of them.
+    model["elites"] = [int(m) for m in arrays.get("elites", range(model["num_elites"]))]
 
-    # The shapes must chain: inputs -> hidden widths -> obs_dim outputs.
+    # The shapes must chain: inputs -> hidden widths -> obs_dim outputs (a probabilistic
+    # network has 2 obs_dim: the mean, then a log-variance, which prediction does not need).
     n_in = model["obs_dim"] + len(model["angle_obs_dims"]) + model["act_dim"]
-    sizes = [n_in, *model["hidden"], model["obs_dim"]]
+    n_out = model["obs_dim"] * (2 if model["probabilistic"] else 1)
+    sizes = [n_in, *model["hidden"], n_out]
     for layers in model["members"]:
         for i, (w, b) in enumerate(layers):
             if w.shape != (sizes[i], sizes[i + 1]) or b.shape != (sizes[i + 1],):
@@ -123,12 +130,14 @@ def predict(model, obs, act):
     # 2. Normalise. An ignored observation entry has input_scale 0, so it never matters.
     x = (x - model["input_mean"]) * model["input_scale"]
 
-    # 3. The networks; an ensemble averages its members' outputs.
-    y = network(model["members"][0], model["activation"], x)
-    for layers in model["members"][1:]:
-        y = y + network(layers, model["activation"], x)
-    if len(model["members"]) > 1:
-        y = y / dt.type(len(model["members"]))
+    # 3. The networks; an ensemble averages its elite members' outputs (their means).
+    o = model["obs_dim"]
+    elites = model["elites"]
+    y = network(model["members"][elites[0]], model["activation"], x)[:, :o]
+    for m in elites[1:]:
+        y = y + network(model["members"][m], model["activation"], x)[:, :o]
+    if len(elites) > 1:
+        y = y / dt.type(len(elites))
 
     # 4. De-normalise into a change of the observation, except for the absolute entries,
     #    where it is the next value itself.

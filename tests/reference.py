@@ -5,6 +5,7 @@ import numba
 import numpy as np
 
 from fastmbrl.kernels import FASTMATH
+from fastmbrl.kernels.rollout import slot_of
 from fastmbrl.models.dynamics import DynamicsModel
 
 
@@ -83,6 +84,65 @@ def returns_reference(step, obs, actions, reward, terminated, dtype):
             alive &= ~diverged
             returns[alive] += rew[alive]
             alive &= ~done
+        state = nxt
+    returns[~np.isfinite(returns)] = -np.inf
+    return returns
+
+
+def particle_rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
+                               delta_std, logvar_bounds, obs, actions, reward, particles, noise,
+                               sources=None, terminated=None):
+    """Returns (K, P): PETS trajectory sampling written per particle, in float64. `weights` /
+    `biases`: per-member lists (B members); particle p of candidate k belongs to member
+    p // (P / B) and sits in slot slot_of(K, P / B, k, p); at step t it first takes the state
+    of the particle in slot sources[slot, t] (ts1; None: it keeps its own, tsinf), then
+    next = obs + delta_mean + delta_std (mean + exp(lv / 2) noise[slot, t]), with mean and lv
+    the member's normalised mean and soft-bounded log-variance (upper logvar_bounds[m, 0],
+    lower [m, 1])."""
+    actions = np.asarray(actions, np.float64)
+    k, horizon, _ = actions.shape
+    b = len(weights)
+    pm = particles // b
+    slot = slot_of(k, pm, *np.meshgrid(np.arange(k), np.arange(particles), indexing="ij"))
+    member = np.arange(particles) // pm
+    o = len(delta_mean)
+    state = np.repeat(np.repeat(np.asarray(obs, np.float64)[None, None], k, 0), particles, 1)
+    returns = np.zeros((k, particles))
+    alive = np.ones((k, particles), bool)
+    rew = np.empty(k, np.float32)
+    done = np.zeros(k, np.bool_)
+    softplus = lambda v: np.logaddexp(0.0, v)  # noqa: E731
+    for t in range(horizon):
+        if sources is not None:  # who moves in: slot -> (candidate, particle)
+            where = {int(s): (kk, pp) for (kk, pp), s in np.ndenumerate(slot)}
+            take = np.array([[where[int(sources[slot[kk, pp], t])][1]
+                              for pp in range(particles)] for kk in range(k)])
+            rows = np.arange(k)[:, None]
+            state, returns, alive = state[rows, take], returns[rows, take], alive[rows, take]
+        nxt = np.empty_like(state)
+        for p in range(particles):
+            m = member[p]
+            net_in = (np.concatenate([state[:, p], actions[:, t]], axis=1) - input_mean) * input_scale
+            raw = mlp_forward_reference(weights[m], biases[m], activation, net_in)
+            hi, lo = (np.asarray(v, np.float64) for v in logvar_bounds[m])
+            lv = lo + softplus(hi - softplus(hi - raw[:, o:]) - lo)
+            eps = np.asarray(noise, np.float64)[slot[:, p], t]
+            nxt[:, p] = state[:, p] + delta_mean + delta_std * (raw[:, :o] + np.exp(lv / 2) * eps)
+        for p in range(particles):
+            with np.errstate(invalid="ignore", over="ignore"):
+                f32 = [np.ascontiguousarray(v, np.float32)
+                       for v in (state[:, p], actions[:, t], nxt[:, p])]
+                reward(*f32, rew)
+                done[:] = False
+                if terminated is not None:
+                    terminated(*f32, done)
+                a = alive[:, p]
+                diverged = a & ~np.isfinite(nxt[:, p]).all(axis=1)
+                returns[diverged, p] = -np.inf
+                a &= ~diverged
+                returns[a, p] += rew[a]
+                a &= ~done
+                alive[:, p] = a
         state = nxt
     returns[~np.isfinite(returns)] = -np.inf
     return returns

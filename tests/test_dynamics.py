@@ -192,9 +192,9 @@ def test_load_refuses_bad_files(fitted, tmp_path):
     state = model.state_dict()
     header = {"obs_dim": 3, "act_dim": 1, "hidden": [64, 64], "activation": "relu",
               "ignore_obs_dims": [], "seed": 0, "dtype": "float32"}
-    save_npz(tmp_path / "v4.npz", "dynamics_model", 4, header, state)
-    with pytest.raises(FormatError, match="version 4"):
-        DynamicsModel.load(tmp_path / "v4.npz")
+    save_npz(tmp_path / "v9.npz", "dynamics_model", 9, header, state)
+    with pytest.raises(FormatError, match="version 9"):
+        DynamicsModel.load(tmp_path / "v9.npz")
     save_npz(tmp_path / "buf.npz", "replay_buffer", 1, header, state)
     with pytest.raises(FormatError, match="replay_buffer"):
         DynamicsModel.load(tmp_path / "buf.npz")

@@ -35,6 +35,8 @@ def _randomise(model, rng):
     """Random weights and statistics (keeping the zero scale of ignored entries)."""
     state = model.state_dict()
     for key, value in state.items():
+        if key.endswith("logvar_bounds") or key == "elites":
+            continue  # prediction does not use the bounds; the elites stay valid
         if key == "input_scale":
             value = rng.uniform(0.3, 2.0, value.shape)
             value[list(model.ignore_obs_dims)] = 0
@@ -78,6 +80,8 @@ KINDS = {
     "ensemble": dict(obs_dim=5, act_dim=2, hidden=(8, 8), ensemble_size=3,
                      angle_obs_dims=(2,), ignore_obs_dims=(0,), absolute_obs_dims=(4,)),
     "linear": dict(obs_dim=3, act_dim=1, hidden=(), ensemble_size=2),
+    "probabilistic": dict(obs_dim=4, act_dim=2, hidden=(8,), ensemble_size=3, num_elites=2,
+                          probabilistic=True, angle_obs_dims=(1,)),
 }
 
 

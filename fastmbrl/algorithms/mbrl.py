@@ -21,12 +21,13 @@ import numpy as np
 from fastmbrl._validate import StrPath
 from fastmbrl.algorithms.base import Log, Run, run_episode
 from fastmbrl.algorithms.rundir import committed_file, read_run_config, read_state
-from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, one_of, optional,
-                                        positive, positive_int, setting, widths)
+from fastmbrl.algorithms.config import (Config, boolean, fraction, mapping, non_negative, one_of,
+                                        optional, positive, positive_int, setting, widths)
 from fastmbrl.data.buffer import ReplayBuffer
 from fastmbrl.limits import ResourceLimitError
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.models.dynamics import DynamicsModel
+from fastmbrl.models.dynamics import (DEFAULT_PARTICLES, DEFAULT_PROPAGATION, PROPAGATIONS,
+                                      DynamicsModel)
 from fastmbrl.models.mlp import ACTIVATION_NAMES
 from fastmbrl.planning import planners
 from fastmbrl.planning.controller import Controller, check_planner_options
@@ -66,9 +67,27 @@ class MBRLConfig(Config):
     activation: str | None = setting("relu", "model hidden activation",
                                      one_of(*ACTIVATION_NAMES), "str")
     epochs: int | None = setting(50, "model epochs per fit", positive_int, "int")
+    model: str | None = setting(
+        "deterministic", "dynamics model: deterministic networks, or probabilistic ones "
+        "(a mean and a log-variance each, PETS) rolled out by trajectory sampling",
+        one_of("deterministic", "probabilistic"), "str")
     ensemble_size: int | None = setting(
-        1, "members of the bootstrap model ensemble; plans average over them", positive_int,
-        "int")
+        lambda v: 5 if v["model"] == "probabilistic" else 1,
+        "members of the bootstrap model ensemble; plans average over them (default 1; 5 "
+        "for a probabilistic model, as PETS)", positive_int, "int")
+    num_elites: int | None = setting(
+        lambda v: v["ensemble_size"], "members planners use: the best by validation loss "
+        "after each fit (default: every member)", positive_int, "int")
+    particles: int | None = setting(
+        DEFAULT_PARTICLES, "particles per candidate (probabilistic model; a multiple of "
+        "num_elites)", positive_int, "int")
+    propagation: str | None = setting(
+        DEFAULT_PROPAGATION, "how particles use the members (probabilistic model): ts1 "
+        "re-draws each particle's member every step, tsinf keeps it, expectation propagates "
+        "every member's mean without sampling", one_of(*PROPAGATIONS), "str")
+    risk: float | None = setting(
+        0.0, "risk aversion λ: a candidate scores mean - λ std of its particles' returns",
+        non_negative, "float")
     batch_size: int | None = setting(256, "model minibatch size", positive_int, "int")
     lr: float | None = setting(1e-3, "model learning rate (Adam)", positive, "float")
     patience: int | None = setting(
@@ -94,6 +113,13 @@ class MBRLConfig(Config):
             raise FastMBRLError(
                 f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
         check_planner_options(self.planner, self.planner_options)
+        if self.num_elites > self.ensemble_size:
+            raise FastMBRLError(f"num_elites ({self.num_elites}) must be at most ensemble_size "
+                                f"({self.ensemble_size})")
+        if (self.model == "probabilistic" and self.propagation != "expectation"
+                and self.particles % self.num_elites):
+            raise FastMBRLError(f"particles ({self.particles}) must be a multiple of num_elites "
+                                f"({self.num_elites}): each elite carries as many particles")
         if self.validation_ratio > 0 and self.random_steps < 2:
             # the first fit would have no row to validate on
             raise FastMBRLError(
@@ -179,7 +205,8 @@ class MBRLRun(Run):
             task.obs_dim, task.act_dim, hidden=cfg.hidden, activation=cfg.activation,
             ignore_obs_dims=task.ignore_obs_dims, angle_obs_dims=task.angle_obs_dims,
             absolute_obs_dims=task.absolute_obs_dims,
-            seed=cfg.seed, ensemble_size=cfg.ensemble_size)
+            seed=cfg.seed, ensemble_size=cfg.ensemble_size,
+            probabilistic=cfg.model == "probabilistic", num_elites=cfg.num_elites)
         self.controller = None
         #: the random phase's episodes (_phase_record), kept in state.json
         self.random_phase: dict[str, Any] | None = None
@@ -269,7 +296,8 @@ class MBRLRun(Run):
         cfg = self.config
         return Controller(self.model, self.task, planner=cfg.planner, horizon=cfg.horizon,
                           num_samples=cfg.num_samples, seed=cfg.seed,
-                          planner_options=cfg.planner_options, shaping=cfg.shaping)
+                          planner_options=cfg.planner_options, shaping=cfg.shaping,
+                          particles=cfg.particles, propagation=cfg.propagation, risk=cfg.risk)
 
     # -- run directories ----------------------------------------------------------------------
     def save_files(self, out: Path) -> None:
@@ -288,8 +316,12 @@ class MBRLRun(Run):
         if not (out / "model.npz").exists():
             return
         model = DynamicsModel.load(out / "model.npz")
-        for key, saved in (("hidden", list(model.hidden)),
-                           ("ensemble_size", model.ensemble_size)):
+        checks = [("hidden", list(model.hidden)), ("ensemble_size", model.ensemble_size)]
+        if "model" in config:  # configs written before these settings have neither
+            checks.append(("model", "probabilistic" if model.probabilistic else "deterministic"))
+        if "num_elites" in config:
+            checks.append(("num_elites", model.num_elites))
+        for key, saved in checks:
             if config.get(key) != saved:
                 raise FormatError(f"{out}/config.json: {key} {config.get(key)!r} disagrees with "
                                   f"model.npz's {saved!r}")

@@ -235,3 +235,52 @@ def shift_rows(src, dst, n, fill):
                 dst[j, t, a] = src[j, t + 1, a]
         for a in range(src.shape[2]):
             dst[j, h - 1, a] = fill[a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def ts1_sources(u, per_member, sources, perm):
+    """TS1's member draws: for each candidate k and step t, a uniform permutation of its P
+    particles (Fisher-Yates on the uniforms u[k, t]) moves particle perm[p] into particle p's
+    slot, so every particle sits with a uniformly drawn member at every step while each member
+    keeps P / B of them. sources (K P, H) in slot order (kernels.rollout.slot_of); perm (P,)
+    is scratch."""
+    k_all, horizon, n_p = u.shape
+    for k in range(k_all):
+        for t in range(horizon):
+            for p in range(n_p):
+                perm[p] = p
+            for i in range(n_p - 1, 0, -1):
+                j = min(np.int64(u[k, t, i] * (i + 1)), i)
+                perm[i], perm[j] = perm[j], perm[i]
+            for p in range(n_p):
+                q = perm[p]
+                dst = (p // per_member) * k_all * per_member + k * per_member + p % per_member
+                src = (q // per_member) * k_all * per_member + k * per_member + q % per_member
+                sources[dst, t] = src
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def particle_scores(slot_returns, n_cand, per_member, n_members, risk, out):
+    """out[k] = mean - risk * std of candidate k's particle returns (slot order, see
+    ts1_sources); -inf if any particle diverged."""
+    n_p = per_member * n_members
+    for k in range(n_cand):
+        total = 0.0
+        sq = 0.0
+        bad = False
+        for m in range(n_members):
+            base = m * n_cand * per_member + k * per_member
+            for j in range(per_member):
+                v = np.float64(slot_returns[base + j])
+                if not np.isfinite(v):
+                    bad = True
+                total += v
+                sq += v * v
+        if bad:
+            out[k] = _NEG_INF
+            continue
+        mean = total / n_p
+        score = mean
+        if risk > 0:
+            score -= risk * np.sqrt(max(sq / n_p - mean * mean, 0.0))
+        out[k] = np.float32(score)

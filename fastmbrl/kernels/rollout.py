@@ -52,6 +52,12 @@ from .._validate import as_array, check_positive_int
 from . import FASTMATH
 from .dense import ACTIVATIONS, activate, dense_kernel, specialise
 from .isa import Spec, get_spec
+from .planner_ops import ts1_sources
+
+
+#: trajectory sampling: each particle re-draws its member every step (ts1), keeps one member for
+#: the whole horizon (tsinf), or every member propagates its mean, without sampling (expectation)
+PROPAGATIONS = ("ts1", "tsinf", "expectation")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,15 @@ class PackedModel:
     #: (O,) float32: 1 where the network predicts a delta (next = obs + out), 0 where it
     #: predicts the next value itself (a learned reward column); default all 1
     carry: np.ndarray | None = None
+    #: a probabilistic model's (B, 2, O) float32 log-variance bounds (upper, lower): the last
+    #: layer's outputs O..2O are then its raw log-variances; None for a deterministic model
+    logvar_bounds: np.ndarray | None = None
+    #: (B, O) float32: the delta's std, by which a normalised sample's std is scaled
+    noise_scale: np.ndarray | None = None
+    #: trajectory sampling of a probabilistic model (see ``particle_rollout``)
+    particles: int = 1
+    propagation: str = "expectation"
+    risk: float = 0.0
     #: known dynamics (a FunctionModel's numba step function) that the kernel calls in place of
     #: the network, whose arrays are then placeholders; None for a network
     dynamics: object = None
@@ -80,6 +95,15 @@ class PackedModel:
     def __post_init__(self):
         if self.carry is None:
             object.__setattr__(self, "carry", np.ones(self.obs_dim, np.float32))
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.logvar_bounds is not None
+
+    @property
+    def sampled(self) -> bool:
+        """Whether planners roll it out by trajectory sampling (particles with noise)."""
+        return self.probabilistic and self.propagation != "expectation"
 
     @property
     def num_members(self) -> int:
@@ -111,7 +135,9 @@ def _stat(x, name, dim, members):
 
 
 def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean, delta_std,
-               version: int = 0, angle_dims=(), isa=None, absolute_dims=()) -> PackedModel:
+               version: int = 0, angle_dims=(), isa=None, absolute_dims=(), logvar_bounds=None,
+               particles: int = 1, propagation: str = "expectation", risk: float = 0.0
+               ) -> PackedModel:
     """Lay out an MLP delta model for the kernel.
 
     `weights`/`biases`: one member's lists (W[i] of shape (fan_in, fan_out), b[i] of (fan_out,)),
@@ -123,6 +149,10 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
     and the input statistics have that length. `isa`: the spec (or its name) to lay the
     panels out for; default the current one (``isa.current()``). `absolute_dims`: outputs that
     are the next value itself, not a delta (next_obs[d] = delta_mean + delta_std * net(...)).
+    `logvar_bounds` ((2, O) or (B, 2, O): upper, lower) makes the model probabilistic: the
+    network has 2 O outputs, the mean of the normalised delta then its raw log-variance
+    (``models.mlp.GaussianHead``); `particles`, `propagation` and `risk` say how planners
+    sample it.
     """
     spec = get_spec(isa)
     lanes = spec.lanes
@@ -150,6 +180,18 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
         if len(shp) != 2 or min(shp) < 1 or (i and shp[0] != first[i - 1][1]):
             raise ValueError(f"weights[{i}]: shape {shp} does not chain with the previous layer")
     obs_dim = first[-1][1]
+    if logvar_bounds is not None:
+        if obs_dim % 2:
+            raise ValueError(f"weights: a probabilistic model has 2 O outputs, got {obs_dim}")
+        obs_dim //= 2
+        lvb = as_array(logvar_bounds, "logvar_bounds", (None,) * np.ndim(logvar_bounds),
+                       np.float32)
+        if lvb.shape == (2, obs_dim):
+            lvb = np.broadcast_to(lvb, (n_members, 2, obs_dim))
+        if lvb.shape != (n_members, 2, obs_dim):
+            raise ValueError(f"logvar_bounds: expected shape (2, {obs_dim}) or ({n_members}, 2, "
+                             f"{obs_dim}), got {lvb.shape}")
+        lvb = np.ascontiguousarray(lvb)
     angles = np.asarray(angle_dims, np.int64).reshape(-1)
     if (np.unique(angles).size != angles.size
             or ((angles < 0) | (angles >= obs_dim)).any()):
@@ -189,17 +231,26 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
             if i == 0:  # (x - mean) * scale @ W  ==  x @ (scale * W) - (mean * scale) @ W
                 b = b - (in_mean[m] * in_scale[m]) @ w
                 w = in_scale[m][:, None] * w
-            if i == n_layers - 1:  # delta_mean + delta_std * (h @ W + b)
-                w = w * d_std[m]
-                b = b * d_std[m] + d_mean[m]
+            if i == n_layers - 1:  # delta_mean + delta_std * (h @ W + b); log-variances raw
+                w, b = w.copy(), b.copy()
+                w[:, :obs_dim] *= d_std[m]
+                b[:obs_dim] = b[:obs_dim] * d_std[m] + d_mean[m]
             fan_in, panels, w_off, b_off = (int(v) for v in layers[i])
             padded = np.zeros((fan_in, panels * lanes))
             padded[:, : w.shape[1]] = w
             packed_w[m, w_off: w_off + padded.size] = (
                 padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel())
             packed_b[m, b_off: b_off + b.size] = b
+    extra = {}
+    if logvar_bounds is not None:
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation: expected one of {', '.join(PROPAGATIONS)}, got "
+                             f"{propagation!r}")
+        extra = dict(logvar_bounds=lvb, noise_scale=np.ascontiguousarray(d_std, np.float32),
+                     particles=check_positive_int(particles, "particles"),
+                     propagation=str(propagation), risk=float(risk))
     return PackedModel(packed_w, packed_b, layers, obs_dim, act_dim, code, int(version),
-                       angle_dims=angles.copy(), isa=spec, carry=carry)
+                       angle_dims=angles.copy(), isa=spec, carry=carry, **extra)
 
 
 def pack_dynamics(dynamics, obs_dim: int, act_dim: int, isa=None) -> PackedModel:
@@ -444,6 +495,118 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
             returns[k0 + r] = v if np.isfinite(v) else _NEG_INF
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _softplus(x):
+    return max(x, np.float32(0)) + np.log1p(np.exp(-abs(x)))
+
+
+def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry,
+                      logvar_bounds, noise_scale, per_member, noise, sources, chunk_start,
+                      chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws,
+                      act_ws, rew_ws, done_ws, state_a, state_b, ret_a, ret_b, alive_a, alive_b,
+                      returns):
+    """Trajectory sampling (PETS): every row is a particle in a slot; the slots of member m
+    are m * K Pm + k Pm + j for candidate k and j < Pm = `per_member`, one chunk one member.
+    A step moves slot s's particle in from slot sources[s, t] (ts1: a permutation within
+    the candidate; `sources` empty: stay, tsinf), predicts mean and bounded log-variance, and
+    samples next = carry obs + mean + noise_scale exp(lv / 2) noise[s, t]. The time loop is
+    outside the parallel loop so that particles can change member between steps; the states
+    live in the ping-pong arrays state_*, ret_*, alive_*. returns[s] is slot s's return.
+    Template: rollout_kernel(..., particles=True) binds _reward, _terminated, LANES and dense."""
+    n_obs = obs0.shape[0]
+    n_feat = n_obs + angle_dims.shape[0]
+    horizon = actions.shape[1]
+    n_act = actions.shape[2]
+    n_layers = layers.shape[0]
+    n_slots = returns.shape[0]
+    rows = x_ws.shape[1]
+    in_ld = x_ws.shape[2]
+    fan0 = layers[0, 0]
+    panels0 = layers[0, 1]
+    w_off0 = layers[0, 2]
+    b_off0 = layers[0, 3]
+    moved = sources.shape[0] > 0
+    half = np.float32(0.5)
+    for s in range(n_slots):
+        for o in range(n_obs):
+            state_a[s, o] = obs0[o]
+        ret_a[s] = 0
+        alive_a[s] = True
+    s_in, s_out, r_in, r_out, a_in, a_out = state_a, state_b, ret_a, ret_b, alive_a, alive_b
+    for t in range(horizon):
+        for c in prange(chunk_member.shape[0]):
+            k0 = chunk_start[c]
+            n = chunk_start[c + 1] - k0
+            q0 = chunk_source[c]  # slot offset within the member's block
+            mem = chunk_member[c]
+            w = weights[mem]
+            b = biases[mem]
+            x, ha, hb, out = x_ws[c], ha_ws[c], hb_ws[c], out_ws[c]
+            obs, nxt, act = obs_ws[c], nxt_ws[c], act_ws[c]
+            rew, done = rew_ws[c], done_ws[c]
+            first = out if n_layers == 1 else ha
+            for r in range(rows):
+                src = k0 + r
+                if r < n and moved:
+                    src = sources[k0 + r, t]
+                for o in range(n_obs):
+                    obs[r, o] = s_in[src, o] if r < n else obs0[o]
+                cand = (q0 + r) // per_member if r < n else 0
+                for a in range(n_act):
+                    u = actions[cand, t, a]
+                    act[r, a] = u
+                    x[r, n_feat + a] = u
+                _features(obs, r, x, n_obs, angle_dims)
+            dense(first, first.shape[1], x, 0, in_ld, rows, w, w_off0, fan0 * LANES, fan0,
+                  b, b_off0, panels0)
+            src_h = first
+            for layer in range(1, n_layers):
+                activate(src_h, rows, LANES * layers[layer - 1, 1], act_code)
+                dst = out if layer == n_layers - 1 else (hb if layer % 2 == 1 else ha)
+                dense(dst, dst.shape[1], src_h, 0, src_h.shape[1], rows, w, layers[layer, 2],
+                      layers[layer, 0] * LANES, layers[layer, 0], b, layers[layer, 3],
+                      layers[layer, 1])
+                src_h = dst
+            for r in range(rows):
+                for o in range(n_obs):
+                    v = carry[o] * obs[r, o] + out[r, o]
+                    if r < n:
+                        hi = logvar_bounds[mem, 0, o]
+                        lo = logvar_bounds[mem, 1, o]
+                        lv = hi - _softplus(hi - out[r, n_obs + o])
+                        lv = lo + _softplus(lv - lo)
+                        v += noise_scale[mem, o] * np.exp(half * lv) * noise[k0 + r, t, o]
+                    nxt[r, o] = v
+            _reward(obs, act, nxt, rew)
+            _terminated(obs, act, nxt, done)
+            for r in range(n):
+                s = k0 + r
+                src = sources[s, t] if moved else s
+                alive = a_in[src]
+                ret = r_in[src]
+                if alive:
+                    tot = np.float32(0)
+                    for o in range(n_obs):
+                        tot += nxt[r, o]
+                    if not np.isfinite(tot):
+                        alive = False
+                        ret = _NEG_INF
+                    else:
+                        ret += rew[r]
+                        if done[r]:
+                            alive = False
+                for o in range(n_obs):
+                    s_out[s, o] = nxt[r, o]
+                r_out[s] = ret
+                a_out[s] = alive
+        s_in, s_out = s_out, s_in
+        r_in, r_out = r_out, r_in
+        a_in, a_out = a_out, a_in
+    for s in range(n_slots):
+        v = r_in[s]
+        returns[s] = v if np.isfinite(v) else _NEG_INF
+
+
 _KERNELS: dict = {}
 
 
@@ -461,10 +624,11 @@ def _check_numba_function(fn, name):
                         f"got {type(fn).__name__}")
 
 
-def rollout_kernel(reward, terminated=None, isa=None, dynamics=None):
+def rollout_kernel(reward, terminated=None, isa=None, dynamics=None, particles: bool = False):
     """The compiled kernel specialised to (reward, terminated), an instruction-set spec (default:
     the current one) and, for known dynamics, the step function ``dynamics(obs, act, next_obs)``
-    that replaces the network; cached in memory and on disk."""
+    that replaces the network; cached in memory and on disk. `particles`: the trajectory
+    sampling kernel of a probabilistic network (`_particle_rollout`) instead."""
     _check_numba_function(reward, "reward")
     if terminated is None:
         terminated = never_terminated
@@ -472,15 +636,18 @@ def rollout_kernel(reward, terminated=None, isa=None, dynamics=None):
     if dynamics is not None:
         _check_numba_function(dynamics, "dynamics")
     spec = get_spec(isa)
-    key = (reward, terminated, spec.key, dynamics)
+    if particles and dynamics is not None:
+        raise ValueError("particles: known dynamics are not sampled")
+    key = (reward, terminated, spec.key, dynamics, bool(particles))
     kernel = _KERNELS.get(key)
     if kernel is None:
         # one cache file per reward/termination pair and spec
         known = dynamics is not None
-        name = f"_rollout__{_tag(reward)}__{_tag(terminated)}"
+        template = _particle_rollout if particles else _rollout
+        name = f"{template.__name__}__{_tag(reward)}__{_tag(terminated)}"
         if known:
             name += f"__{_tag(dynamics)}"
-        kernel = specialise(_rollout, spec, name, parallel=True, _reward=reward,
+        kernel = specialise(template, spec, name, parallel=True, _reward=reward,
                             _terminated=terminated, dense=dense_kernel(spec), _KNOWN=known,
                             _dynamics=dynamics if known else _no_dynamics)
         _KERNELS[key] = kernel
@@ -593,3 +760,156 @@ def user_error(exc: SystemError, reward, terminated=None) -> BaseException:
 def _qualname(fn) -> str:
     py = getattr(fn, "py_func", fn)
     return f"{getattr(py, '__module__', '?')}.{getattr(py, '__qualname__', repr(fn))}"
+
+
+# --- trajectory sampling ----------------------------------------------------------------------
+def particles_per_member(packed: PackedModel) -> int:
+    """Pm: each member carries Pm of a candidate's P particles (P must be a multiple of B)."""
+    p, b = packed.particles, packed.num_members
+    if p % b:
+        raise ValueError(f"particles: {p} particles cannot be shared evenly by the model's {b} "
+                         f"elite members; use a multiple of {b}")
+    return p // b
+
+
+def slot_of(num_candidates: int, per_member: int, k, p):
+    """The slot (row of the particle kernel) of particle p of candidate k: particle p belongs
+    to member p // Pm; a member's slots are contiguous, candidate after candidate."""
+    return (p // per_member) * num_candidates * per_member + k * per_member + p % per_member
+
+
+class ParticleWorkspace:
+    """The particle kernel's arrays for up to `num_candidates` candidates of `horizon` steps
+    (allocated once): the chunks' scratch (a Workspace), the particles' states, returns and
+    flags (ping-pong), the sampling noise (slots, H, O), for ts1 the sources (slots, H) and the
+    uniforms (K, H, P) they are drawn from, and each slot's return."""
+
+    def __init__(self, packed: PackedModel, num_candidates: int, horizon: int,
+                 rows: int | None = None):
+        rows = chunk_rows(packed, rows)
+        k, h = check_positive_int(num_candidates, "num_candidates"), horizon
+        self.per_member = pm = particles_per_member(packed)
+        e, o = packed.num_members, packed.obs_dim
+        n = k * packed.particles
+        self.num_candidates, self.horizon, self.rows = k, h, rows
+        self.chunks = Workspace(packed, e * -(-k * pm // rows), rows)
+        f = np.float32
+        self.state_a, self.state_b = np.zeros((n, o), f), np.zeros((n, o), f)
+        self.ret_a, self.ret_b = np.zeros(n, f), np.zeros(n, f)
+        self.alive_a, self.alive_b = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        self.noise = np.zeros((n, h, o), f)
+        ts1 = packed.propagation == "ts1"
+        self.sources = np.zeros((n, h) if ts1 else (0, 0), np.int64)
+        self.uniforms = np.zeros((k, h, packed.particles) if ts1 else (0, 0, 0), f)
+        self.perm = np.zeros(packed.particles, np.int64)
+        self.slot_returns = np.zeros(n, f)
+
+
+def particle_workspace_bytes(packed: PackedModel, num_candidates: int, horizon: int,
+                             rows: int) -> int:
+    """About what a ParticleWorkspace of these sizes allocates."""
+    n = num_candidates * packed.particles
+    o = packed.obs_dim
+    ts1 = packed.propagation == "ts1"
+    return 4 * n * (2 * o + 3 + horizon * o) + (12 * n * horizon if ts1 else 0)
+
+
+class ParticleArgs(NamedTuple):
+    """The particle kernel's arguments, named as `_particle_rollout`'s parameters."""
+
+    obs0: np.ndarray
+    actions: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    layers: np.ndarray
+    act_code: int
+    angle_dims: np.ndarray
+    carry: np.ndarray
+    logvar_bounds: np.ndarray
+    noise_scale: np.ndarray
+    per_member: int
+    noise: np.ndarray
+    sources: np.ndarray
+    chunk_start: np.ndarray
+    chunk_member: np.ndarray
+    chunk_source: np.ndarray
+    x_ws: np.ndarray
+    ha_ws: np.ndarray
+    hb_ws: np.ndarray
+    out_ws: np.ndarray
+    obs_ws: np.ndarray
+    nxt_ws: np.ndarray
+    act_ws: np.ndarray
+    rew_ws: np.ndarray
+    done_ws: np.ndarray
+    state_a: np.ndarray
+    state_b: np.ndarray
+    ret_a: np.ndarray
+    ret_b: np.ndarray
+    alive_a: np.ndarray
+    alive_b: np.ndarray
+    returns: np.ndarray
+
+    def with_model(self, packed: PackedModel) -> "ParticleArgs":
+        return self._replace(**_model_args(packed), logvar_bounds=packed.logvar_bounds,
+                             noise_scale=packed.noise_scale)
+
+
+def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace) -> ParticleArgs:
+    """The particle kernel's arguments for the candidates `actions` (k, H, A), k at most the
+    workspace's: views of its arrays (no checks)."""
+    k = actions.shape[0]
+    pm, n = pws.per_member, k * packed.particles
+    chunks = make_chunks(k * pm, pws.rows, every_member=packed.num_members)
+    ws = pws.chunks.arrays
+    return ParticleArgs(
+        obs0=obs0, actions=actions, **_model_args(packed), logvar_bounds=packed.logvar_bounds,
+        noise_scale=packed.noise_scale, per_member=pm, noise=pws.noise[:n],
+        sources=pws.sources[:n], chunk_start=chunks.chunk_start,
+        chunk_member=chunks.chunk_member, chunk_source=chunks.chunk_source, x_ws=ws.x_ws,
+        ha_ws=ws.ha_ws, hb_ws=ws.hb_ws, out_ws=ws.out_ws, obs_ws=ws.obs_ws, nxt_ws=ws.nxt_ws,
+        act_ws=ws.act_ws, rew_ws=ws.rew_ws, done_ws=ws.done_ws, state_a=pws.state_a[:n],
+        state_b=pws.state_b[:n], ret_a=pws.ret_a[:n], ret_b=pws.ret_b[:n],
+        alive_a=pws.alive_a[:n], alive_b=pws.alive_b[:n], returns=pws.slot_returns[:n])
+
+
+def draw_particles(rng: np.random.Generator, pws: ParticleWorkspace, k: int) -> None:
+    """Fill the noise (and for ts1 the sources) of the first k candidates from `rng`, in place:
+    the noise, then the uniforms of the ts1 permutations."""
+    n = k * pws.perm.shape[0]
+    rng.standard_normal(out=pws.noise[:n], dtype=np.float32)
+    if pws.sources.shape[0]:
+        u = pws.uniforms[:k]
+        rng.random(out=u, dtype=np.float32)
+        ts1_sources(u, pws.per_member, pws.sources[:n], pws.perm)
+
+
+def particle_rollout(packed: PackedModel, obs, actions, reward, terminated=None, *,
+                     seed: int = 0, rows: int | None = None, noise=None, sources=None
+                     ) -> np.ndarray:
+    """Returns (K, P): the return of every particle p of every candidate (PETS trajectory
+    sampling of a probabilistic `packed` model, its particles and propagation). `noise`
+    (K P, H, O) and, for ts1, `sources` (K P, H) in slot order (`slot_of`) replace what `seed`
+    would draw. For tests and one-off use: planners keep their arrays (Scorer)."""
+    if not (isinstance(packed, PackedModel) and packed.sampled):
+        raise ValueError("packed: expected a probabilistic PackedModel with ts1 or tsinf "
+                         "propagation")
+    obs = as_array(obs, "obs", (packed.obs_dim,))
+    actions = np.ascontiguousarray(as_array(actions, "actions", (None, None, packed.act_dim)))
+    k, h = actions.shape[:2]
+    pws = ParticleWorkspace(packed, k, h, rows)
+    draw_particles(np.random.default_rng(seed), pws, k)
+    n = k * packed.particles
+    if noise is not None:
+        pws.noise[...] = as_array(noise, "noise", (n, h, packed.obs_dim))
+    if sources is not None and pws.sources.shape[0]:
+        pws.sources[...] = as_array(sources, "sources", (n, h), np.int64)
+    args = particle_args(packed, obs, actions, pws)
+    kernel = rollout_kernel(reward, terminated, packed.isa, particles=True)
+    try:
+        kernel(*args)
+    except SystemError as exc:
+        raise user_error(exc, reward, terminated) from None
+    pm = pws.per_member
+    kk, pp = np.meshgrid(np.arange(k), np.arange(packed.particles), indexing="ij")
+    return pws.slot_returns[slot_of(k, pm, kk, pp)]

@@ -1,4 +1,5 @@
-"""One epoch of minibatch Adam on the MSE for a stack of equal-shaped MLPs, on the register tile.
+"""One epoch of minibatch Adam for a stack of equal-shaped MLPs, on the register tile: on the MSE,
+or on the Gaussian negative log-likelihood of a mean and bounded log-variance head (PETS).
 
 The matrix products of a training step are small (a minibatch of 256 rows against 200 x 200
 weights): BLAS pays its call and threading overhead a dozen times per step and runs far from
@@ -6,9 +7,10 @@ peak there. This kernel keeps every member's parameters, Adam state and activati
 buffers laid out for the tile of ``dense.py``, and computes per step
 
     forward   Z_i = A_{i-1} W_i + b_i,  A_i = f(Z_i)          (tiles over rows x panels)
-    loss      G_L = 2 (Z_L - Y) / (m O)
+    loss      G_L = 2 (Z_L - Y) / (m O)   (MSE; the Gaussian head: see `_gaussian_rows`)
     backward  dW_i = A_{i-1}^T G_i,  db_i = colsum(G_i),  G_{i-1} = (G_i W_i^T) * f'(Z_{i-1})
-    Adam      on every parameter; W_i^T refreshed for the next step's backward pass
+    Adam      on every parameter (weight decay per layer, weights and biases apart), and on
+              the head's log-variance bounds; W_i^T refreshed for the next step's backward pass
 
 in three parallel loops per step (see `_train_epoch`) whose tasks span the members, so the
 members of an ensemble train together and a single network still uses every core. Every output
@@ -83,12 +85,61 @@ def _times_derivative(w, go, zo, ao, ld, r0, r1, c0, c1, code):
                 g[c] *= sg + a[c] * (_ONE - sg)
 
 
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _softplus(x):
+    return max(x, _ZERO) + np.log1p(np.exp(-abs(x)))
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _sigmoid(x):
+    return _HALF + _HALF * _tanh(_HALF * x)
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def _gaussian_rows(w, zo, go, ld, y, order, mem, s0, rb0, rb1, n_y, scale, bounds, bgrad, blk):
+    """Gaussian NLL of rows rb0:rb1: Z_L holds (mean, raw log-variance v) per output; the
+    log-variance is lv = lo + softplus(hi' - lo), hi' = hi - softplus(hi - v) (soft bounds).
+    Writes G_L (scaled by `scale` = 1 / (m O)) and this block's sums of the bounds' gradients
+    into bgrad[mem, blk] (0: upper, 1: lower); returns the sum of 0.5 ((mu - y)^2 / var + lv)."""
+    total = 0.0
+    for c in range(n_y):
+        bgrad[mem, blk, 0, c] = 0.0
+        bgrad[mem, blk, 1, c] = 0.0
+    for r in range(rb0, rb1):
+        src = order[mem, s0 + r]
+        for c in range(n_y):
+            hi = bounds[mem, 0, c]
+            lo = bounds[mem, 1, c]
+            v = w[zo + r * ld + n_y + c]
+            l1 = hi - _softplus(hi - v)
+            lv = lo + _softplus(l1 - lo)
+            d = w[zo + r * ld + c] - y[src, c]
+            iv = np.exp(-lv)
+            e = d * d * iv
+            total += _HALF * (e + lv)
+            glv = _HALF * (_ONE - e) * scale
+            s1 = _sigmoid(hi - v)
+            s2 = _sigmoid(l1 - lo)
+            w[go + r * ld + c] = d * iv * scale
+            w[go + r * ld + n_y + c] = glv * s2 * s1
+            bgrad[mem, blk, 0, c] += glv * s2 * (_ONE - s1)
+            bgrad[mem, blk, 1, c] += glv * (_ONE - s2)
+    return total
+
+
 def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ublocks, pp, gp,
                  mp, vp, wt, ws, zero, lr, beta1, beta2, eps, weight_decay, t0, losses,
-                 block_loss):
+                 block_loss, bounds, bm, bv, bgrad, bg, penalty):
     """Returns the number of steps taken; losses[m] = member m's mean batch loss (weighted by
     batch rows), NaN for a member whose loss became non-finite (the epoch stops there, before
-    that step's update). block_loss (B, row blocks) is scratch.
+    that step's update). block_loss (B, row blocks) is scratch. weight_decay (L, 2): per layer,
+    of its weights and of its bias.
+
+    The Gaussian head is on when `bounds` (B, 2, O) (upper, lower log-variance bounds, trained
+    with their Adam moments bm, bv) is not empty: the network then has 2 O outputs for O
+    targets, the loss is the NLL (without the bounds' penalty, whose gradient `penalty`
+    (+ for the upper, - for the lower) is added). bgrad (B, row blocks, 2, O) float64 and
+    bg (B, 2, O) float32 are scratch.
 
     A step is three parallel loops: (1) per (member, block of CHUNK rows): gather, forward
     through every layer, loss, and the backward chain G_i -> G_{i-1}, all of which only mix
@@ -100,12 +151,13 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
     last = n_layers - 1
     d_in = layers[0, K]
     d_out = layers[last, N]
+    n_y = y.shape[1]
+    gaussian = bounds.shape[0] > 0
     with_noise = noise.shape[0] > 0
     n_up = ublocks.shape[0]
     f1 = np.float32(1.0)
     b1 = np.float32(beta1)
     b2 = np.float32(beta2)
-    wd = np.float32(weight_decay)
     # dW tasks of every layer, numbered layer after layer
     dw_first = np.zeros(n_layers + 1, np.int64)
     for li in range(n_layers):
@@ -118,7 +170,7 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
         s0 = step * batch
         m = min(batch, n - s0)
         n_blocks = (m + CHUNK - 1) // CHUNK
-        scale = np.float32(2.0 / (m * d_out))
+        scale = np.float32((1.0 if gaussian else 2.0) / (m * n_y))
         for task in prange(n_mem * n_blocks):
             mem = task // n_blocks
             blk = task % n_blocks
@@ -152,13 +204,17 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
             zo = layers[last, Z_OFF]  # loss and G_L
             go = layers[last, G_OFF]
             ld = layers[last, LD]
-            total = 0.0
-            for r in range(rb0, rb1):
-                src = order[mem, s0 + r]
-                for c in range(d_out):
-                    d = w[zo + r * ld + c] - y[src, c]
-                    total += d * d
-                    w[go + r * ld + c] = d * scale
+            if gaussian:
+                total = _gaussian_rows(w, zo, go, ld, y, order, mem, s0, rb0, rb1, n_y, scale,
+                                       bounds, bgrad, blk)
+            else:
+                total = 0.0
+                for r in range(rb0, rb1):
+                    src = order[mem, s0 + r]
+                    for c in range(d_out):
+                        d = w[zo + r * ld + c] - y[src, c]
+                        total += d * d
+                        w[go + r * ld + c] = d * scale
             block_loss[mem, blk] = total
             for li in range(last, 0, -1):  # G_{i-1} = (G_i W_i^T) * f'(Z_{i-1})
                 ld = layers[li, LD]
@@ -180,7 +236,7 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
             total = 0.0
             for blk in range(n_blocks):
                 total += block_loss[mem, blk]
-            loss = total / (m * d_out)
+            loss = total / (m * n_y)
             if np.isfinite(loss):
                 losses[mem] += loss * m
             else:
@@ -237,7 +293,8 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
                 # row k of W, and the bias as an extra row in the task holding row 0
                 j = wo + k * npl if k < k1 else layers[li, B_OFF]
                 adam_update(pp[mem, j: j + n_out], gp[mem, j: j + n_out], mp[mem, j: j + n_out],
-                            vp[mem, j: j + n_out], lr_t, b1, b2, eps_t, wd)
+                            vp[mem, j: j + n_out], lr_t, b1, b2, eps_t,
+                            weight_decay[li, 0 if k < k1 else 1])
             if li > 0:  # row c of W^T gets the block's k0:k1, contiguous
                 p = pp[mem]
                 wtm = wt[mem]
@@ -246,6 +303,17 @@ def _train_epoch(x, y, order, noise, batch, act_code, layers, gstart, gcount, ub
                 for c in range(n_out):
                     for k in range(k0, k1):
                         wtm[to + c * ldt + k] = p[wo + k * npl + c]
+        if gaussian:  # the bounds: block sums in a fixed order, the penalty, Adam
+            for mem in range(n_mem):
+                for side in range(2):
+                    sign = 1.0 if side == 0 else -1.0
+                    for c in range(n_y):
+                        total = 0.0
+                        for blk in range(n_blocks):
+                            total += bgrad[mem, blk, side, c]
+                        bg[mem, side, c] = total + sign * penalty
+                    adam_update(bounds[mem, side], bg[mem, side], bm[mem, side], bv[mem, side],
+                                lr_t, b1, b2, eps_t, _ZERO)
     for mem in range(n_mem):
         losses[mem] /= n
     return n_steps

@@ -14,6 +14,13 @@ With `ensemble_size` B > 1 the model is a bootstrap ensemble (as the determinist
 PETS): B networks sharing the statistics, each fitted on its own resample of the training rows.
 The planners score every candidate under every member and average, so plans avoid what the
 members disagree on; `predict` and `rollout` step with the members' mean prediction.
+
+With `probabilistic=True` each member predicts a mean and a log-variance of the normalised
+delta (a GaussianHead: 2 O outputs, learnable soft bounds on the log-variance) and trains on
+the Gaussian negative log-likelihood: the probabilistic ensemble of PETS (Chua et al. 2018),
+which planners roll out by trajectory sampling (`particles`, `propagation`). After `fit`, the
+`num_elites` members of least validation loss are the elites (`elites`): prediction and
+planning use only them, for either kind of ensemble.
 """
 from __future__ import annotations
 
@@ -32,10 +39,10 @@ from fastmbrl.data.buffer import ReplayBuffer
 from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels.isa import Spec, get_spec
-from fastmbrl.kernels.rollout import PackedModel, pack_model
+from fastmbrl.kernels.rollout import PROPAGATIONS, PackedModel, pack_model
 from fastmbrl.limits import ResourceLimitError, array_bytes, check_bytes
-from fastmbrl.models.mlp import (ACTIVATION_NAMES, MLP, Adam, check_hidden, mlp_bytes,
-                                 train_mse_epochs)
+from fastmbrl.models.mlp import (ACTIVATION_NAMES, MLP, Adam, GaussianHead, check_hidden,
+                                 mlp_bytes, train_mse_epochs)
 
 _KIND = "dynamics_model"
 # 2: ensembles (member weights "m{i}_W0", ...); 3: absolute_obs_dims (outputs that are values,
@@ -43,6 +50,11 @@ _KIND = "dynamics_model"
 # file instead of reading those outputs as deltas. Versions 1 and 2 still load.
 _VERSION = 2
 _VERSION_ABSOLUTE = 3
+# 4: probabilistic members ("m{i}_logvar_bounds"), elites ("elites"); written only by models
+# that have them
+_VERSION_PETS = 4
+DEFAULT_PARTICLES = 20  # PETS, mbrl-lib
+DEFAULT_PROPAGATION = "tsinf"  # PETS's default
 _STATS = ("input_mean", "input_scale", "delta_mean", "delta_std")
 _MIN_STD = 1e-6  # below this a dimension is treated as constant (scale 1, not 1/std)
 _EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
@@ -59,8 +71,10 @@ class DynamicsModel:
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (200, 200),
                  activation: str = "relu", ignore_obs_dims: Iterable[int] = (), seed: int = 0,
                  dtype: npt.DTypeLike = np.float32, ensemble_size: int = 1,
-                 angle_obs_dims: Iterable[int] = (), absolute_obs_dims: Iterable[int] = ()
-                 ) -> None:
+                 angle_obs_dims: Iterable[int] = (), absolute_obs_dims: Iterable[int] = (),
+                 probabilistic: bool = False, num_elites: int | None = None,
+                 particles: int = DEFAULT_PARTICLES, propagation: str = DEFAULT_PROPAGATION,
+                 risk: float = 0.0) -> None:
         self.obs_dim = check_positive_int(obs_dim, "obs_dim")
         self.act_dim = check_positive_int(act_dim, "act_dim")
         dims = sorted({int(d) for d in ignore_obs_dims})
@@ -87,17 +101,32 @@ class DynamicsModel:
         n_in = self.obs_dim + len(angles)  # the network's observation inputs
         self.seed = int(seed)
         self.ensemble_size = check_positive_int(ensemble_size, "ensemble_size")
+        if not isinstance(probabilistic, (bool, np.bool_)):
+            raise ValueError(f"probabilistic: expected True or False, got {probabilistic!r}")
+        self.probabilistic = bool(probabilistic)
+        e = self.ensemble_size if num_elites is None else check_positive_int(num_elites,
+                                                                              "num_elites")
+        if e > self.ensemble_size:
+            raise ValueError(f"num_elites: at most ensemble_size={self.ensemble_size}, got {e}")
+        self.num_elites = e
+        self.set_sampling(particles, propagation, risk)
+        n_out = 2 * self.obs_dim if self.probabilistic else self.obs_dim
         hidden = check_hidden(hidden)
         check_bytes(f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
                     f"hidden={hidden}, ensemble_size={self.ensemble_size})",
                     {"weights and gradients (ensemble_size x hidden widths)":
-                     self.ensemble_size * mlp_bytes(n_in + self.act_dim, hidden, self.obs_dim,
+                     self.ensemble_size * mlp_bytes(n_in + self.act_dim, hidden, n_out,
                                                     dtype)}, "hidden or ensemble_size")
-        self.nets = [MLP(n_in + self.act_dim, self.obs_dim, hidden, activation, dtype,
+        #: the members prediction and planning use (the best num_elites after fit)
+        self.elites = np.arange(e, dtype=np.int64)  # after the memory check: e <= B
+        self.nets = [MLP(n_in + self.act_dim, n_out, hidden, activation, dtype,
                          rng=np.random.default_rng(self.seed if m == 0 else [self.seed, 2, m]))
                      for m in range(self.ensemble_size)]
         self.net = self.nets[0]
         self.hidden, self.activation, self.dtype = self.net.hidden, self.net.activation, self.net.dtype
+        #: per member, the log-variance head (probabilistic models; else empty)
+        self.heads = ([GaussianHead(self.obs_dim, self.dtype) for _ in self.nets]
+                      if self.probabilistic else [])
         in_dim = n_in + self.act_dim
         self.input_mean = np.zeros(in_dim, self.dtype)
         self.input_scale = np.ones(in_dim, self.dtype)
@@ -110,9 +139,33 @@ class DynamicsModel:
         self._packed: dict = {}  # spec -> PackedModel of some version
 
     def __repr__(self) -> str:
+        kind = ", probabilistic=True" if self.probabilistic else ""
+        elites = (f", num_elites={self.num_elites}" if self.num_elites < self.ensemble_size
+                  else "")
         return (f"DynamicsModel(obs_dim={self.obs_dim}, act_dim={self.act_dim}, hidden={self.hidden}, "
-                f"activation={self.activation!r}, ensemble_size={self.ensemble_size}, "
-                f"version={self.version})")
+                f"activation={self.activation!r}, ensemble_size={self.ensemble_size}{kind}"
+                f"{elites}, version={self.version})")
+
+    def set_sampling(self, particles: int | None = None, propagation: str | None = None,
+                     risk: float | None = None) -> None:
+        """How planners roll a probabilistic model out (ignored by a deterministic one):
+        `particles` per candidate, `propagation` (one of PROPAGATIONS) and `risk` λ >= 0, a
+        candidate scoring mean - λ std of its particles' returns. None keeps a setting. A
+        planner built before follows a new `risk`; other changes need a new planner."""
+        if particles is not None:
+            self.particles = check_positive_int(particles, "particles")
+        if propagation is not None:
+            if propagation not in PROPAGATIONS:
+                raise ValueError(f"propagation: expected one of {', '.join(PROPAGATIONS)}, "
+                                 f"got {propagation!r}")
+            self.propagation = propagation
+        if risk is not None:
+            if isinstance(risk, bool) or not (np.isfinite(risk) and risk >= 0):
+                raise ValueError(f"risk: expected a non-negative number, got {risk!r}")
+            self.risk = float(risk)
+        if (particles, propagation, risk) != (None, None, None):
+            self._packed = {}
+            self.version = getattr(self, "version", -1) + 1  # planners re-pack
 
     # ----------------------------------------------------------------------------- prediction
     def _features(self, obs, act):
@@ -131,20 +184,44 @@ class DynamicsModel:
         return x
 
     def _net_out(self, x, net=None):
-        """Outputs of `net` (default: the members' mean) for normalised inputs, in chunks so
-        memory stays bounded."""
+        """Predicted normalised deltas of `net` (default: the elites' mean) for normalised
+        inputs, in chunks so memory stays bounded (the mean outputs of a probabilistic net)."""
         if net is None:
-            if self.ensemble_size == 1:
-                return self._net_out(x, self.net)
-            out = self._net_out(x, self.nets[0])
-            for other in self.nets[1:]:
-                out += self._net_out(x, other)
-            out /= self.dtype.type(self.ensemble_size)
+            out = self._net_out(x, self.nets[self.elites[0]])
+            for m in self.elites[1:]:
+                out += self._net_out(x, self.nets[m])
+            if self.elites.size > 1:
+                out /= self.dtype.type(self.elites.size)
             return out
+        return self._raw_out(x, net)[:, :self.obs_dim]
+
+    def _raw_out(self, x, net):
         if x.shape[0] <= _EVAL_CHUNK:
             return net.forward(x)
         return np.concatenate([net.forward(x[i:i + _EVAL_CHUNK])
                                for i in range(0, x.shape[0], _EVAL_CHUNK)])
+
+    def predict_distribution(self, obs: npt.ArrayLike, act: npt.ArrayLike
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of the next observation (batches (N, obs_dim), (N, act_dim)) under the
+        elites' equal mixture: the std holds the members' predicted noise (a probabilistic
+        model; none for a deterministic one) and their disagreement."""
+        obs = as_array(obs, "obs", (None, self.obs_dim), self.dtype)
+        act = as_array(act, "act", (obs.shape[0], self.act_dim), self.dtype)
+        x = self._inputs(obs, act)
+        o = self.obs_dim
+        means, variances = [], []
+        for m in self.elites:
+            raw = self._raw_out(x, self.nets[m]).astype(np.float64)
+            means.append(raw[:, :o])
+            variances.append(np.exp(self.heads[m].logvar(raw[:, o:])) if self.probabilistic
+                             else np.zeros_like(raw[:, :o]))
+        mu = np.mean(means, axis=0)
+        var = np.mean(variances, axis=0) + np.var(means, axis=0)
+        std = self.delta_std.astype(np.float64)
+        carry = obs * self._carry if self.absolute_obs_dims else obs
+        return ((carry + self.delta_mean + std * mu).astype(self.dtype),
+                (std * np.sqrt(var)).astype(self.dtype))
 
     def _step(self, obs, act):
         out = self._net_out(self._inputs(obs, act))
@@ -233,13 +310,17 @@ class DynamicsModel:
         spec = get_spec(isa)
         packed = self._packed.get(spec)
         if packed is None or packed.version != self.version:
-            many = self.ensemble_size > 1
-            weights = [n.weights for n in self.nets] if many else self.net.weights
-            biases = [n.biases for n in self.nets] if many else self.net.biases
+            nets = [self.nets[m] for m in self.elites]  # planners use the elites only
+            many = len(nets) > 1
+            weights = [n.weights for n in nets] if many else nets[0].weights
+            biases = [n.biases for n in nets] if many else nets[0].biases
+            bounds = (np.stack([self.heads[m].bounds for m in self.elites])
+                      if self.probabilistic else None)
             packed = self._packed[spec] = pack_model(
                 weights, biases, self.activation, self.input_mean, self.input_scale,
                 self.delta_mean, self.delta_std, self.version, self.angle_obs_dims, spec,
-                absolute_dims=self.absolute_obs_dims)
+                absolute_dims=self.absolute_obs_dims, logvar_bounds=bounds,
+                particles=self.particles, propagation=self.propagation, risk=self.risk)
         return packed
 
     # ------------------------------------------------------------------------------- training
@@ -266,16 +347,35 @@ class DynamicsModel:
         return t
 
     def _evaluate(self, x, t, net=None):
-        """(normalised MSE, raw next-obs MSE) of `net` (default: the members' mean) on
+        """(normalised MSE, raw next-obs MSE) of `net` (default: the elites' mean) on
         normalised inputs/targets."""
         err = (self._net_out(x, net) - t).astype(np.float64) ** 2
         per_dim = err.mean(axis=0)
         return float(per_dim.mean()), float((per_dim * self.delta_std.astype(np.float64) ** 2).mean())
 
+    def _nll(self, x, t, m):
+        """Member m's mean Gaussian NLL (without constant) on normalised inputs/targets."""
+        raw = self._raw_out(x, self.nets[m]).astype(np.float64)
+        lv = self.heads[m].logvar(raw[:, self.obs_dim:])
+        return float((0.5 * ((raw[:, :self.obs_dim] - t) ** 2 * np.exp(-lv) + lv)).mean())
+
+    def _check_decay(self, weight_decay):
+        """Per layer decays from one number or one per layer."""
+        n = self.net.num_layers
+        decays = [weight_decay] * n if np.ndim(weight_decay) == 0 else list(weight_decay)
+        if len(decays) != n or not all(
+                not isinstance(d, bool) and np.isfinite(d) and d >= 0 for d in decays):
+            raise ValueError(f"weight_decay: expected a non-negative number or {n} of them "
+                             f"(one per layer), got {weight_decay!r}")
+        return [float(d) for d in decays]
+
     def fit(self, buffer: ReplayBuffer, epochs: int = 50, batch_size: int = 256, lr: float = 1e-3,
-            validation_ratio: float = 0.1, patience: int | None = 5, weight_decay: float = 0.0,
-            input_noise: float = 0.0, verbose: bool = False) -> dict[str, Any]:
-        """Train on `buffer` by minibatch Adam on the MSE of the normalised delta.
+            validation_ratio: float = 0.1, patience: int | None = 5,
+            weight_decay: float | Sequence[float] = 0.0, input_noise: float = 0.0,
+            verbose: bool = False) -> dict[str, Any]:
+        """Train on `buffer` by minibatch Adam on the MSE of the normalised delta (a
+        probabilistic model: its Gaussian NLL, and the log-variance bounds with it).
+        `weight_decay`: one number, or one per layer (its weights and bias), as PETS.
 
         The buffer's seeded split (`buffer.split(validation_ratio, seed)`) gives the validation
         rows; statistics come from the training rows. Validation runs every epoch; training stops
@@ -284,7 +384,9 @@ class DynamicsModel:
         losses are the members' mean, and each member keeps its own best epoch's weights.
         Returns the history: per-epoch "train_loss", "val_loss" (normalised MSE), "val_mse"
         (next-observation MSE), "seconds", plus "best_epoch", "stopped_early", "train_rows" and
-        "validation_rows". Without validation rows (validation_ratio=0) "val_loss" and "val_mse"
+        "validation_rows", "member_val_loss" (each member's best) and "elites"; a probabilistic
+        model adds "val_nll" (the members' mean NLL). The elites are the `num_elites` members
+        of least best validation loss (training loss without validation rows). Without validation rows (validation_ratio=0) "val_loss" and "val_mse"
         are empty and early stopping follows the training loss; a ratio > 0 needs at least 2
         transitions (FastMBRLError otherwise).
         A non-finite loss restores the model as it was before the call and raises FastMBRLError
@@ -299,7 +401,8 @@ class DynamicsModel:
         batch_size = check_positive_int(batch_size, "batch_size")
         if patience is not None:
             patience = check_positive_int(patience, "patience")
-        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("input_noise", input_noise)):
+        decays = self._check_decay(weight_decay)
+        for name, value in (("lr", lr), ("input_noise", input_noise)):
             if not (np.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} "
                                  f"number, got {value!r}")
@@ -326,25 +429,37 @@ class DynamicsModel:
         if val_idx.size:
             va = buffer.get(val_idx)
             x_va, t_va = self._inputs(va.obs, va.action), self._targets(va.obs, va.next_obs)
-        opts = [Adam(net.params, lr=lr, weight_decay=weight_decay) for net in self.nets]
+        per_array = [d for d in decays for _ in (0, 1)]
+        opts = [Adam(net.params, lr=lr, weight_decay=per_array) for net in self.nets]
+        heads = self.heads if self.probabilistic else None
+        head_opts = [Adam([h.bounds], lr=lr) for h in self.heads] if heads else None
         boot = (None if b == 1 else
                 [self.rng.integers(0, x_tr.shape[0], x_tr.shape[0]) for _ in range(b)])
         history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_mse": [], "seconds": [],
                    "best_epoch": None, "stopped_early": False,
                    "train_rows": int(train_idx.size), "validation_rows": int(val_idx.size)}
+        if self.probabilistic:
+            history["val_nll"] = []
         best, waited = np.inf, 0
         member_best = [np.inf] * b
         best_params: list[np.ndarray | None] = [None] * b
+        best_bounds: list[np.ndarray | None] = [None] * b
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             member_val = []
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught just below
                 # the members train together, in one parallel kernel
-                train_loss = np.mean(train_mse_epochs(self.nets, opts, x_tr, t_tr, batch_size,
-                                                      self.rng, input_noise, rows=boot))
+                member_train = train_mse_epochs(self.nets, opts, x_tr, t_tr, batch_size,
+                                                self.rng, input_noise, rows=boot, heads=heads,
+                                                head_optimizers=head_opts)
+                train_loss = np.mean(member_train)
                 if val_idx.size:
                     member_val = [self._evaluate(x_va, t_va, net) for net in self.nets]
                     val_loss, val_mse = np.mean(member_val, axis=0)
+                    if self.probabilistic:
+                        val_nll = np.mean([self._nll(x_va, t_va, m) for m in range(b)])
+                else:  # members are ranked by their last training loss
+                    member_best = [float(v) for v in member_train]
             seconds = time.perf_counter() - t0
             if not np.isfinite(train_loss) or (val_idx.size and not np.isfinite(val_loss)):
                 self.load_state(before)
@@ -355,6 +470,8 @@ class DynamicsModel:
             if val_idx.size:
                 history["val_loss"].append(float(val_loss))
                 history["val_mse"].append(float(val_mse))
+                if self.probabilistic:
+                    history["val_nll"].append(float(val_nll))
             if verbose:
                 val = (f"val {val_loss:.5f}  val mse {val_mse:.3g}" if val_idx.size
                        else "no validation rows")
@@ -364,6 +481,8 @@ class DynamicsModel:
                 if loss < member_best[m]:
                     member_best[m] = loss
                     best_params[m] = self.nets[m].flat_params.copy()
+                    if self.probabilistic:
+                        best_bounds[m] = self.heads[m].bounds.copy()
             score = val_loss if val_idx.size else train_loss
             if score < best:
                 best, waited, history["best_epoch"] = score, 0, epoch
@@ -372,24 +491,38 @@ class DynamicsModel:
                 if patience is not None and waited >= patience:
                     history["stopped_early"] = epoch < epochs
                     break
-        for net, params in zip(self.nets, best_params):
+        for m, (net, params) in enumerate(zip(self.nets, best_params)):
             if params is not None:
                 net.flat_params[:] = params
+            if best_bounds[m] is not None:
+                self.heads[m].bounds[...] = best_bounds[m]
+        self.elites = np.sort(np.argsort(member_best, kind="stable")[:self.num_elites])
+        history["member_val_loss"] = [float(v) for v in member_best]
+        history["elites"] = self.elites.tolist()
         self.version += 1
         return history
 
     # ------------------------------------------------------------------------------ state, I/O
     def state_dict(self) -> dict[str, Any]:
         """Copies of the weights ("W0", "b0", ...; "m0_W0", "m1_W0", ... for an ensemble) and
-        the four statistics arrays."""
+        the four statistics arrays; a probabilistic model's log-variance bounds
+        ("logvar_bounds" or "m0_logvar_bounds", ...: (2, obs_dim), upper then lower), and the
+        elites ("elites") when they are not every member."""
         if self.ensemble_size == 1:
             state = self.net.state_dict()
         else:
             state = {f"m{m}_{k}": v for m, net in enumerate(self.nets)
                      for k, v in net.state_dict().items()}
+        for m, head in enumerate(self.heads):
+            state[f"{self._prefix(m)}logvar_bounds"] = head.bounds.copy()
+        if self.num_elites < self.ensemble_size:
+            state["elites"] = self.elites.copy()
         for name in _STATS:
             state[name] = getattr(self, name).copy()
         return state
+
+    def _prefix(self, m):
+        return f"m{m}_" if self.ensemble_size > 1 else ""
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Set weights and statistics from `state_dict()` output; checked before anything changes."""
@@ -402,6 +535,27 @@ class DynamicsModel:
             stats[name] = as_array(state.pop(name), f"state[{name!r}]", (size,), self.dtype)
         if (stats["input_scale"] < 0).any() or (stats["delta_std"] <= 0).any():
             raise ValueError("state: input_scale must be >= 0 and delta_std > 0")
+        bounds = []
+        for m in range(len(self.heads)):
+            key = f"{self._prefix(m)}logvar_bounds"
+            if key not in state:
+                raise ValueError(f"state: missing {key!r} (a probabilistic model's)")
+            v = as_array(state.pop(key), f"state[{key!r}]", (2, self.obs_dim), self.dtype)
+            if not (v[1] < v[0]).all():
+                raise ValueError(f"state[{key!r}]: the lower bounds (row 1) must be below the "
+                                 f"upper ones (row 0)")
+            bounds.append(v)
+        elites = np.arange(self.num_elites, dtype=np.int64)
+        if self.num_elites < self.ensemble_size or "elites" in state:
+            if "elites" not in state:
+                raise ValueError("state: missing 'elites'")
+            raw = np.asarray(state.pop("elites"))
+            elites = np.sort(raw.astype(np.int64)) if raw.dtype.kind in "iu" else raw
+            if (raw.dtype.kind not in "iu" or raw.shape != (self.num_elites,)
+                    or np.unique(elites).size != self.num_elites or elites.min() < 0
+                    or elites.max() >= self.ensemble_size):
+                raise ValueError(f"state['elites']: expected {self.num_elites} distinct member "
+                                 f"indices in [0, {self.ensemble_size}), got {raw!r}")
         if self.ensemble_size == 1:
             parts = [state]
         else:
@@ -420,6 +574,9 @@ class DynamicsModel:
             raise
         for name, value in stats.items():
             getattr(self, name)[:] = value
+        for head, v in zip(self.heads, bounds):
+            head.bounds[...] = v
+        self.elites = elites
         self.version += 1
 
     def save(self, path: StrPath) -> Path:
@@ -431,18 +588,22 @@ class DynamicsModel:
         if self.absolute_obs_dims:  # absent from older files: none
             header["absolute_obs_dims"] = list(self.absolute_obs_dims)
         version = _VERSION_ABSOLUTE if self.absolute_obs_dims else _VERSION
+        if self.probabilistic or self.num_elites < self.ensemble_size:  # absent: neither
+            header["probabilistic"] = self.probabilistic
+            header["num_elites"] = self.num_elites
+            version = _VERSION_PETS
         return save_npz(path, _KIND, version, header, self.state_dict())
 
     @classmethod
     def load(cls, path: StrPath) -> DynamicsModel:
         """Read a model written by `save`; a corrupt or mismatched file raises FormatError."""
-        header, arrays = load_npz(path, _KIND, (1, _VERSION, _VERSION_ABSOLUTE))
+        header, arrays = load_npz(path, _KIND, (1, _VERSION, _VERSION_ABSOLUTE, _VERSION_PETS))
         sizes = _check_header(path, header, arrays)  # before anything is sized from it
         try:
             model = cls(sizes["obs_dim"], sizes["act_dim"], sizes["hidden"], sizes["activation"],
                         sizes["ignore_obs_dims"], sizes["seed"], np.dtype(sizes["dtype"]),
                         sizes["ensemble_size"], sizes["angle_obs_dims"],
-                        sizes["absolute_obs_dims"])
+                        sizes["absolute_obs_dims"], sizes["probabilistic"], sizes["num_elites"])
             model.load_state(arrays)
         except ResourceLimitError as exc:
             raise ResourceLimitError(f"{path}: {exc}") from None
@@ -477,6 +638,10 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
                               f"{', '.join(choices)}, got {value!r}")
         return value
 
+    probabilistic = header.get("probabilistic", False)
+    if not isinstance(probabilistic, bool):
+        raise FormatError(f"{path}: header field 'probabilistic' must be true or false, "
+                          f"got {probabilistic!r}")
     seed = header.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise FormatError(f"{path}: header field 'seed' must be a non-negative integer, "
@@ -487,7 +652,12 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
              "absolute_obs_dims": ints("absolute_obs_dims", []),
              "ignore_obs_dims": ints("ignore_obs_dims"), "seed": seed,
              "dtype": one_of("dtype", ("float32", "float64")),
-             "activation": one_of("activation", ACTIVATION_NAMES)}
+             "activation": one_of("activation", ACTIVATION_NAMES),
+             "probabilistic": probabilistic}
+    sizes["num_elites"] = count("num_elites", sizes["ensemble_size"])
+    if sizes["num_elites"] > sizes["ensemble_size"]:
+        raise FormatError(f"{path}: header field 'num_elites' is {sizes['num_elites']}, more "
+                          f"than the {sizes['ensemble_size']} members")
     members = sorted(int(m.group(1)) for m in map(_MEMBER_KEY.fullmatch, arrays) if m)
     found = 1 if "W0" in arrays and not members else len(members)
     if found != sizes["ensemble_size"] or members not in ([], list(range(found))):
@@ -503,9 +673,11 @@ def _check_header(path, header: dict, arrays: dict) -> dict:
     if list(sizes["hidden"]) != widths:
         raise FormatError(f"{path}: header field 'hidden' is {list(sizes['hidden'])}, but the "
                           f"weight arrays have hidden widths {widths}")
-    if shapes[-1][1] != sizes["obs_dim"]:
-        raise FormatError(f"{path}: header field 'obs_dim' is {sizes['obs_dim']}, but the last "
-                          f"weight array has {shapes[-1][1]} outputs")
+    outputs = sizes["obs_dim"] * (2 if probabilistic else 1)
+    if shapes[-1][1] != outputs:
+        kind = " (probabilistic: a mean and a log-variance each)" if probabilistic else ""
+        raise FormatError(f"{path}: header field 'obs_dim' is {sizes['obs_dim']}{kind}, but the "
+                          f"last weight array has {shapes[-1][1]} outputs")
     fan_in = sizes["obs_dim"] + len(sizes["angle_obs_dims"]) + sizes["act_dim"]
     if shapes[0][0] != fan_in:
         raise FormatError(f"{path}: header fields 'obs_dim', 'act_dim' and 'angle_obs_dims' "

@@ -376,23 +376,46 @@ class _Optimizer:
 
 class Adam(_Optimizer):
     """Adam (Kingma & Ba 2015) with optional L2 weight decay added to the gradient, as in
-    torch.optim.Adam. `step(grads)` updates `params` in place."""
+    torch.optim.Adam: one number, or one per array of `params` (e.g. per layer, as PETS).
+    `step(grads)` updates `params` in place."""
 
     def __init__(self, params: Iterable[np.ndarray], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float | Sequence[float] = 0.0) -> None:
         super().__init__(params, lr)
         b1, b2 = (float(b) for b in betas)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
-        if not weight_decay >= 0:
+        if np.ndim(weight_decay) == 0:
+            decays = [weight_decay] * len(self.params)
+        else:
+            decays = list(weight_decay)
+            if len(decays) != len(self.params):
+                raise ValueError(f"weight_decay: expected one number or {len(self.params)} "
+                                 f"(one per array), got {len(decays)}")
+        if not all(np.isfinite(d) and d >= 0 for d in decays):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        self.betas, self.eps, self.weight_decay = (b1, b2), float(eps), float(weight_decay)
+        self.betas, self.eps = (b1, b2), float(eps)
+        #: a float, or a tuple of one per array when they differ
+        self.weight_decay: float | tuple[float, ...] = (
+            float(decays[0]) if len(set(decays)) == 1 else tuple(float(d) for d in decays))
+        # (start, stop, decay) of each run of equal decays in a fused target
+        self._runs = [(0, self._targets[0].size, float(decays[0]))] if self._fused else []
+        if self._fused and isinstance(self.weight_decay, tuple):
+            self._runs, start = [], 0
+            for p, d in zip(self.params, self.weight_decay):
+                self._runs.append((start, start + p.size, d))
+                start += p.size
         self.t = 0
         self.m = self._state()
         self.v = self._state()
+
+    def decay_of(self, i: int) -> float:
+        """The weight decay of params[i]."""
+        wd = self.weight_decay
+        return wd[i] if isinstance(wd, tuple) else wd
 
     def step(self, grads: Iterable[np.ndarray]) -> None:
         gs = self._grad_targets(grads)
@@ -404,9 +427,14 @@ class Adam(_Optimizer):
         # p -= lr/bc1 * m / (sqrt(v)/bc2 + eps), rewritten to keep the loop free of divisions
         # by the corrections: p -= (lr*bc2/bc1) * m / (sqrt(v) + eps*bc2).
         lr_t, eps_t = f(self.lr * bc2 / bc1), f(self.eps * bc2)
-        for p, g, m, v in zip(self._targets, gs, self.m, self.v):
+        if self._fused:
+            p, g, m, v = _flat(self._targets[0]), gs[0], _flat(self.m[0]), _flat(self.v[0])
+            for a, b, d in self._runs:
+                _k.adam_update(p[a:b], g[a:b], m[a:b], v[a:b], lr_t, f(b1), f(b2), eps_t, f(d))
+            return
+        for i, (p, g, m, v) in enumerate(zip(self._targets, gs, self.m, self.v)):
             _k.adam_update(_flat(p), g, _flat(m), _flat(v), lr_t, f(b1), f(b2), eps_t,
-                           f(self.weight_decay))
+                           f(self.decay_of(i)))
 
 
 class SGD(_Optimizer):
@@ -426,12 +454,66 @@ class SGD(_Optimizer):
             _k.sgd_update(_flat(p), g, _flat(b), f(self.lr), f(self.momentum))
 
 
+class GaussianHead:
+    """A mean and bounded log-variance on top of an MLP with 2 O outputs (PETS, Chua et al.
+    2018): outputs [:O] are the mean, [O:] a raw log-variance v, bounded softly as
+    lv = lo + softplus(hi' - lo) with hi' = hi - softplus(hi - v). The bounds `bounds`
+    ((2, O): row 0 the upper, row 1 the lower) are learned with the network, under the penalty
+    `penalty` * (sum(upper) - sum(lower)) that keeps them from widening. The loss is the mean
+    over rows and outputs of 0.5 ((mean - y)^2 / exp(lv) + lv) (the Gaussian NLL without its
+    constant)."""
+
+    def __init__(self, out_dim: int, dtype: npt.DTypeLike = np.float32, max_logvar: float = 0.5,
+                 min_logvar: float = -10.0, penalty: float = 0.01) -> None:
+        self.out_dim = check_positive_int(out_dim, "out_dim")
+        if not (np.isfinite(max_logvar) and np.isfinite(min_logvar) and min_logvar < max_logvar):
+            raise ValueError(f"min_logvar, max_logvar: expected finite numbers with min < max, "
+                             f"got {min_logvar!r}, {max_logvar!r}")
+        if not (np.isfinite(penalty) and penalty >= 0):
+            raise ValueError(f"penalty: expected a non-negative number, got {penalty!r}")
+        self.dtype = _check_dtype(dtype)
+        self.bounds = np.empty((2, self.out_dim), self.dtype)
+        self.bounds[0], self.bounds[1] = max_logvar, min_logvar
+        self.grad = np.zeros_like(self.bounds)
+        self.penalty = float(penalty)
+
+    def logvar(self, v: np.ndarray) -> np.ndarray:
+        """The bounded log-variance of raw outputs v (N, O)."""
+        hi, lo = self.bounds
+        upper = hi - np.logaddexp(0, hi - v)
+        return lo + np.logaddexp(0, upper - lo)
+
+    def loss_grad(self, out: np.ndarray, y: np.ndarray, grad_out: np.ndarray) -> float:
+        """The mean NLL of outputs `out` (N, 2 O) for targets y (N, O); writes dNLL/dout into
+        `grad_out` (N, 2 O) and d(NLL + penalty)/dbounds into `grad`."""
+        o = self.out_dim
+        hi, lo = self.bounds
+        v = out[:, o:]
+        upper = hi - np.logaddexp(0, hi - v)
+        lv = lo + np.logaddexp(0, upper - lo)
+        iv = np.exp(-lv)
+        d = out[:, :o] - y
+        e = d * d * iv
+        scale = 1.0 / e.size
+        s1 = 0.5 + 0.5 * np.tanh(0.5 * (hi - v))  # d upper / d v
+        s2 = 0.5 + 0.5 * np.tanh(0.5 * (upper - lo))  # d lv / d upper
+        glv = 0.5 * (1 - e) * scale
+        grad_out[:, :o] = d * iv * scale
+        grad_out[:, o:] = glv * s2 * s1
+        self.grad[0] = (glv * s2 * (1 - s1)).sum(axis=0) + self.penalty
+        self.grad[1] = (glv * (1 - s2)).sum(axis=0) - self.penalty
+        return float(0.5 * (e + lv).mean())
+
+    def bound_penalty(self) -> float:
+        return self.penalty * float(self.bounds[0].sum() - self.bounds[1].sum())
+
+
 class _TileTrainer:
     """Float32 MLPs of one architecture trained together by ``kernels.train`` (one epoch per
     call). Parameters and Adam moments are copied into the kernel's padded layout at the start
     of an epoch and back at its end, so the networks and optimizers stay the source of truth."""
 
-    def __init__(self, nets, batch_size: int, spec):
+    def __init__(self, nets, batch_size: int, spec, gaussian: bool = False):
         net = nets[0]
         self.architecture = _architecture(net)
         self.layout = lay = _kt.Layout((net.in_dim, *net.hidden, net.out_dim), batch_size, spec)
@@ -442,13 +524,21 @@ class _TileTrainer:
         self.wt = np.zeros((b, lay.n_wt), f)
         self.ws = np.zeros((b, lay.n_ws), f)
         self.losses = np.zeros(b, np.float64)
-        self.block_loss = np.zeros((b, -(-batch_size // spec.chunk_rows)), np.float64)
+        blocks = -(-batch_size // spec.chunk_rows)
+        self.block_loss = np.zeros((b, blocks), np.float64)
         self.kernel = _kt.epoch_kernel(spec)
         self.act_code = _DENSE_ACT[net.activation]
+        self.wd = np.zeros((net.num_layers, 2), f)
+        self.gaussian = gaussian
+        o = net.out_dim // 2 if gaussian else 0  # the head's bounds and their Adam state
+        hb = b if gaussian else 0
+        self.bounds, self.bm, self.bv = (np.zeros((hb, 2, o), f) for _ in range(3))
+        self.bg = np.zeros((hb, 2, o), f)
+        self.bgrad = np.zeros((hb, blocks, 2, o), np.float64)
 
-    def fits(self, nets, batch_size, spec) -> bool:
+    def fits(self, nets, batch_size, spec, gaussian=False) -> bool:
         return (batch_size == self.layout.batch and len(nets) == self.pp.shape[0]
-                and spec == self.layout.spec
+                and spec == self.layout.spec and gaussian == self.gaussian
                 and all(_architecture(n) == self.architecture for n in nets))
 
     def _copy(self, nets, opts, to_kernel: bool):
@@ -469,20 +559,33 @@ class _TileTrainer:
                 for i in range(1, net.num_layers):
                     lay.transpose_view(self.wt[b], i)[...] = net.weights[i].T
 
-    def epoch(self, nets, opts, x, y, order, noise) -> np.ndarray:
+    def epoch(self, nets, opts, x, y, order, noise, heads=None, head_opts=None) -> np.ndarray:
         """One epoch; `order` (B, n) rows of x/y per member and step, `noise` (B, n, in) or
-        (0, 0, 0). Returns each member's mean loss (NaN where it became non-finite)."""
+        (0, 0, 0); `heads`/`head_opts` the members' GaussianHeads and their bounds' Adams.
+        Returns each member's mean loss (NaN where it became non-finite)."""
         self._copy(nets, opts, True)
         opt = opts[0]
+        for i in range(nets[0].num_layers):
+            self.wd[i] = opt.decay_of(2 * i), opt.decay_of(2 * i + 1)
+        if self.gaussian:
+            for m, (head, ho) in enumerate(zip(heads, head_opts)):
+                self.bounds[m], self.bm[m], self.bv[m] = head.bounds, ho.m[0], ho.v[0]
+        penalty = heads[0].penalty if self.gaussian else 0.0
         b1, b2 = opt.betas
         lay = self.layout
         steps = self.kernel(x, y, order, noise, lay.batch, self.act_code, lay.layers,
                             lay.gstart, lay.gcount, lay.ublocks, self.pp, self.gp, self.mp,
                             self.vp, self.wt, self.ws, lay.zero, opt.lr, b1, b2, opt.eps,
-                            opt.weight_decay, opt.t, self.losses, self.block_loss)
+                            self.wd, opt.t, self.losses, self.block_loss, self.bounds, self.bm,
+                            self.bv, self.bgrad, self.bg, penalty)
         self._copy(nets, opts, False)
         for o in opts:
             o.t += int(steps)
+        if self.gaussian:
+            for m, (head, ho) in enumerate(zip(heads, head_opts)):
+                head.bounds[...], ho.m[0][...], ho.v[0][...] = (
+                    self.bounds[m], self.bm[m], self.bv[m])
+                ho.t += int(steps)
         return self.losses.copy()
 
 
@@ -500,40 +603,57 @@ def _shaped(flat, net):
     return out
 
 
-def _tile_trainable(nets, opts) -> bool:
+def _tile_trainable(nets, opts, heads=None, head_opts=None) -> bool:
     """Whether the tile kernel can train these: float32 MLPs of one architecture, each with a
-    fused Adam over its own parameters, all with the same settings."""
+    fused Adam over its own parameters, all with the same settings (and, with heads, float32
+    heads of one penalty whose bounds' Adams share them, without weight decay)."""
     first, shape = opts[0], _architecture(nets[0])
+    settings = (first.lr, first.betas, first.eps, first.t)
+    if heads is not None and not all(
+            h.dtype == np.float32 and h.penalty == heads[0].penalty and type(o) is Adam
+            and len(o.params) == 1 and o.params[0] is h.bounds and o.weight_decay == 0
+            and (o.lr, o.betas, o.eps, o.t) == settings for h, o in zip(heads, head_opts)):
+        return False
     return all(
         isinstance(n, MLP) and n.dtype == np.float32 and _architecture(n) == shape
         and type(o) is Adam and o._fused and o._targets[0] is n.flat_params
-        and (o.lr, o.betas, o.eps, o.weight_decay, o.t) == (first.lr, first.betas, first.eps,
-                                                          first.weight_decay, first.t)
+        and (o.lr, o.betas, o.eps, o.t) == settings and o.weight_decay == first.weight_decay
         for n, o in zip(nets, opts))
 
 
 def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: np.ndarray,
                      y: np.ndarray, batch_size: int, rng: np.random.Generator,
                      input_noise: float = 0.0, rows: Sequence[np.ndarray] | None = None,
-                     isa: str | _isa.Spec | None = None) -> np.ndarray:
-    """One epoch of minibatch Adam on the MSE for each of `nets`, trained together.
+                     isa: str | _isa.Spec | None = None,
+                     heads: Sequence[GaussianHead] | None = None,
+                     head_optimizers: Sequence[Adam] | None = None) -> np.ndarray:
+    """One epoch of minibatch Adam on the MSE for each of `nets`, trained together; with
+    `heads` (a GaussianHead per network, whose outputs are then 2 O for O columns of y, and an
+    Adam over each head's `bounds`, with the network's settings) on the Gaussian NLL instead.
 
     Member m visits the rows `rows[m]` of x/y (default: every row; e.g. a bootstrap resample)
     once, in a shuffled order; per member, the permutation and then its input noise (std
     `input_noise`) are drawn from `rng`, members in order. Float32 networks with fused Adam
     optimizers train in one parallel kernel (``kernels.train``, for the instruction-set spec
     `isa`, default the current one), the others one by one in NumPy.
-    Returns (B,) mean losses over each epoch's batches (measured before each update); NaN for a
-    member whose loss became non-finite, whose epoch stopped there.
+    Returns (B,) mean losses over each epoch's batches (measured before each update; the NLL
+    without the bounds' penalty); NaN for a member whose loss became non-finite, whose epoch
+    stopped there.
     """
     nets, optimizers = list(nets), list(optimizers)
     if len(nets) != len(optimizers) or not nets:
         raise ValueError("nets and optimizers: expected lists of the same, non-zero length")
     batch_size = check_positive_int(batch_size, "batch_size")
     b, net = len(nets), nets[0]
+    gaussian = heads is not None
+    if gaussian:
+        heads, head_optimizers = list(heads), list(head_optimizers or [])
+        if len(heads) != b or len(head_optimizers) != b:
+            raise ValueError(f"heads and head_optimizers: expected {b} of each")
+    y_dim = net.out_dim // 2 if gaussian else net.out_dim
     x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 2 or x.shape[1] != net.in_dim or y.shape != (x.shape[0], net.out_dim):
-        raise ValueError(f"x, y: expected (N, {net.in_dim}) and (N, {net.out_dim}), got "
+    if x.ndim != 2 or x.shape[1] != net.in_dim or y.shape != (x.shape[0], y_dim):
+        raise ValueError(f"x, y: expected (N, {net.in_dim}) and (N, {y_dim}), got "
                          f"{x.shape} and {y.shape}")
     if rows is not None:
         rows = np.asarray(rows)
@@ -548,11 +668,12 @@ def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: n
                 {"row orders (networks x rows)": array_bytes(b, n, itemsize=8),
                  "input noise (networks x rows x inputs)":
                      array_bytes(b, n, net.in_dim) if input_noise > 0 else 0})
-    if not _tile_trainable(nets, optimizers):
+    if not _tile_trainable(nets, optimizers, heads, head_optimizers):
         out = np.empty(b)
         for m, (net, opt) in enumerate(zip(nets, optimizers)):
             xm, ym = (x, y) if rows is None else (x[rows[m]], y[rows[m]])
-            out[m] = _numpy_mse_epoch(net, opt, xm, ym, batch_size, rng, input_noise)
+            head = (heads[m], head_optimizers[m]) if gaussian else None
+            out[m] = _numpy_mse_epoch(net, opt, xm, ym, batch_size, rng, input_noise, head)
         return out
     order = np.empty((b, n), np.int64)
     noise = np.empty((b, n, net.in_dim) if input_noise > 0 else (0, 0, 0), np.float32)
@@ -566,10 +687,10 @@ def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: n
     y = np.ascontiguousarray(y, np.float32)
     spec = _isa.get_spec(isa)
     trainer: _TileTrainer | None = getattr(net, "_tile_trainer", None)
-    if trainer is None or not trainer.fits(nets, batch_size, spec):
-        trainer = _TileTrainer(nets, batch_size, spec)
+    if trainer is None or not trainer.fits(nets, batch_size, spec, gaussian):
+        trainer = _TileTrainer(nets, batch_size, spec, gaussian)
         net._tile_trainer = trainer  # type: ignore[attr-defined]  # cached on the net it fits
-    return trainer.epoch(nets, optimizers, x, y, order, noise)
+    return trainer.epoch(nets, optimizers, x, y, order, noise, heads, head_optimizers)
 
 
 def train_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarray, batch_size: int,
@@ -583,7 +704,8 @@ def train_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarra
 
 
 def _numpy_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarray, batch_size: int,
-                     rng: np.random.Generator, input_noise: float = 0.0) -> float:
+                     rng: np.random.Generator, input_noise: float = 0.0,
+                     head: tuple[GaussianHead, Adam] | None = None) -> float:
     """`train_mse_epoch` for any network and optimizer, by `forward`/`backward`/`step`.
 
     x (N, in_dim) and y (N, out_dim) must already have the network's dtype. Rows are visited
@@ -591,12 +713,14 @@ def _numpy_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarr
     buffers allocated once per call. Optional Gaussian noise of std `input_noise` is added to
     the inputs (Nagabandi et al. 2018 use 0.01). Returns the mean loss over the epoch's
     batches (measured before each update), or NaN as soon as a batch loss is not finite.
+    `head`: a GaussianHead and its bounds' optimizer, for the NLL instead of the MSE.
     """
     n = x.shape[0]
     dt = net.dtype.type
     xb = np.empty((min(batch_size, n), net.in_dim), net.dtype)
-    yb = np.empty((xb.shape[0], net.out_dim), net.dtype)
-    ob = np.empty_like(yb)
+    yb = np.empty((xb.shape[0], y.shape[1]), net.dtype)
+    ob = np.empty((xb.shape[0], net.out_dim), net.dtype)
+    gb = np.empty_like(ob) if head is not None else None
     noise = np.empty_like(xb) if input_noise > 0 else None
     order = rng.permutation(n)
     total = 0.0
@@ -611,6 +735,15 @@ def _numpy_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarr
             np.multiply(noise[:m], dt(input_noise), out=noise[:m])
             np.add(xm, noise[:m], out=xm)
         net.forward(xm, out=om)
+        if head is not None:
+            loss = head[0].loss_grad(om, ym, gb[:m])
+            if not np.isfinite(loss):
+                return float("nan")
+            total += loss * m
+            net.backward(gb[:m], input_grad=False)
+            optimizer.step(net.grads)
+            head[1].step([head[0].grad])
+            continue
         np.subtract(om, ym, out=om)
         flat = om.reshape(-1)
         loss = float(np.dot(flat, flat)) / flat.size

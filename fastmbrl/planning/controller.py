@@ -104,7 +104,8 @@ class Controller:
     def __init__(self, model: DynamicsModel | FunctionModel, task: str | Task, planner: str = DEFAULT_PLANNER,
                  horizon: int = DEFAULT_HORIZON, num_samples: int | None = None, seed: int = 0,
                  planner_options: Mapping[str, Any] | None = None, shaping: bool = True,
-                 deadline_ms: float | None = None) -> None:
+                 deadline_ms: float | None = None, particles: int | None = None,
+                 propagation: str | None = None, risk: float | None = None) -> None:
         if not isinstance(task, (str, Task)):
             raise FastMBRLError(f"task must be a task name or a Task, got {task!r}")
         self.task = get_task(task) if isinstance(task, str) else task
@@ -119,6 +120,14 @@ class Controller:
                 f"{self.task.name} has {self.task.absolute_obs_dims}: a learned reward needs a "
                 "model trained for it")
         self.model = model
+        sampling = {}
+        if isinstance(model, DynamicsModel):  # trajectory sampling (None: the model's own)
+            model.set_sampling(particles, propagation, risk)
+            sampling = {"particles": model.particles, "propagation": model.propagation,
+                        "risk": model.risk}
+        elif (particles, propagation, risk) != (None, None, None):
+            raise FastMBRLError("particles, propagation and risk apply to a learned "
+                                "(probabilistic) model, not to known dynamics")
         self.settings: dict[str, Any] = {  # as controller.json records them
             "planner": planner,
             "horizon": check_positive_int(horizon, "horizon"),
@@ -128,6 +137,7 @@ class Controller:
             "planner_options": dict(planner_options or {}),
             "shaping": shaping,
             "deadline_ms": None if deadline_ms is None else check_deadline(deadline_ms),
+            **sampling,
         }
         self.planner = build_planner(planner, model, self.task, horizon, num_samples, seed,
                                      planner_options, shaping)
@@ -213,6 +223,9 @@ class Controller:
             raise FormatError(f"{meta_path} has no setting {exc}") from None
         settings["shaping"] = meta.get("shaping", True)  # absent from older controller files
         settings["deadline_ms"] = meta.get("deadline_ms")
+        for key in ("particles", "propagation", "risk"):  # absent from older files
+            if key in meta:
+                settings[key] = meta[key]
         settings.update(overrides)
         if known:
             try:

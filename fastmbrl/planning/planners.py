@@ -169,7 +169,8 @@ class Planner:
         self.horizon = check_positive_int(horizon, "horizon")
         self.scorer = Scorer(model, reward_fn, terminated_fn, horizon=self.horizon,
                              max_candidates=self._max_candidates(), rows=rows, isa=isa,
-                             owner=self._describe(model), extra_bytes=self._buffer_bytes)
+                             owner=self._describe(model), extra_bytes=self._buffer_bytes,
+                             seed=seed)
         a = self.scorer.act_dim
         self.num_members = self.scorer.num_members
         self.action_low, self.action_high = _check_bounds(action_low, action_high, a)
@@ -213,7 +214,8 @@ class Planner:
     @classmethod
     def candidates_per_call(cls, num_samples: int | None = None, **options: Any) -> int:
         """Candidates one plan scores with these settings once an episode is under way and no
-        deadline cuts it short: a plan costs this x horizon x ensemble members model steps."""
+        deadline cuts it short: a plan costs this x horizon x ensemble members model steps
+        (x particles instead of members for a probabilistic model rolled out by ts1/tsinf)."""
         return cls._candidates(_num_samples(cls, num_samples), **options)
 
     @classmethod
@@ -285,6 +287,7 @@ class Planner:
         if seed is not None:
             self.seed = seed
             self.rng = np.random.default_rng(seed)
+            self.scorer.reseed(seed)
         np.copyto(self._mean, self._middle)
         self.scorer.reset_statistics()
         self._reset_state()

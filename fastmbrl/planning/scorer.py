@@ -6,7 +6,11 @@ from the observation given to ``scorer.begin(obs)``, leaves the returns in ``bat
 and gives back the index of the best. The scorer owns what that takes: the packed model (re-packed
 when a DynamicsModel's `version` changes), the compiled kernel, its scratch Workspace, the chunking
 and argument list prepared once per candidate count, and, for an ensemble of B members, the
-rollout of every candidate under each member and the mean of its B returns.
+rollout of every candidate under each member and the mean of its B returns. A probabilistic
+model sampled by trajectory sampling (``PackedModel.sampled``: ts1 or tsinf) is rolled out by
+the particle kernel instead: P particles per candidate, whose noise and member draws the scorer
+makes before each call from its own seeded Generator (the same for any thread count), and a
+candidate scores the mean of its particles' returns less `risk` times their std.
 
 After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
 ``score`` allocate no NumPy array. What the buffers will take is estimated (``scorer_bytes``)
@@ -30,10 +34,16 @@ from fastmbrl.kernels.isa import Spec, get_spec
 from fastmbrl.kernels.rollout import (
     KernelArgs,
     PackedModel,
+    ParticleArgs,
+    ParticleWorkspace,
     Workspace,
     chunk_rows,
+    draw_particles,
     kernel_args,
     make_chunks,
+    particle_args,
+    particle_workspace_bytes,
+    particles_per_member,
     rollout_kernel,
     user_error,
 )
@@ -55,7 +65,7 @@ class Batch:
 
     __slots__ = ("actions", "returns", "_args", "_call", "_member_returns")
 
-    def __init__(self, actions: np.ndarray, returns: np.ndarray, args: KernelArgs,
+    def __init__(self, actions: np.ndarray, returns: np.ndarray, args: KernelArgs | ParticleArgs,
                  member_returns: np.ndarray | None) -> None:
         self.actions, self.returns = actions, returns
         self._member_returns = member_returns  # (B k,) under each member, or None
@@ -79,6 +89,18 @@ def scorer_bytes(packed: PackedModel, horizon: int, max_candidates: int, rows: i
     """{part: bytes} of what a Scorer of these sizes allocates (the Workspace's arrays, the
     candidates and their returns, one Batch), from Python ints (no overflow)."""
     k, b, o, a = max_candidates, packed.num_members, packed.obs_dim, packed.act_dim
+    if packed.sampled:
+        pm = particles_per_member(packed)
+        chunks = b * -(-k * pm // rows)
+        n_ang = packed.angle_dims.shape[0]
+        per_row = 4 * ((o + n_ang + a) + 2 * packed.width + packed.out_width + 2 * o + a + 2) + 2
+        return {
+            "candidate actions (num_samples x horizon x act_dim)": array_bytes(k, horizon, a),
+            "particle workspace (num_samples x particles x horizon x obs_dim)":
+                chunks * rows * per_row + particle_workspace_bytes(packed, k, horizon, rows),
+            "returns (num_samples)": array_bytes(k),
+            "prepared batch": batch_bytes(k, b, rows),
+        }
     chunks = b * -(-k // rows)
     n_ang = packed.angle_dims.shape[0]
     per_row = 4 * ((o + n_ang + a) + 2 * packed.width + packed.out_width + 2 * o + a + 2) + 2
@@ -113,7 +135,8 @@ class Scorer:
     def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int, max_candidates: int,
                  rows: int | None = None, isa: str | Spec | None = None, owner: str | None = None,
-                 extra_bytes: Callable[[Scorer], dict[str, int]] | None = None) -> None:
+                 extra_bytes: Callable[[Scorer], dict[str, int]] | None = None,
+                 seed: int | None = 0) -> None:
         if isinstance(model, PackedModel):
             if isa is not None and get_spec(isa) != model.isa:
                 raise ValueError(f"isa: the packed model is laid out for {model.isa.name}, "
@@ -137,13 +160,23 @@ class Scorer:
         check_bytes(owner or f"Scorer(horizon={self.horizon}, max_candidates="
                     f"{self.max_candidates}, rows={self.rows}, members={self.num_members})", need)
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
-        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, packed.dynamics)
+        self.sampled = packed.sampled
+        #: model rollouts per candidate: its particles, or one per member
+        self.rollouts_per_candidate = packed.particles if self.sampled else self.num_members
+        self._kernel = rollout_kernel(reward_fn, terminated_fn, packed.isa, packed.dynamics,
+                                      self.sampled)
         k, b = self.max_candidates, self.num_members
         self._obs = np.zeros(self.obs_dim, F32)
         self._actions = np.empty((k, self.horizon, self.act_dim), F32)
         self._returns = np.empty(k, F32)
-        self._member_returns = np.empty(b * k if b > 1 else 0, F32)
-        self._workspace = Workspace(packed, b * -(-k // self.rows), self.rows)
+        self.reseed(seed)
+        if self.sampled:
+            self._pws = ParticleWorkspace(packed, k, self.horizon, self.rows)
+            self._member_returns = np.empty(0, F32)
+            self._workspace = self._pws.chunks
+        else:
+            self._member_returns = np.empty(b * k if b > 1 else 0, F32)
+            self._workspace = Workspace(packed, b * -(-k // self.rows), self.rows)
         self._batches: dict[int, Batch] = {}
         for dtype in _OBS_DTYPES:  # compile both obs paths now
             ops.load_obs(np.zeros(self.obs_dim, dtype), self._obs)
@@ -159,6 +192,10 @@ class Scorer:
                 raise ValueError(f"k: at most {self.max_candidates} candidates, got {k}")
             b = self.num_members
             actions, returns = self._actions[:k], self._returns[:k]
+            if self.sampled:
+                args = particle_args(self.packed, self._obs, actions, self._pws)
+                batch = self._batches[k] = Batch(actions, returns, args, None)
+                return batch
             raw = self._member_returns[:b * k] if b > 1 else None
             chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
             args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
@@ -183,12 +220,18 @@ class Scorer:
         """Roll the batch's candidates out (one kernel call), fill ``batch.returns`` (the members'
         mean for an ensemble), update the statistics; returns the index of the best return
         (the first on ties; 0 if every candidate diverged)."""
+        returns = batch.returns
+        if self.sampled:
+            draw_particles(self.rng, self._pws, returns.shape[0])
         try:  # free unless something raises
             self._kernel(*batch._call)
         except SystemError as exc:
             raise user_error(exc, self.reward_fn, self.terminated_fn) from None
-        returns = batch.returns
-        if batch._member_returns is not None:
+        if self.sampled:
+            packed = self.packed
+            ops.particle_scores(batch._args.returns, returns.shape[0], self._pws.per_member,
+                                self.num_members, packed.risk, returns)
+        elif batch._member_returns is not None:
             ops.member_mean(batch._member_returns, returns)
         best, n_inf = ops.score_stats(returns)
         self.num_evaluated += returns.shape[0]
@@ -200,6 +243,10 @@ class Scorer:
     num_diverged: int
     num_evaluated: int
 
+    def reseed(self, seed: int | None) -> None:
+        """Restart the Generator of the particles' noise and member draws from `seed`."""
+        self.rng = np.random.default_rng(None if seed is None else [int(seed), 7])
+
     def reset_statistics(self) -> None:
         self.best_return = _NEG_INF
         self.num_diverged = 0
@@ -207,7 +254,10 @@ class Scorer:
 
     def _repack(self):
         packed = self._model.packed(self.packed.isa)
+        old = self.packed
         if (packed.num_members != self.num_members
+                or (packed.sampled, packed.particles, packed.propagation)
+                != (old.sampled, old.particles, old.propagation)
                 or not self._workspace.fits(packed, self._workspace.num_chunks)):
             raise ValueError("model: its shape changed since the planner was built")
         self.packed, self._version = packed, self._model.version

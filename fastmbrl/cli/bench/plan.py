@@ -33,6 +33,7 @@ from fastmbrl.models.function import FunctionModel
 from fastmbrl.planning.controller import build_planner, check_planner_options
 from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, RandomShooting, _icem_sizes,
                                         colored_noise_matrix)
+from . import pets
 from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 from .planners import load_planning_controller, model_steps_per_action
 
@@ -108,6 +109,7 @@ CONFIGS = {
         # cheetah_cem's settings, the samples shrinking by iCEM's decay (1.25) per iteration
         Config("cheetah_icem", 17, 6, (200, 200), 30, 500, "icem",
                {"iterations": 5, "elites": 0.1}),
+        pets.CONFIG,  # 5 probabilistic members, 20 particles, CEM 400 x 5, H = 30, 4 x 200
     ]
 }
 
@@ -318,6 +320,9 @@ def _timing_row(name, planner, reference, observations, steps, repeats, referenc
 
 def measure(cfg: Config, repeats: int = 20, reference_repeats: int = 5) -> dict:
     """One configuration: kernel planner and NumPy reference, medians in ms."""
+    if hasattr(cfg, "measure"):  # a configuration that brings its own (pets)
+        return cfg.measure(repeats, reference_repeats, (cheetah_reward, _cheetah_reward_np),
+                           _median_ms)
     model = random_model(cfg)
     planner = make_planner(cfg, model)
     reference = NumpyPlanner(planner, model, cfg.rewards[1])

@@ -92,7 +92,7 @@ def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_0
     horizon = settings["horizon"] if horizon is None else horizon
     if not isinstance(horizon, int) or horizon < 1:
         raise FastMBRLError(f"--horizon must be a positive integer, got {horizon!r}")
-    members = controller.planner.num_members
+    members = controller.planner.scorer.rollouts_per_candidate  # particles when sampled
     model = "known dynamics" if isinstance(controller.model, FunctionModel) else "learned"
     if budgets is None:
         own = model_steps_per_action(settings["planner"], settings["num_samples"], horizon,
