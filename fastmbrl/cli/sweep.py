@@ -71,6 +71,8 @@ def _parse_text(key: str, text: str) -> Any:
     try:
         value = action.type(text) if action.type is not None else text
     except (argparse.ArgumentTypeError, ValueError) as exc:
+        if action.type is int:
+            exc = f"expected an integer, got {text!r}"
         raise FastMBRLError(f"--set {key}: {exc}") from None
     if action.choices is not None and value not in action.choices:
         raise FastMBRLError(f"--set {key}: {value!r} is not one of "
@@ -133,7 +135,7 @@ def read_spec(path: str | None, sets: list[str] = ()) -> dict:
     if clash:
         raise FormatError(f"{where}: {clash[0]!r} is given twice (as a fixed value, in grid "
                           "or in list): give each key in one place")
-    if "task" not in fixed and "task" not in grid and not all("task" in e for e in entries):
+    if "task" not in fixed and "task" not in grid and not (entries and all("task" in e for e in entries)):
         raise FastMBRLError(f"{where}: no task: give task = \"Pendulum-v1\" (or a grid of "
                             "them, or --set task=...)")
     return {"fixed": fixed, "grid": grid, "list": entries}
@@ -322,7 +324,7 @@ def run(args) -> int:
         for name, error in failed:
             print(f"{name}: FAILS: {error}")
         print(f"{len(jobs) + len(failed)} jobs into {root} ({where})")
-        return 0
+        return 1 if failed else 0
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "sweep.json", {"spec": spec, "jobs": [
         {"name": j["name"], "config": j["config"], "imports": j["imports"]} for j in jobs]})
