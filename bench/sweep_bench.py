@@ -45,8 +45,10 @@ def parallel(args) -> dict:
                               "steps_per_iteration=100", "epochs=1"]), workers=1, threads=2)
     wide, _ = timed(jobs(tmp / "wide", sets), workers=2, threads=1)
     one_by_one, _ = timed(jobs(tmp / "seq", sets), workers=1, threads=2)
+    single, _ = timed(jobs(tmp / "seq1", sets), workers=1, threads=1)
     return {"two_jobs_at_once_s": round(wide, 1), "one_after_another_s": round(one_by_one, 1),
-            "ratio": round(wide / one_by_one, 3)}
+            "one_after_another_1_thread_s": round(single, 1),
+            "ratio": round(wide / one_by_one, 3), "ratio_1_thread": round(wide / single, 3)}
 
 
 def overhead(args) -> dict:
