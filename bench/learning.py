@@ -4,6 +4,10 @@
     python bench/learning.py HalfCheetah-v5 --seeds 0 --steps 50000 --json
     python bench/learning.py learned-reward/Pendulum-v1 --seeds 0 1 2   # the reward learned
 
+The seeds train side by side (`--jobs`, fastmbrl.executor: the same results as one by one) and
+the summary is fastmbrl.stats' (mean, std, IQM, 95 % bootstrap CI over seeds). For grids over
+planners and tasks use `fastmbrl sweep` and `fastmbrl report`.
+
 Not a CI test: a run takes minutes. CI runs the same loop with a tiny budget (tests/test_agent.py).
 """
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmbrl.algorithms.mbrl import train
 from fastmbrl.algorithms.evaluate import evaluate
+from fastmbrl.cli.sweep import resolve, run_job
+from fastmbrl.executor import run_jobs
+from fastmbrl.stats import summarize
 from fastmbrl.tasks.learned import base_id
 
 # task -> (env steps, mean evaluation return to reach); issue 4's targets
@@ -39,6 +45,7 @@ def main(argv=None):
                    help="plan with the environment's reward even if the task has a planning reward")
     p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per seed")
     p.add_argument("--out", default="runs/bench")
+    p.add_argument("--jobs", type=int, help="seeds trained at once (default: one per core)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     # a learned-reward task has its environment's budget and target
@@ -50,25 +57,35 @@ def main(argv=None):
         settings["planner"] = args.planner
     if not args.shaping:
         settings["shaping"] = False
-    rows = []
+    stamp = int(time.time())
+    jobs = []
     for seed in args.seeds:
-        out = Path(args.out) / f"{args.task}-s{seed}-{int(time.time())}"
-        t0 = time.perf_counter()
-        run = train(args.task, out=out, seed=seed, log=lambda m: None, **settings)
-        wall = time.perf_counter() - t0
+        entry, imports = resolve({"task": args.task, "seed": seed, **settings})
+        jobs.append({"name": f"{args.task}-s{seed}", "config": entry, "imports": imports,
+                     "out": str(Path(args.out) / f"{args.task}-s{seed}-{stamp}"),
+                     "tensorboard": False})
+    rows = []
+    for outcome in run_jobs(run_job, jobs, workers=args.jobs, keys=args.seeds):
+        if not outcome.ok:
+            raise SystemExit(f"seed {outcome.key}: {outcome.error}")
+        seed, run = outcome.key, outcome.value
+        out = jobs[args.seeds.index(seed)]["out"]
         ev = evaluate(out, episodes=args.episodes, seed=10_000 * (seed + 1))
-        row = {"task": args.task, "seed": seed, "env_steps": run.env_steps,
-               "planner": run.config.planner, "shaping": run.config.shaping,
+        cfg = jobs[args.seeds.index(seed)]["config"]
+        row = {"task": args.task, "seed": seed, "env_steps": run["env_steps"],
+               "planner": cfg["planner"], "shaping": cfg["shaping"],
                "eval_mean_return": ev["mean_return"],
-               "eval_std_return": ev["std_return"], "train_wall_s": round(wall, 1),
-               "ms_per_act": round(ev["ms_per_act"], 3), "run_dir": str(out)}
+               "eval_std_return": ev["std_return"], "train_wall_s": round(run["wall_s"], 1),
+               "ms_per_act": round(ev["ms_per_act"], 3), "run_dir": out}
         rows.append(row)
         print(json.dumps(row) if args.json else
               f"seed {seed}: eval return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} "
-              f"after {run.env_steps} steps, {wall:.0f} s", flush=True)
+              f"after {run['env_steps']} steps, {run['wall_s']:.0f} s", flush=True)
     means = [r["eval_mean_return"] for r in rows]
+    stats = summarize(means)
     summary = {"task": args.task, "seeds": args.seeds, "mean_over_seeds": float(np.mean(means)),
-               "std_over_seeds": float(np.std(means)), "target": target,
+               "std_over_seeds": float(np.std(means)), "iqm_over_seeds": stats["iqm"],
+               "ci95_iqm": stats["ci95"], "target": target,
                "median_wall_s": float(np.median([r["train_wall_s"] for r in rows]))}
     if target is not None:
         summary["met"] = bool(summary["mean_over_seeds"] >= target)

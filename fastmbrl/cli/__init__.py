@@ -16,6 +16,9 @@ COMMANDS = {
     "train": ("fastmbrl.cli.train", "learn to control a task (MBRL loop of Algorithm 1)"),
     "eval": ("fastmbrl.cli.eval", "run a saved controller and report its returns"),
     "plot": ("fastmbrl.cli.plot", "draw a run's learning curve to a PNG"),
+    "sweep": ("fastmbrl.cli.sweep", "many training runs from a grid of settings, side by side "
+              "or on Ray"),
+    "report": ("fastmbrl.cli.report", "aggregate a sweep's runs over seeds: IQM, 95 % CI, curves"),
     "warmup": ("fastmbrl.cli.warmup", "compile a saved controller's kernels ahead of deployment"),
     "demo": ("fastmbrl.cli.demo", "fit a dynamics model on Pendulum transitions"),
     "info": ("fastmbrl.cli.info", "the instruction-set spec, CPU and versions this install runs with"),
