@@ -37,6 +37,8 @@ _LAZY = {
     "Adam": "fastmbrl.models.mlp",
     "SGD": "fastmbrl.models.mlp",
     "DynamicsModel": "fastmbrl.models.dynamics",
+    "ConvVAE": "fastmbrl.models.vae",
+    "VAEConfig": "fastmbrl.models.vae",
     "RandomShooting": "fastmbrl.planning.planners",
     "CEM": "fastmbrl.planning.planners",
     "MPPI": "fastmbrl.planning.planners",

@@ -168,6 +168,7 @@ class ConvVAE:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self._f: Any = self.dtype.type  # scalars of the model's dtype keep float32 maths float32
         cfg = self.config
         init = np.random.default_rng(self.seed)
         shapes, cin = [], cfg.channels
@@ -242,7 +243,7 @@ class ConvVAE:
     def _load_batch(self, frames: np.ndarray, idx, out: np.ndarray) -> np.ndarray:
         batch = frames[idx]
         if batch.dtype == np.uint8:
-            np.multiply(batch, self.dtype.type(1 / 255), out=out)
+            np.multiply(batch, self._f(1 / 255), out=out)
         else:
             out[...] = batch
         return out
@@ -271,7 +272,7 @@ class ConvVAE:
                 flat = a.reshape(-1)
                 _k.relu_forward(flat, flat)
             else:  # sigmoid(v) = (1 + tanh(v / 2)) / 2, which cannot overflow
-                half = self.dtype.type(0.5)
+                half = self._f(0.5)
                 np.multiply(a, half, out=a)
                 np.tanh(a, out=a)
                 np.multiply(a, half, out=a)
@@ -303,7 +304,7 @@ class ConvVAE:
                   float(np.mean(np.maximum(kl, floor))))
         if not backward:
             return losses
-        one = self.dtype.type
+        one = self._f
         # sigmoid output: dL/dv = 2 (y - x) / n * y (1 - y)
         g = w.dec_g[-1]
         np.multiply(diff, one(2.0 / n), out=g)
@@ -320,11 +321,14 @@ class ConvVAE:
             if i > 0:
                 _k.relu_backward(x_in.reshape(-1), dx.reshape(-1))
         gz = self.dec_dense.backward(w.dec_g_in)
+        assert gz is not None
         active = (kl > floor).astype(self.dtype)[:, None] / one(n)
         g_head = np.empty_like(head)
         g_head[:, :zs] = gz + active * mu
         g_head[:, zs:] = gz * w.eps * one(0.5) * sigma + active * one(0.5) * (var - 1)
-        w.enc_g[-1][...] = self.enc_dense.backward(g_head).reshape(w.enc_g[-1].shape)
+        gf = self.enc_dense.backward(g_head)
+        assert gf is not None
+        w.enc_g[-1][...] = gf.reshape(w.enc_g[-1].shape)
         for i in range(len(self.enc_w) - 1, -1, -1):
             g = w.enc_g[i]
             _k.relu_backward(w.enc_a[i].reshape(-1), g.reshape(-1))
