@@ -150,3 +150,17 @@ def test_bench_vae_smoke(capsys):
                  "--batch-size", "4"]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert row["config"] == "tiny" and row["images_per_s"] > 0 and row["numpy_images_per_s"] > 0
+
+
+def test_sizes_beyond_the_memory_limit_are_refused_before_allocating():
+    from fastmbrl.limits import ResourceLimitError, set_max_bytes
+
+    previous = set_max_bytes("1G")
+    try:
+        with pytest.raises(ResourceLimitError, match="dense_size"):
+            ConvVAE(dense_size=100_000)
+        vae = ConvVAE()  # the paper's model fits (70 MB with Adam); batches of 1,000 do not
+        with pytest.raises(ResourceLimitError, match="batch_size"):
+            vae.fit(np.zeros((1_000, 64, 64, 3), np.uint8), 1, 1_000)
+    finally:
+        set_max_bytes(previous)

@@ -25,6 +25,7 @@ from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels import conv as _conv
 from fastmbrl.kernels import nn as _k
+from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl.models.mlp import MLP, Adam
 
 _KIND = "conv_vae"
@@ -114,6 +115,25 @@ class VAEConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _work_bytes(cfg: VAEConfig, n: int, itemsize: int) -> dict[str, int]:
+    """Bytes of a _Work for batches of `n`, by part."""
+    c, enc, cin = cfg.channels, 0, cfg.channels
+    cols = 0
+    for co, k, s in zip(cfg.enc_channels, cfg.enc_kernels, cfg.enc_sizes()):
+        enc += 2 * array_bytes(n, s, s, co, itemsize=itemsize)
+        cols += array_bytes(n * s * s, k * k * cin, itemsize=itemsize)
+        cin = co
+    dec, scratch, size = 0, 0, 1
+    for co, k, s in zip(cfg.dec_channels, cfg.dec_kernels, cfg.dec_sizes()):
+        dec += 2 * array_bytes(n, s, s, co, itemsize=itemsize)
+        scratch = max(scratch, array_bytes(n * size * size, k * k * co, itemsize=itemsize))
+        size = s
+    return {"frames": array_bytes(n, cfg.image_size, cfg.image_size, c, itemsize=itemsize),
+            "activations and their gradients": enc + dec + array_bytes(
+                n, 2 * cfg.z_size + 2 * cfg.dense_size, itemsize=itemsize),
+            "patch columns": cols + scratch}
+
+
 class _Work:
     """Activations, gradients and column buffers for one batch size."""
 
@@ -170,6 +190,8 @@ class ConvVAE:
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
         self._f: Any = self.dtype.type  # scalars of the model's dtype keep float32 maths float32
         cfg = self.config
+        check_bytes(f"ConvVAE({cfg})", 4 * vae_num_params(cfg) * self.dtype.itemsize,
+                    "the channel counts, kernel sizes or dense_size")
         init = np.random.default_rng(self.seed)
         shapes, cin = [], cfg.channels
         for co, k in zip(cfg.enc_channels, cfg.enc_kernels):
@@ -219,6 +241,8 @@ class ConvVAE:
         if work is None:
             if len(self._works) >= self._MAX_WORKSPACES:
                 self._works.pop(next(iter(self._works)))
+            check_bytes(f"ConvVAE batches of {n} frames",
+                        _work_bytes(self.config, n, self.dtype.itemsize), "batch_size")
             work = self._works[n] = _Work(self.config, n, self.dtype)
         return work
 
