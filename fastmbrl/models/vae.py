@@ -12,11 +12,13 @@ Layers are NHWC (kernels/conv.py); the dense layers are MLPs without hidden laye
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, cast
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -24,6 +26,7 @@ from fastmbrl._validate import StrPath, check_finite_float, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels import conv as _conv
+from fastmbrl.kernels import num_threads
 from fastmbrl.kernels import nn as _k
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl.models.mlp import MLP, Adam
@@ -32,6 +35,7 @@ _KIND = "conv_vae"
 _VERSION = 1
 
 Progress = Optional[Callable[[int, int], None]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _ints(value: Any, name: str) -> tuple[int, ...]:
@@ -163,6 +167,18 @@ class _Work:
         self.dec_cols = [scratch[:r * k].reshape(r, k) for r, k in shapes]
 
 
+def _kernel_threads(method: F) -> F:
+    """Run `method` with the model's `kernel_threads` numba threads."""
+    @functools.wraps(method)
+    def run(self: ConvVAE, *args: Any, **kwargs: Any) -> Any:
+        n = self.kernel_threads
+        limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        n = numba.get_num_threads() if n is None else min(n, limit)
+        with num_threads(n):
+            return method(self, *args, **kwargs)
+    return cast(F, run)
+
+
 class ConvVAE:
     """World Models' V: `fit(frames)`, `encode(frames) -> (mu, logvar)`, `decode(z)`.
 
@@ -173,18 +189,27 @@ class ConvVAE:
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (a transposed convolution's fan-in counted as
     C_in k^2 / stride^2, the inputs that reach one output), biases at 0. `seed` seeds the
     initial weights, the minibatch order and the reparameterisation noise.
+
+    `kernel_threads`: numba threads for the patch copies (im2col, col2im), None for numba's
+    current count. 1 by default: BLAS runs the matrix products on every core already, and
+    numba's and BLAS's thread pools spinning against each other between calls made a training
+    step 1.5x slower on 2 cores (measured: docs/architecture.md). Not saved with the model.
     """
 
     _MAX_WORKSPACES = 2
 
     def __init__(self, config: VAEConfig | None = None, seed: int = 0,
-                 dtype: npt.DTypeLike = np.float32, **sizes: Any) -> None:
+                 dtype: npt.DTypeLike = np.float32, kernel_threads: int | None = 1,
+                 **sizes: Any) -> None:
         if config is not None and sizes:
             raise ValueError("ConvVAE: give either a config or sizes, not both")
         self.config = config if config is not None else VAEConfig(**sizes)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         self.seed = int(seed)
+        if kernel_threads is not None:
+            kernel_threads = check_positive_int(kernel_threads, "kernel_threads")
+        self.kernel_threads = kernel_threads
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
@@ -361,6 +386,7 @@ class ConvVAE:
         return losses
 
     # -- public ------------------------------------------------------------------------------
+    @_kernel_threads
     def loss_and_grads(self, frames: npt.ArrayLike, eps: npt.ArrayLike | None = None
                        ) -> tuple[float, list[np.ndarray]]:
         """The batch loss at the current parameters and its gradient (copies, laid out as
@@ -379,6 +405,7 @@ class ConvVAE:
         """The parameters as three flat vectors (convolutions, enc_dense, dec_dense): views."""
         return self._groups()[0]
 
+    @_kernel_threads
     def fit(self, frames: npt.ArrayLike, epochs: int = 1, batch_size: int = 100,
             progress: Progress = None) -> list[dict[str, float]]:
         """Train on `frames` (N, H, W, C) for `epochs` passes of Adam over shuffled minibatches
@@ -416,6 +443,7 @@ class ConvVAE:
         for start in range(0, n, batch_size):
             yield slice(start, min(start + batch_size, n))
 
+    @_kernel_threads
     def encode(self, frames: npt.ArrayLike, batch_size: int = 100
                ) -> tuple[np.ndarray, np.ndarray]:
         """(mu, logvar), each (N, z_size), of frames (N, H, W, C)."""
@@ -430,6 +458,7 @@ class ConvVAE:
             mu[sl], logvar[sl] = head[:, :zs], head[:, zs:]
         return mu, logvar
 
+    @_kernel_threads
     def decode(self, z: npt.ArrayLike, batch_size: int = 100) -> np.ndarray:
         """Images (N, H, W, C) as floats in [0, 1] for latents z (N, z_size)."""
         z = np.asarray(z)
