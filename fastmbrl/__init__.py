@@ -38,6 +38,8 @@ _LAZY = {
     "SGD": "fastmbrl.models.mlp",
     "DynamicsModel": "fastmbrl.models.dynamics",
     "FunctionModel": "fastmbrl.models.function",
+    "ConvVAE": "fastmbrl.models.vae",
+    "VAEConfig": "fastmbrl.models.vae",
     "RandomShooting": "fastmbrl.planning.planners",
     "CEM": "fastmbrl.planning.planners",
     "MPPI": "fastmbrl.planning.planners",

@@ -333,3 +333,72 @@ def lq_return(u, x0, act_weight=0.1):
         x = np.array([x[0] + LQ_DT * x[1], x[1] + LQ_DT * ut])
         total -= x @ x + act_weight * ut * ut
     return total
+def conv2d_reference(x, w, b, stride):
+    """'valid' NHWC convolution by loops over output pixels: x (N, H, W, Ci), w (kh, kw, Ci,
+    Co)."""
+    n, h, wd, _ = x.shape
+    kh, kw, _, co = w.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    y = np.empty((n, oh, ow, co))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            y[:, i, j, :] = np.tensordot(patch, w, axes=3) + b
+    return y
+
+
+def conv_transpose2d_reference(x, w, b, stride):
+    """NHWC transposed convolution by scattering each input pixel: x (N, H, W, Ci), w (Ci, kh,
+    kw, Co)."""
+    n, h, wd, _ = x.shape
+    _, kh, kw, co = w.shape
+    y = np.zeros((n, (h - 1) * stride + kh, (wd - 1) * stride + kw, co))
+    for i in range(h):
+        for j in range(wd):
+            y[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :] += (
+                np.tensordot(x[:, i, j, :], w, axes=1))
+    return y + b
+
+
+def conv2d_grads_reference(x, w, stride, dout):
+    """(dx, dw, db) of a convolution by the same loops, given dL/dy."""
+    kh, kw = w.shape[:2]
+    dx, dw = np.zeros(x.shape), np.zeros(w.shape)
+    for i in range(dout.shape[1]):
+        for j in range(dout.shape[2]):
+            sl = (slice(None), slice(i * stride, i * stride + kh),
+                  slice(j * stride, j * stride + kw))
+            dx[sl] += np.tensordot(dout[:, i, j, :], w, axes=([1], [3]))
+            dw += np.tensordot(x[sl], dout[:, i, j, :], axes=([0], [0]))
+    return dx, dw, dout.sum(axis=(0, 1, 2))
+
+
+def conv_transpose2d_grads_reference(x, w, stride, dout):
+    """(dx, dw, db) of a transposed convolution by the same loops, given dL/dy."""
+    _, kh, kw, _ = w.shape
+    dx, dw = np.zeros(x.shape), np.zeros(w.shape)
+    for i in range(x.shape[1]):
+        for j in range(x.shape[2]):
+            g = dout[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            dx[:, i, j, :] = np.tensordot(g, w, axes=([1, 2, 3], [1, 2, 3]))
+            dw += np.tensordot(x[:, i, j, :], g, axes=([0], [0]))
+    return dx, dw, dout.sum(axis=(0, 1, 2))
+
+
+def vae_loss_reference(vae, x, eps):
+    """The loss of a ConvVAE written from its definition with the reference layers (float64):
+    sum of squared pixel errors plus max(KL, kl_tolerance * z), averaged over the batch."""
+    cfg = vae.config
+    h = np.asarray(x, np.float64)
+    for w, b in zip(vae.enc_w, vae.enc_b):
+        h = np.maximum(conv2d_reference(h, w, b, cfg.stride), 0.0)
+    head = h.reshape(len(h), -1) @ vae.enc_dense.weights[0] + vae.enc_dense.biases[0]
+    mu, logvar = head[:, :cfg.z_size], head[:, cfg.z_size:]
+    z = mu + np.exp(0.5 * logvar) * eps
+    h = (z @ vae.dec_dense.weights[0] + vae.dec_dense.biases[0]).reshape(len(z), 1, 1, -1)
+    for k, (w, b) in enumerate(zip(vae.dec_w, vae.dec_b)):
+        h = conv_transpose2d_reference(h, w, b, cfg.stride)
+        h = np.maximum(h, 0.0) if k < len(vae.dec_w) - 1 else 1.0 / (1.0 + np.exp(-h))
+    r = ((h - x) ** 2).sum(axis=(1, 2, 3))
+    kl = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar)).sum(axis=1)
+    return float(np.mean(r + np.maximum(kl, cfg.kl_tolerance * cfg.z_size)))

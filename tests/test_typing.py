@@ -11,6 +11,7 @@ import pytest
 # (for a module without __all__, every public name it defines).
 PACKAGES = ["fastmbrl", "fastmbrl.algorithms", "fastmbrl.tasks"]
 MODULES = ["fastmbrl.models.mlp", "fastmbrl.models.dynamics", "fastmbrl.models.policies",
+           "fastmbrl.models.vae",
            "fastmbrl.data.buffer", "fastmbrl.planning.planners", "fastmbrl.planning.controller",
            "fastmbrl.planning.scorer", "fastmbrl.tasks.task", "fastmbrl.algorithms.base",
            "fastmbrl.algorithms.config", "fastmbrl.io", "fastmbrl.errors", "fastmbrl.progress",
