@@ -99,11 +99,16 @@ def mdn_loss(y, target, reward, done, weight, n_mix, reward_weight, done_weight,
     dy[r] = weight[r] * d(nll + reward_weight * sq + done_weight * bce)/dy[r].
 
     Both log-sum-exps (the log-softmax of the logits and the mixture's) subtract their maximum,
-    so logits and log-densities of any finite size give a finite loss and gradient."""
+    so logits and log-densities of any finite size give a finite loss and gradient. Rows of
+    weight 0 (padding) are skipped: zero gradient and zero loss, whatever their values."""
     n_rows, z_dim = target.shape
     zk = z_dim * n_mix
     for r in prange(n_rows):
         w = weight[r]
+        if w == 0:
+            dy[r, :] = 0
+            row_loss[r, :] = 0
+            continue
         wz = w / z_dim
         nll = 0.0
         for d in range(z_dim):
