@@ -1,5 +1,6 @@
 """The MDN-RNN (World Models' M): forward and loss against a slow NumPy twin, gradients against
 finite differences in float64, sampling statistics, files, bad input."""
+import json
 import math
 
 import numpy as np
@@ -310,3 +311,39 @@ def test_divergence_stops_before_the_update():
     hist = m.fit(z, a, r, d, epochs=2, batch_size=6, seq_len=12)
     assert np.isnan(hist["loss"]).all()
     np.testing.assert_array_equal(m.flat_params, before)
+
+
+def test_file_read_as_docs_formats_says(tmp_path):
+    """docs/formats.md's mdnrnn.npz step, with NumPy alone, gives MDNRNN.step's outputs."""
+    m = _model()
+    path = m.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as f:
+        w, b, wo, bo = (f[k] for k in ("W", "b", "Wo", "bo"))
+    rng = np.random.default_rng(11)
+    z, a, h, c = rng.standard_normal((4, Z)), rng.standard_normal((4, A)), *rng.standard_normal(
+        (2, 4, H))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    g = np.concatenate([z, a], 1) @ w[:Z + A] + h @ w[Z + A:] + b
+    c1 = sig(g[:, H:2 * H]) * c + sig(g[:, :H]) * np.tanh(g[:, 2 * H:3 * H])
+    h1 = sig(g[:, 3 * H:]) * np.tanh(c1)
+    y = h1 @ wo + bo
+    mix, rew, done, h2, c2 = m.step(z, a, h, c)
+    np.testing.assert_allclose(h2, h1, rtol=1e-12)
+    np.testing.assert_allclose(c2, c1, rtol=1e-12)
+    zk = Z * K
+    np.testing.assert_allclose(mix.mu[:, 1, 0], y[:, zk + K], rtol=1e-12)
+    np.testing.assert_allclose(mix.log_std[:, 2, 1], y[:, 2 * zk + 2 * K + 1], rtol=1e-12)
+    np.testing.assert_allclose(rew, y[:, 3 * zk], rtol=1e-12)
+    np.testing.assert_allclose(done, sig(y[:, 3 * zk + 1]), rtol=1e-12)
+
+
+def test_bench_mdnrnn_runs(capsys):
+    from fastmbrl.cli import main
+    assert main(["bench", "mdnrnn", "--z-dim", "3", "--act-dim", "2", "--hidden", "4",
+                 "--mixtures", "2", "--batch", "2", "--seq-len", "3", "--repeats", "1",
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["seq_steps_per_s"] > 0 and row["numpy_seq_steps_per_s"] > 0
+    assert row["params"] == MDNRNN(3, 2, 4, 2).num_params
+    assert main(["bench", "mdnrnn", "--seq-len", "0"]) == 2
+    assert "--seq-len" in capsys.readouterr().err

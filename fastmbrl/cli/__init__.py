@@ -24,6 +24,7 @@ BENCH_COMMANDS = {
     "train": ("fastmbrl.cli.bench.train", "training throughput of the dynamics MLP"),
     "plan": ("fastmbrl.cli.bench.plan", "planning latency of the fused rollout kernel"),
     "controller": ("fastmbrl.cli.bench.controller", "latency of Controller.act"),
+    "mdnrnn": ("fastmbrl.cli.bench.mdnrnn", "training throughput of the MDN-RNN (World Models' M)"),
     "planners": ("fastmbrl.cli.bench.planners", "return against compute: every planner at "
                  "several budgets on a trained run's model"),
 }
