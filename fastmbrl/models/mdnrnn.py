@@ -14,6 +14,7 @@ Loss, averaged over the valid (episode, step) pairs of a chunk:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -75,9 +76,8 @@ class MDNRNN:
                   "bo": (self.out_dim,)}
         total = sum(math.prod(s) for s in shapes.values())
         check_bytes(f"MDNRNN(hidden={h}, z_dim={self.z_dim}, n_mix={self.n_mix})",
-                    {"parameters, gradients, Adam moments": array_bytes(4 * total,
-                                                                      itemsize=self.dtype.itemsize)},
-                    "hidden")
+                    {"parameters, gradients, Adam moments":
+                     array_bytes(4 * total, itemsize=self.dtype.itemsize)}, "hidden")
         self.flat_params = np.zeros(total, self.dtype)
         self.flat_grads = np.zeros(total, self.dtype)
         self.params: dict[str, np.ndarray] = {}
@@ -182,7 +182,8 @@ class MDNRNN:
     def loss_and_grad(self, z: npt.ArrayLike, actions: npt.ArrayLike, rewards: npt.ArrayLike,
                       dones: npt.ArrayLike, h0: npt.ArrayLike | None = None,
                       c0: npt.ArrayLike | None = None, mask: npt.ArrayLike | None = None,
-                      grad: bool = True) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+                      grad: bool = True
+                      ) -> tuple[float, np.ndarray | None, np.ndarray, np.ndarray]:
         """Loss of one chunk and its gradient over every parameter (a copy of `flat_grads`).
 
         z (B, T + 1, Z), actions (B, T, A), rewards and dones (B, T); h0, c0 (B, H) or None
@@ -363,14 +364,14 @@ class MDNRNN:
         return (sample_mixture(mix, tau, rng).astype(self.dtype), reward, done, h1, c1)
 
     # ---------------------------------------------------------------------------- files
-    def save(self, path: StrPath):
+    def save(self, path: StrPath) -> Path:
         """Parameters, Adam state and settings in one .npz (see docs/formats.md)."""
         header = {"z_dim": self.z_dim, "act_dim": self.act_dim, "hidden": self.hidden,
                   "n_mix": self.n_mix, "reward_weight": self.reward_weight,
                   "done_weight": self.done_weight, "lr": self.lr, "grad_clip": self.grad_clip,
                   "dtype": self.dtype.name, "seed": self.seed,
                   "epochs_trained": self.epochs_trained, "adam_t": self.optimizer.t}
-        arrays = {k: v for k, v in self.params.items()}
+        arrays = dict(self.params)
         arrays["adam_m"] = self.optimizer.m[0]
         arrays["adam_v"] = self.optimizer.v[0]
         return save_npz(path, _KIND, _VERSION, header, arrays)

@@ -44,11 +44,13 @@ def numpy_step(z_dim, act_dim, hidden, n_mix, data, seed=0):
     def step():
         w, b, wo, bo = params
         n_b, n_t = a.shape[:2]
-        hs, cs, acts, xs = [np.zeros((n_b, h), np.float32)], [np.zeros((n_b, h), np.float32)], [], []
+        hs, cs = [np.zeros((n_b, h), np.float32)], [np.zeros((n_b, h), np.float32)]
+        acts, xs = [], []
         for t in range(n_t):
             x = np.concatenate([z[:, t], a[:, t]], 1)
             g = x @ w[:n_in] + hs[-1] @ w[n_in:] + b
-            i, f, gg, o = sig(g[:, :h]), sig(g[:, h:2 * h]), np.tanh(g[:, 2 * h:3 * h]), sig(g[:, 3 * h:])
+            i, f, o = sig(g[:, :h]), sig(g[:, h:2 * h]), sig(g[:, 3 * h:])
+            gg = np.tanh(g[:, 2 * h:3 * h])
             c = f * cs[-1] + i * gg
             xs.append(x)
             acts.append((i, f, gg, o, np.tanh(c)))
@@ -134,8 +136,10 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=int, default=100, help="sequences per step (default 100)")
     parser.add_argument("--seq-len", type=int, default=100,
                         help="steps of a truncated-BPTT chunk (default 100)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
-    parser.add_argument("--no-reference", action="store_true", help="skip the plain NumPy reference")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed steps; the median is reported")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the plain NumPy reference")
 
 
 def run(args) -> int:
