@@ -120,6 +120,10 @@ def test_mdn_head_gradient(scale):
     rew = rng.normal(size=n)
     done = (rng.random(n) < 0.5).astype(float)
     _, dy = _head_loss(y, x, rew, done, K)
+    dy_par = np.zeros_like(y)  # the parallel kernel (taken for many rows) agrees exactly
+    krnn.mdn_loss(y, x, rew, done, np.full(n, 1.0 / n), K, 0.7, 1.3, dy_par, np.zeros((n, 3)),
+                  parallel=True)
+    np.testing.assert_array_equal(dy_par, dy)
     _fd_check(lambda: _head_loss(y, x, rew, done, K)[0], y, dy, h=1e-6 * scale, tol=1e-6)
 
 

@@ -92,8 +92,11 @@ def lstm_backward_step(acts, c_prev, tc, dh_out, dh_rec, dc, dg):
             dc[r, j] = dcc * f
 
 
-@_pjit
-def mdn_loss(y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy, row_loss):
+MIN_PARALLEL_ROWS = 1024  # below this a parallel region costs more than it saves
+
+
+def mdn_loss(y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy, row_loss,
+             parallel=None):
     """Per row r of the heads' outputs y (N, 3 Z K + 2): row_loss[r] = (mean over the Z
     dimensions of the mixture NLL of target[r], squared reward error, done cross-entropy);
     dy[r] = weight[r] * d(nll + reward_weight * sq + done_weight * bce)/dy[r].
@@ -101,56 +104,80 @@ def mdn_loss(y, target, reward, done, weight, n_mix, reward_weight, done_weight,
     Both log-sum-exps (the log-softmax of the logits and the mixture's) subtract their maximum,
     so logits and log-densities of any finite size give a finite loss and gradient. Rows of
     weight 0 (padding) are skipped: zero gradient and zero loss, whatever their values."""
-    n_rows, z_dim = target.shape
+    if parallel is None:
+        parallel = y.shape[0] >= MIN_PARALLEL_ROWS
+    kernel = _mdn_loss_parallel if parallel else _mdn_loss_serial
+    kernel(y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy, row_loss)
+
+
+@_pjit
+def _mdn_loss_parallel(y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy,
+                       row_loss):
+    for r in prange(y.shape[0]):
+        _mdn_row(r, y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy,
+                 row_loss)
+
+
+@_jit
+def _mdn_loss_serial(y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy,
+                     row_loss):
+    for r in range(y.shape[0]):
+        _mdn_row(r, y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy,
+                 row_loss)
+
+
+@_jit
+def _mdn_row(r, y, target, reward, done, weight, n_mix, reward_weight, done_weight, dy,
+             row_loss):
+    z_dim = target.shape[1]
     zk = z_dim * n_mix
-    for r in prange(n_rows):
-        w = weight[r]
-        if w == 0:
-            dy[r, :] = 0
-            row_loss[r, :] = 0
-            continue
-        wz = w / z_dim
-        nll = 0.0
-        for d in range(z_dim):
-            x = target[r, d]
-            base = d * n_mix
-            m = -math.inf
-            for k in range(n_mix):
-                m = max(m, y[r, base + k])
-            s = 0.0
-            for k in range(n_mix):  # dy's three slots of (d, k) serve as scratch
-                ek = math.exp(y[r, base + k] - m)
-                dy[r, 2 * zk + base + k] = ek
-                s += ek
-            lse_pi = m + math.log(s)
-            m2 = -math.inf
-            for k in range(n_mix):  # log pi_k + log N(x; mu_k, sigma_k)
-                ls = y[r, 2 * zk + base + k]
-                inv_s = math.exp(-ls)
-                u = (x - y[r, zk + base + k]) * inv_s
-                lk = y[r, base + k] - lse_pi - ls - HALF_LOG_2PI - 0.5 * u * u
-                dy[r, base + k] = lk
-                dy[r, zk + base + k] = inv_s
-                m2 = max(m2, lk)
-            s2 = 0.0
-            for k in range(n_mix):
-                ek = math.exp(dy[r, base + k] - m2)
-                dy[r, base + k] = ek
-                s2 += ek
-            nll -= m2 + math.log(s2)
-            for k in range(n_mix):
-                gam = dy[r, base + k] / s2  # responsibility of component k
-                inv_s = dy[r, zk + base + k]
-                u = (x - y[r, zk + base + k]) * inv_s
-                dy[r, base + k] = wz * (dy[r, 2 * zk + base + k] / s - gam)
-                dy[r, zk + base + k] = -wz * gam * u * inv_s
-                dy[r, 2 * zk + base + k] = wz * gam * (1 - u * u)
-        e = y[r, 3 * zk] - reward[r]
-        q = y[r, 3 * zk + 1]
-        p = 0.5 + 0.5 * math.tanh(0.5 * q)
-        bce = max(q, 0.0) - q * done[r] + math.log1p(math.exp(-abs(q)))
-        dy[r, 3 * zk] = w * reward_weight * 2 * e
-        dy[r, 3 * zk + 1] = w * done_weight * (p - done[r])
-        row_loss[r, 0] = nll / z_dim
-        row_loss[r, 1] = e * e
-        row_loss[r, 2] = bce
+    w = weight[r]
+    if w == 0:
+        dy[r, :] = 0
+        row_loss[r, :] = 0
+        return
+    wz = w / z_dim
+    nll = 0.0
+    for d in range(z_dim):
+        x = target[r, d]
+        base = d * n_mix
+        m = -math.inf
+        for k in range(n_mix):
+            m = max(m, y[r, base + k])
+        s = 0.0
+        for k in range(n_mix):  # dy's three slots of (d, k) serve as scratch
+            ek = math.exp(y[r, base + k] - m)
+            dy[r, 2 * zk + base + k] = ek
+            s += ek
+        lse_pi = m + math.log(s)
+        m2 = -math.inf
+        for k in range(n_mix):  # log pi_k + log N(x; mu_k, sigma_k)
+            ls = y[r, 2 * zk + base + k]
+            inv_s = math.exp(-ls)
+            u = (x - y[r, zk + base + k]) * inv_s
+            lk = y[r, base + k] - lse_pi - ls - HALF_LOG_2PI - 0.5 * u * u
+            dy[r, base + k] = lk
+            dy[r, zk + base + k] = inv_s
+            m2 = max(m2, lk)
+        s2 = 0.0
+        for k in range(n_mix):
+            ek = math.exp(dy[r, base + k] - m2)
+            dy[r, base + k] = ek
+            s2 += ek
+        nll -= m2 + math.log(s2)
+        for k in range(n_mix):
+            gam = dy[r, base + k] / s2  # responsibility of component k
+            inv_s = dy[r, zk + base + k]
+            u = (x - y[r, zk + base + k]) * inv_s
+            dy[r, base + k] = wz * (dy[r, 2 * zk + base + k] / s - gam)
+            dy[r, zk + base + k] = -wz * gam * u * inv_s
+            dy[r, 2 * zk + base + k] = wz * gam * (1 - u * u)
+    e = y[r, 3 * zk] - reward[r]
+    q = y[r, 3 * zk + 1]
+    p = 0.5 + 0.5 * math.tanh(0.5 * q)
+    bce = max(q, 0.0) - q * done[r] + math.log1p(math.exp(-abs(q)))
+    dy[r, 3 * zk] = w * reward_weight * 2 * e
+    dy[r, 3 * zk + 1] = w * done_weight * (p - done[r])
+    row_loss[r, 0] = nll / z_dim
+    row_loss[r, 1] = e * e
+    row_loss[r, 2] = bce
