@@ -402,3 +402,53 @@ def vae_loss_reference(vae, x, eps):
     r = ((h - x) ** 2).sum(axis=(1, 2, 3))
     kl = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar)).sum(axis=1)
     return float(np.mean(r + np.maximum(kl, cfg.kl_tolerance * cfg.z_size)))
+
+
+def mdnrnn_reference(params, z_dim, n_mix, z, actions, rewards, dones, mask=None,
+                     reward_weight=1.0, done_weight=1.0, h0=None, c0=None):
+    """The MDN-RNN's forward pass and loss, one episode and one step at a time in float64.
+
+    params: {"W", "b", "Wo", "bo"} as in MDNRNN. Returns (loss, head outputs (B, T, out), h_T,
+    c_T); the loss averages over the masked-in (episode, step) pairs."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    n_b, n_t = np.shape(actions)[:2]
+    hd = p["b"].size // 4
+    n_in = p["W"].shape[0] - hd
+    mask = np.ones((n_b, n_t)) if mask is None else np.asarray(mask, np.float64)
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    total, count = 0.0, 0.0
+    ys = np.zeros((n_b, n_t, p["bo"].size))
+    hs, cs = [], []
+    for e in range(n_b):
+        h = np.zeros(hd) if h0 is None else np.asarray(h0[e], np.float64)
+        c = np.zeros(hd) if c0 is None else np.asarray(c0[e], np.float64)
+        for t in range(n_t):
+            x = np.concatenate([z[e][t], actions[e][t]]).astype(np.float64)
+            g = x @ p["W"][:n_in] + h @ p["W"][n_in:] + p["b"]
+            i, f, gg, o = sig(g[:hd]), sig(g[hd:2 * hd]), np.tanh(g[2 * hd:3 * hd]), sig(g[3 * hd:])
+            c = f * c + i * gg
+            h = o * np.tanh(c)
+            y = h @ p["Wo"] + p["bo"]
+            ys[e, t] = y
+            zk = z_dim * n_mix
+            nll = 0.0
+            for d in range(z_dim):
+                logits = y[d * n_mix:(d + 1) * n_mix]
+                mu = y[zk + d * n_mix: zk + (d + 1) * n_mix]
+                ls = y[2 * zk + d * n_mix: 2 * zk + (d + 1) * n_mix]
+                m = logits.max()
+                log_pi = logits - m - np.log(np.sum(np.exp(logits - m)))
+                xd = float(z[e][t + 1][d])
+                lk = log_pi - ls - 0.5 * np.log(2 * np.pi) - 0.5 * ((xd - mu) / np.exp(ls)) ** 2
+                m2 = lk.max()
+                nll -= m2 + np.log(np.sum(np.exp(lk - m2)))
+            q = y[3 * zk + 1]
+            d_t = float(dones[e][t])
+            bce = -(d_t * np.log(sig(q)) + (1 - d_t) * np.log(1 - sig(q)))
+            loss = (nll / z_dim + reward_weight * (y[3 * zk] - rewards[e][t]) ** 2
+                    + done_weight * bce)
+            total += mask[e, t] * loss
+            count += mask[e, t]
+        hs.append(h)
+        cs.append(c)
+    return total / max(count, 1.0), ys, np.array(hs), np.array(cs)

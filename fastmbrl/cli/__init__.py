@@ -28,6 +28,7 @@ BENCH_COMMANDS = {
     "plan": ("fastmbrl.cli.bench.plan", "planning latency of the fused rollout kernel"),
     "controller": ("fastmbrl.cli.bench.controller", "latency of Controller.act"),
     "vae": ("fastmbrl.cli.bench.vae", "training throughput of the World Models ConvVAE"),
+    "mdnrnn": ("fastmbrl.cli.bench.mdnrnn", "training throughput of the MDN-RNN (World Models' M)"),
     "planners": ("fastmbrl.cli.bench.planners", "return against compute: every planner at "
                  "several budgets on a trained run's model"),
 }
