@@ -127,8 +127,10 @@ def test_reward_and_termination_match_environment(name):
     assert_parity(get_task(name), TOLERANCE.get(name, 1e-5))
 
 
-# Pendulum's env keeps θ in float64 while the observation holds cos θ, sin θ in float32
-KNOWN_DYNAMICS = {"Pendulum-v1": 2e-6, "MountainCarContinuous-v0": 0.0}
+# Pendulum's env keeps θ in float64 while the observation holds cos θ, sin θ in float32;
+# MountainCar's float32 step is usually exact, but a build from the shared numba cache after a
+# full suite differed by one ulp of the velocity (7.45e-9), which is what is allowed
+KNOWN_DYNAMICS = {"Pendulum-v1": 2e-6, "MountainCarContinuous-v0": 7.5e-9}
 
 
 def _random_state(name, rng):

@@ -193,7 +193,7 @@ class MDNRNN:
         rows, steps = actions.shape[:2]
         ws = self._workspace(steps, rows)
         tm = self._time_major(ws, z, actions, rewards, dones, mask, 0, steps)
-        loss, _ = self._run_chunk(ws, steps, rows, self._state(h0, rows, "h0"),
+        loss, _ = self._run_chunk(ws, steps, rows, self._state(h0, rows, "h0"),  # type: ignore[call-arg]
                                   self._state(c0, rows, "c0"), *tm, grad)
         return (loss, self.flat_grads.copy() if grad else None, ws["hs"][steps].copy(),
                 ws["cs"][steps].copy())
@@ -296,7 +296,7 @@ class MDNRNN:
                     ws = self._workspace(t1 - t0, nb)
                     tm = self._time_major(ws, bz, ba, br, bd, bm, t0, t1)
                     if tm[3].sum() > 0:
-                        loss, info = self._run_chunk(ws, t1 - t0, nb, h0, c0, *tm, True)
+                        loss, info = self._run_chunk(ws, t1 - t0, nb, h0, c0, *tm, True)  # type: ignore[call-arg]
                         if not math.isfinite(loss):
                             self.epochs_trained += ep
                             return self._history(hist)

@@ -388,10 +388,10 @@ class Adam(_Optimizer):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
-        if np.ndim(weight_decay) == 0:
-            decays = [weight_decay] * len(self.params)
+        if isinstance(weight_decay, (int, float, np.number)):
+            decays = [float(weight_decay)] * len(self.params)
         else:
-            decays = list(weight_decay)
+            decays = [float(d) for d in weight_decay]
             if len(decays) != len(self.params):
                 raise ValueError(f"weight_decay: expected one number or {len(self.params)} "
                                  f"(one per array), got {len(decays)}")
@@ -647,7 +647,7 @@ def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: n
     b, net = len(nets), nets[0]
     gaussian = heads is not None
     if gaussian:
-        heads, head_optimizers = list(heads), list(head_optimizers or [])
+        heads, head_optimizers = list(heads), list(head_optimizers or [])  # type: ignore[arg-type]
         if len(heads) != b or len(head_optimizers) != b:
             raise ValueError(f"heads and head_optimizers: expected {b} of each")
     y_dim = net.out_dim // 2 if gaussian else net.out_dim
@@ -672,7 +672,7 @@ def train_mse_epochs(nets: Sequence[MLP], optimizers: Sequence[Adam | SGD], x: n
         out = np.empty(b)
         for m, (net, opt) in enumerate(zip(nets, optimizers)):
             xm, ym = (x, y) if rows is None else (x[rows[m]], y[rows[m]])
-            head = (heads[m], head_optimizers[m]) if gaussian else None
+            head = (heads[m], head_optimizers[m]) if gaussian else None  # type: ignore[index]
             out[m] = _numpy_mse_epoch(net, opt, xm, ym, batch_size, rng, input_noise, head)
         return out
     order = np.empty((b, n), np.int64)
@@ -736,11 +736,11 @@ def _numpy_mse_epoch(net: MLP, optimizer: Adam | SGD, x: np.ndarray, y: np.ndarr
             np.add(xm, noise[:m], out=xm)
         net.forward(xm, out=om)
         if head is not None:
-            loss = head[0].loss_grad(om, ym, gb[:m])
+            loss = head[0].loss_grad(om, ym, gb[:m])  # type: ignore[index]
             if not np.isfinite(loss):
                 return float("nan")
             total += loss * m
-            net.backward(gb[:m], input_grad=False)
+            net.backward(gb[:m], input_grad=False)  # type: ignore[index]
             optimizer.step(net.grads)
             head[1].step([head[0].grad])
             continue

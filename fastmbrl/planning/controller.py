@@ -177,15 +177,16 @@ class Controller:
         """Write model.npz and controller.json into `directory`; a controller on its task's
         known dynamics writes controller.json only (its "model" says so)."""
         directory = Path(directory)
-        known = isinstance(self.model, FunctionModel)
-        if known and (self.model.task != self.task.name
-                      or self.model.dynamics is not self.task.dynamics):
+        model = self.model
+        known = isinstance(model, FunctionModel)
+        if isinstance(model, FunctionModel) and (model.task != self.task.name
+                                                 or model.dynamics is not self.task.dynamics):
             raise FastMBRLError("a FunctionModel of a function of your own is code, not data: "
                                 "only a controller on its task's own dynamics "
                                 "(FunctionModel.of_task) can be saved")
         directory.mkdir(parents=True, exist_ok=True)
-        if not known:
-            self.model.save(directory / MODEL_FILE)
+        if isinstance(model, DynamicsModel):
+            model.save(directory / MODEL_FILE)
         meta = {"format_version": CONTROLLER_FORMAT, "task": self.task.name, **self.settings,
                 # the task's, for readers without fastmbrl; a load checks they still agree
                 "action_low": self.task.action_low.tolist(),

@@ -66,6 +66,7 @@ from fastmbrl.tasks.task import RewardFn, TerminatedFn
 
 if TYPE_CHECKING:
     from fastmbrl.models.dynamics import DynamicsModel
+    from fastmbrl.models.function import FunctionModel
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -161,7 +162,7 @@ class Planner:
     _last_t: float
     _deadline: float | None
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  seed: int = 0, warm_start: bool = True, rows: int | None = None,
@@ -411,7 +412,7 @@ class RandomShooting(Planner):
 
     DEFAULT_NUM_SAMPLES = 1000
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  num_samples: int | None = None, seed: int = 0, warm_start: bool = True,
@@ -455,7 +456,7 @@ class CEM(Planner):
 
     DEFAULT_NUM_SAMPLES = 500
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  num_samples: int | None = None, elites: int | float = 0.1, iterations: int = 5,
@@ -537,7 +538,7 @@ class MPPI(Planner):
 
     DEFAULT_NUM_SAMPLES = 1000
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  num_samples: int | None = None, temperature: float = 1.0,
@@ -640,7 +641,7 @@ class ICEM(Planner):
 
     DEFAULT_NUM_SAMPLES = 40
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  num_samples: int | None = None, elites: int | float = 10, iterations: int = 3,

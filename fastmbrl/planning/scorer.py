@@ -52,6 +52,7 @@ from fastmbrl.tasks.task import RewardFn, TerminatedFn
 
 if TYPE_CHECKING:
     from fastmbrl.models.dynamics import DynamicsModel
+    from fastmbrl.models.function import FunctionModel
 
 F32 = np.float32
 _NEG_INF = -math.inf
@@ -132,7 +133,7 @@ class Scorer:
     buffers and these are checked against ``fastmbrl.limits`` together (ResourceLimitError).
     """
 
-    def __init__(self, model: DynamicsModel | PackedModel, reward_fn: RewardFn,
+    def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int, max_candidates: int,
                  rows: int | None = None, isa: str | Spec | None = None, owner: str | None = None,
                  extra_bytes: Callable[[Scorer], dict[str, int]] | None = None,
