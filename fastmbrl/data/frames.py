@@ -20,7 +20,7 @@ import re
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -41,29 +41,21 @@ _CHUNK_RE = re.compile(r"chunk-(\d{7})-(\d{7})\.npz")
 _ID_LIMIT = 10 ** 7  # ids are written with seven digits
 
 
-class Episode(NamedTuple):
-    """One episode: frames (T + 1, H, W, C) uint8, actions (T, A) float32, rewards (T,)
-    float32, terminated and truncated (T,) bool."""
-    frames: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
+# the functional form keeps the field types evaluated (as buffer.Batch does)
+Episode = NamedTuple("Episode", [("frames", np.ndarray), ("actions", np.ndarray),
+                                 ("rewards", np.ndarray), ("terminated", np.ndarray),
+                                 ("truncated", np.ndarray)])
+Episode.__doc__ = """One episode: frames (T + 1, H, W, C) uint8, actions (T, A) float32, rewards
+(T,) float32, terminated and truncated (T,) bool."""
 
-
-class Sequences(NamedTuple):
-    """A batch of B windows of L steps: frames (B, L + 1, H, W, C) uint8 (None when not asked
-    for), actions (B, L, A), rewards (B, L), terminated and truncated (B, L); frame_index
-    (B, L + 1) and step_index (B, L) are the rows in the store (to gather, e.g., latents
-    computed once per frame); episode (B,) the episodes' ids."""
-    frames: np.ndarray | None
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    frame_index: np.ndarray
-    step_index: np.ndarray
-    episode: np.ndarray
+Sequences = NamedTuple("Sequences", [("frames", Optional[np.ndarray]), ("actions", np.ndarray),
+                                     ("rewards", np.ndarray), ("terminated", np.ndarray),
+                                     ("truncated", np.ndarray), ("frame_index", np.ndarray),
+                                     ("step_index", np.ndarray), ("episode", np.ndarray)])
+Sequences.__doc__ = """A batch of B windows of L steps: frames (B, L + 1, H, W, C) uint8 (None when
+not asked for), actions (B, L, A), rewards (B, L), terminated and truncated (B, L); frame_index
+(B, L + 1) and step_index (B, L) are the rows in the store (to gather, e.g., latents computed
+once per frame); episode (B,) the episodes' ids."""
 
 
 def store_bytes(capacity: int, act_dim: int, frame_shape: Sequence[int] = FRAME_SHAPE
@@ -81,7 +73,7 @@ def _frame_shape(shape: Any) -> tuple[int, int, int]:
         raise ValueError(f"frame_shape: expected (height, width, channels), got {shape!r}") from None
     if len(shape) != 3 or min(shape) <= 0:
         raise ValueError(f"frame_shape: expected three positive sizes, got {shape!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _check_id(value: Any, name: str = "episode_id") -> int:
@@ -408,7 +400,7 @@ def open_store(root: Path, frame_shape: tuple, act_dim: int,
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FileError(f"cannot make {root}: {exc.strerror or exc}") from None
-        header = {"kind": _STORE_KIND, "format_version": _VERSION,
+        header: dict[str, Any] = {"kind": _STORE_KIND, "format_version": _VERSION,
                   "frame_shape": list(frame_shape), "act_dim": int(act_dim),
                   "meta": dict(meta or {})}
         write_json(root / STORE_FILE, header)
