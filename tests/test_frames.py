@@ -272,6 +272,8 @@ def test_collection_is_seeded_and_skips_what_is_stored(tmp_path):
     counts = collect(tmp_path / "b", ToyPixels, 6, seed=3, chunk_frames=10, progress=False)
     assert counts["collected"] == 4 and counts["skipped"] == 2
     assert_same(a, FrameStore.load(tmp_path / "b"))
+    for _ in range(2):  # a tuple reads back as a list: still the same settings
+        collect(tmp_path / "d", ToyPixels, 1, progress=False, meta={"shape": (1, 2)})
     other = collect(tmp_path / "c", ToyPixels, 2, seed=4, progress=False)
     assert other["collected"] == 2
     assert not np.array_equal(FrameStore.load(tmp_path / "c").frames, a.frames[:12])

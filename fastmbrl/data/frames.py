@@ -16,6 +16,7 @@ into memory twice. Format: docs/formats.md, "Frame stores".
 """
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -391,6 +392,8 @@ def open_store(root: Path, frame_shape: tuple, act_dim: int,
     """The header of the store at `root`, made (with `meta`) if `create` and it has none.
     An existing store of another frame shape or action size, or with other non-empty `meta`,
     is refused (the message names what differs)."""
+    # compared as it reads back (tuples become lists); ValueError here for NaN or non-JSON
+    meta = json.loads(json.dumps(dict(meta or {}), allow_nan=False))
     if not (root / STORE_FILE).exists():
         if not create:
             raise MissingFileError(f"no frame store at {root}")
@@ -402,7 +405,7 @@ def open_store(root: Path, frame_shape: tuple, act_dim: int,
             raise FileError(f"cannot make {root}: {exc.strerror or exc}") from None
         header: dict[str, Any] = {"kind": _STORE_KIND, "format_version": _VERSION,
                   "frame_shape": list(frame_shape), "act_dim": int(act_dim),
-                  "meta": dict(meta or {})}
+                  "meta": meta}
         write_json(root / STORE_FILE, header)
         return read_store(root)
     header = read_store(root)
