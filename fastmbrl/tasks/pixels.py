@@ -1,0 +1,128 @@
+"""Pixel tasks: environments whose observation is a 64x64x3 uint8 frame (World Models).
+
+* ``CarRacing-v3``: Gymnasium's car racing (Box2D), whose 96x96 observation is resized by area
+  averaging. Its bottom 12 rows are the dashboard (speed, ABS, steering, gyro), kept because
+  they show the speed that one frame cannot.
+* ``Pendulum-v1``: the classic pendulum seen only through its rgb_array rendering, drawn at
+  128x128 and averaged down to 64x64 (drawing at 500x500, Gymnasium's size, costs 2.5x the
+  time for the same 64x64 frame). The state (angle and velocity) is hidden: one frame shows
+  the angle, not the velocity, which a recurrent model must infer.
+
+A PixelTask is a picklable factory (calling it makes the environment), so that it can be
+handed to fastmbrl.data.collect.collect and to worker processes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fastmbrl.errors import FastMBRLError, MissingExtraError, require
+from fastmbrl.kernels.resize import resize_area
+
+FRAME_SIZE = 64
+_EXTRA = "pixels"
+
+
+class PixelEnv:
+    """A Gymnasium environment seen through frames: reset/step return (size, size, 3) uint8
+    observations; everything else (actions, rewards, flags, info) is the environment's.
+    `env` is the wrapped environment (its `unwrapped.state` is what the frames hide)."""
+
+    def __init__(self, env: Any, size: int = FRAME_SIZE, from_render: bool = False) -> None:
+        from gymnasium import spaces
+
+        self.env = env
+        self.size = size
+        self.from_render = from_render
+        self.action_space = env.action_space
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.spec = env.spec
+
+    @property
+    def unwrapped(self) -> Any:
+        return self.env.unwrapped
+
+    def frame(self, obs: Any) -> np.ndarray:
+        """The (size, size, 3) uint8 frame of an observation (or of the render)."""
+        raw = self.env.render() if self.from_render else obs
+        return resize_area(np.asarray(raw), self.size, self.size)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.frame(obs), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.frame(obs), float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelTask:
+    """How to make a pixel environment. render_size: for an environment whose observation is
+    not an image, the side of the square rgb_array rendering the frame is averaged from
+    (set through the environment's `screen_dim`), None to use the observation itself."""
+    name: str
+    env_id: str
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    render_size: int | None = None
+    frame_size: int = FRAME_SIZE
+    package: str = "gymnasium"  # what a missing dependency is reported as
+
+    def make_env(self, **overrides: Any) -> PixelEnv:
+        # pygame draws off-screen: no display or sound card needed (and no warnings about them)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        gym = require("gymnasium", _EXTRA, f"the pixel task {self.name!r}")
+        kwargs = {**self.env_kwargs, **overrides}
+        if self.render_size is not None:
+            kwargs["render_mode"] = "rgb_array"
+        try:
+            env = gym.make(self.env_id, **kwargs)
+        except (gym.error.DependencyNotInstalled, ImportError) as exc:
+            raise MissingExtraError(self.package, _EXTRA,
+                                    f"the pixel task {self.name!r}") from exc
+        if self.render_size is not None:
+            if not hasattr(env.unwrapped, "screen_dim"):
+                env.close()
+                raise FastMBRLError(f"pixel task {self.name!r}: {self.env_id} has no screen_dim "
+                                    "to render at render_size")
+            env.unwrapped.screen_dim = int(self.render_size)
+        return PixelEnv(env, self.frame_size, from_render=self.render_size is not None)
+
+    def __call__(self) -> PixelEnv:
+        return self.make_env()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON settings (what a frame store records about its source)."""
+        return {"task": self.name, "env_id": self.env_id, "env_kwargs": dict(self.env_kwargs),
+                "render_size": self.render_size, "frame_size": self.frame_size}
+
+
+PIXEL_TASKS: dict[str, PixelTask] = {
+    "CarRacing-v3": PixelTask("CarRacing-v3", "CarRacing-v3", {"continuous": True},
+                              package="box2d"),
+    "Pendulum-v1": PixelTask("Pendulum-v1", "Pendulum-v1", render_size=128, package="pygame"),
+}
+
+
+def get_pixel_task(name: str) -> PixelTask:
+    """The pixel task called `name` (see PIXEL_TASKS)."""
+    task = PIXEL_TASKS.get(name)
+    if task is None:
+        close = difflib.get_close_matches(str(name), PIXEL_TASKS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise FastMBRLError(f"unknown pixel task {name!r} (known: "
+                            f"{', '.join(sorted(PIXEL_TASKS))}){hint}")
+    return task
