@@ -10,19 +10,7 @@ import fastmbrl
 from fastmbrl import CMAES
 from fastmbrl.errors import FastMBRLError, FormatError, OptimizerError
 from fastmbrl.io import save_npz
-
-
-def sphere(x):
-    return float(x @ x)
-
-
-def ellipsoid(x):
-    n = len(x)
-    return float(np.sum(1e6 ** (np.arange(n) / (n - 1)) * x * x))
-
-
-def rosenbrock(x):
-    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+from fastmbrl.optim.functions import ellipsoid, rosenbrock, sphere
 
 
 def evaluations_to(f, seed, x0=None, target=1e-8, **options):
