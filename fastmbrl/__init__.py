@@ -54,8 +54,10 @@ _LAZY = {
     "import_tasks": "fastmbrl.tasks",
     "train": "fastmbrl.algorithms",
     "register_preset": "fastmbrl.algorithms",
+    "CMAES": "fastmbrl.optim.cmaes",
     "FastMBRLError": "fastmbrl.errors",
     "FormatError": "fastmbrl.errors",
+    "OptimizerError": "fastmbrl.errors",
     "ResourceLimitError": "fastmbrl.limits",
 }
 

@@ -20,6 +20,11 @@ class MissingFileError(FileError, FileNotFoundError):
     """A file fastmbrl needs does not exist."""
 
 
+class OptimizerError(FastMBRLError, ValueError):
+    """A bad optimiser option, candidate array or fitness (fastmbrl.CMAES); the optimiser's
+    state is left as it was."""
+
+
 class MissingExtraError(FastMBRLError, ImportError):
     """An optional dependency is needed but not installed."""
 

@@ -6,11 +6,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastmbrl"
 #: a module may import modules of its own rank or below
-RANK = {"errors": 0, "io": 0, "_validate": 0, "limits": 0, "progress": 0, "executor": 0, "stats": 0, "kernels": 1, "tasks": 2, "data": 2, "models": 3,
-        "planning": 4, "algorithms": 5, "cli": 6, "__main__": 7}
+RANK = {"errors": 0, "io": 0, "_validate": 0, "limits": 0, "progress": 0, "executor": 0, "stats": 0,
+        "kernels": 1, "tasks": 2, "data": 2, "models": 3, "optim": 3, "planning": 4,
+        "algorithms": 5, "cli": 6, "__main__": 7}
 #: rooms that must not lean on anything but the kernels and the utilities
 ALLOWED = {"tasks": {"errors", "io", "_validate", "limits", "kernels", "tasks"},
-           "data": {"errors", "io", "_validate", "limits", "progress", "data"}}
+           "data": {"errors", "io", "_validate", "limits", "progress", "data"},
+           "optim": {"errors", "io", "_validate", "limits", "progress", "kernels", "optim"}}
 REWARD_ARGS = ["obs", "act", "next_obs", "out"]
 DYNAMICS_ARGS = ["obs", "act", "next_obs"]  # a task's known dynamics, beside its rewards
 

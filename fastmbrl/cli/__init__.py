@@ -31,6 +31,8 @@ BENCH_COMMANDS = {
     "mdnrnn": ("fastmbrl.cli.bench.mdnrnn", "training throughput of the MDN-RNN (World Models' M)"),
     "planners": ("fastmbrl.cli.bench.planners", "return against compute: every planner at "
                  "several budgets on a trained run's model"),
+    "cmaes": ("fastmbrl.cli.bench.cmaes", "CMA-ES: evaluations to 1e-8 on the standard "
+              "functions, ask/tell overhead at the controller's size"),
 }
 
 

@@ -20,6 +20,7 @@ import json
 import re
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from fastmbrl.algorithms import ALGORITHMS
@@ -204,15 +205,18 @@ def _normal(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def job_status(out: Path, entry: dict) -> tuple[str, int]:
+def job_status(out: Path, entry: dict, given: Iterable[str] = ()) -> tuple[str, int]:
     """("new" | "resume" | "finished", committed env steps) of a job's directory; refuses
-    (FastMBRLError) a directory holding a run of other settings."""
+    (FastMBRLError) a directory holding a run of other settings. A setting the saved run does
+    not record (added to fastmbrl since) takes its default on resume, as `--resume` gives it:
+    it differs only when the sweep gives it (`given`)."""
     if not (out / "config.json").exists():
         return "new", 0
     saved = read_run_config(out)
-    if _normal(saved) != _normal(entry):
-        diff = sorted(k for k in set(saved) | set(entry)
-                      if _normal(saved.get(k)) != _normal(entry.get(k)))
+    given = set(given)
+    diff = sorted(k for k in set(saved) | set(entry)
+                  if (k in saved or k in given) and _normal(saved.get(k)) != _normal(entry.get(k)))
+    if diff:
         raise FastMBRLError(f"{out} holds a run of other settings ({', '.join(diff)} differ); "
                             "move it away or give the sweep another --out")
     state = read_state(out)
@@ -302,7 +306,7 @@ def run(args) -> int:
         out = root / name
         try:
             entry, imports = resolve(settings)
-            status, steps = job_status(out, entry)
+            status, steps = job_status(out, entry, settings)
         except FastMBRLError as exc:
             failed.append((name, " ".join(str(exc).split())))
             continue

@@ -23,6 +23,7 @@ F32 = np.float32
 @dataclasses.dataclass(frozen=True)
 class PetsConfig:
     name: str = "pets_plan"
+    planner: str = "cem"
     obs_dim: int = 17
     act_dim: int = 6
     hidden: tuple = (200, 200, 200, 200)
@@ -46,7 +47,7 @@ class PetsConfig:
         ref_ms, _ = median_ms(NumpyPets(self, model, reward_np).plan, obs, reference_repeats)
         steps = self.samples * self.horizon * self.iterations * self.particles
         flops = planner.packed.flops_per_step() * steps
-        return {"config": self.name, "ms_per_plan": round(ms, 3),
+        return {"config": self.name, "planner": self.planner, "ms_per_plan": round(ms, 3),
                 "min_ms_per_plan": round(best_ms, 3),
                 "model_steps_per_s": round(steps / ms * 1e3),
                 "gflops": round(flops / ms / 1e6, 1), "reference_ms_per_plan": round(ref_ms, 3),
