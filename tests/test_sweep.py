@@ -1,6 +1,7 @@
 """`fastmbrl sweep` and `fastmbrl report`: a tiny Pendulum sweep (2 planners x 2 seeds) through
 worker processes and Ray, killed and resumed, with a failing job; the report's numbers."""
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -214,3 +215,22 @@ def test_sweep_options_are_checked(tmp_path):
                                           "task=Pendulum-v1", "--address", "auto"])
         args._run(args)
     assert main(["sweep", "--out", str(tmp_path / "s")]) == 2
+
+
+def test_runs_made_before_a_setting_existed_are_resumed_not_refused(local_sweep, tmp_path,
+                                                                      capsys):
+    """A setting added to fastmbrl since the runs were made takes its default on resume, so the
+    rerun skips them; one the sweep itself gives must still agree."""
+    root = tmp_path / "old"
+    shutil.copytree(local_sweep, root)
+    for name in NAMES:
+        path = root / name / "config.json"
+        meta = json.loads(path.read_text())
+        del meta["config"]["particles"]  # as a run of a version without PETS
+        path.write_text(json.dumps(meta))
+    assert main(["sweep", "--out", str(root), *TINY, *GRID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{n}: finished" in out for n in NAMES), out
+    assert main(["sweep", "--out", str(root), *TINY, *GRID, "--set", "particles=5",
+                 "--dry-run"]) == 1
+    assert "particles differ" in capsys.readouterr().out
