@@ -39,6 +39,10 @@ class Mixture(NamedTuple):
     log_std: np.ndarray
 
 
+# the generated constructor lives outside this module: give it the types, not their names
+Mixture.__new__.__annotations__ = {**dict.fromkeys(Mixture._fields, np.ndarray), "return": Mixture}
+
+
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
     s = x - m
