@@ -33,15 +33,18 @@ class PetsConfig:
     members: int = 5
     particles: int = 20
 
+    def make_planner(self, model: DynamicsModel, reward) -> CEM:
+        """The row's CEM (population 400, 40 elites, 5 iterations) on `model`."""
+        return CEM(model, reward, horizon=self.horizon, num_samples=self.samples,
+                   elites=self.samples // 10, iterations=self.iterations,
+                   action_low=-np.ones(self.act_dim, F32), action_high=np.ones(self.act_dim, F32))
+
     def measure(self, repeats: int, reference_repeats: int, rewards, median_ms) -> dict:
         """The row of `fastmbrl bench plan`, which hands in its (numba, NumPy) cheetah reward
         pair and its timer `median_ms(fn, obs, repeats) -> (median, min)`."""
         cheetah_reward, reward_np = rewards
         model = random_model(self)
-        planner = CEM(model, cheetah_reward, horizon=self.horizon, num_samples=self.samples,
-                      elites=self.samples // 10, iterations=self.iterations,
-                      action_low=-np.ones(self.act_dim, F32),
-                      action_high=np.ones(self.act_dim, F32))
+        planner = self.make_planner(model, cheetah_reward)
         obs = np.random.default_rng(1).standard_normal((1, self.obs_dim)).astype(F32)
         ms, best_ms = median_ms(planner.plan, obs, repeats)
         ref_ms, _ = median_ms(NumpyPets(self, model, reward_np).plan, obs, reference_repeats)
