@@ -231,6 +231,11 @@ def test_runs_made_before_a_setting_existed_are_resumed_not_refused(local_sweep,
     assert main(["sweep", "--out", str(root), *TINY, *GRID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert all(f"{n}: finished" in out for n in NAMES), out
+    # and the report groups the older runs with the newer ones of the same setting
+    shutil.copytree(local_sweep / NAMES[0], root / "new-rs-s0")
+    shutil.rmtree(root / NAMES[0])
+    settings = aggregate(root)["settings"]
+    assert sorted((g["setting"], len(g["seeds"])) for g in settings) == [("cem", 2), ("rs", 2)]
     assert main(["sweep", "--out", str(root), *TINY, *GRID, "--set", "particles=5",
                  "--dry-run"]) == 1
     assert "particles differ" in capsys.readouterr().out

@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 import numpy as np
 
+from fastmbrl.algorithms import ALGORITHMS
+from fastmbrl.algorithms.base import config_record
 from fastmbrl.algorithms.rundir import STAGE_PREFIX, read_metrics, read_run_config
 from fastmbrl.errors import FastMBRLError, require
 from fastmbrl.io import json_dumps, write_atomic, write_json
@@ -33,8 +35,20 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
 
+def _as_resumed(cfg: dict) -> dict:
+    """The config as `--resume` would run it: settings the run predates take their defaults,
+    so that runs made before and after an upgrade group together (the saved one if it does not
+    resolve here, e.g. a task that is not importable)."""
+    try:
+        algo = ALGORITHMS[cfg["algo"]]
+        saved = {k: v for k, v in cfg.items() if k != "algo"}
+        return config_record(algo.Config(**saved).resolved())[0]
+    except (FastMBRLError, KeyError, TypeError, ValueError):
+        return cfg
+
+
 def read_run(d: Path) -> dict:
-    cfg = read_run_config(d)
+    cfg = _as_resumed(read_run_config(d))
     rows = read_metrics(d)
     curve = [(r["iteration"], r["env_steps"], r["mean_return"]) for r in rows
              if isinstance(r, dict) and _number(r.get("mean_return"))]
