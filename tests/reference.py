@@ -307,11 +307,11 @@ def double_integrator(obs, act, next_obs):
         next_obs[i, 1] = obs[i, 1] + np.float32(LQ_DT) * act[i, 0]
 
 
-def lq_optimum(x0, horizon, act_weight=0.1):
+def lq_optimum(x0, horizon, act_weight=0.1, dt=LQ_DT):
     """(u*, J*) of max -sum_t |x_{t+1}|^2 + w |u_t|^2 under double_integrator from x0, unbounded:
     the stacked states are X = F x0 + G u, so u* solves (G'G + w I) u = -G' F x0."""
-    a = np.array([[1.0, LQ_DT], [0.0, 1.0]])
-    b = np.array([[0.0], [LQ_DT]])
+    a = np.array([[1.0, dt], [0.0, 1.0]])
+    b = np.array([[0.0], [dt]])
     f = np.zeros((2 * horizon, 2))
     g = np.zeros((2 * horizon, horizon))
     power = np.eye(2)
@@ -322,15 +322,15 @@ def lq_optimum(x0, horizon, act_weight=0.1):
             g[2 * t: 2 * t + 2, s] = (np.linalg.matrix_power(a, t - s) @ b)[:, 0]
     x0 = np.asarray(x0, np.float64)
     u = -np.linalg.solve(g.T @ g + act_weight * np.eye(horizon), g.T @ f @ x0)
-    return u, lq_return(u, x0, act_weight)
+    return u, lq_return(u, x0, act_weight, dt)
 
 
-def lq_return(u, x0, act_weight=0.1):
+def lq_return(u, x0, act_weight=0.1, dt=LQ_DT):
     """The return of the action sequence u (H,) or (H, 1) from x0, in float64."""
     x = np.asarray(x0, np.float64).copy()
     total = 0.0
     for ut in np.ravel(u):
-        x = np.array([x[0] + LQ_DT * x[1], x[1] + LQ_DT * ut])
+        x = np.array([x[0] + dt * x[1], x[1] + dt * ut])
         total -= x @ x + act_weight * ut * ut
     return total
 def conv2d_reference(x, w, b, stride):

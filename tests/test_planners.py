@@ -11,7 +11,7 @@ from fastmbrl.kernels.rollout import pack_model
 from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, RandomShooting,
                                         colored_noise_matrix, num_samples_for)
 from fastmbrl.planning.scorer import Scorer
-from tests.reference import dynamics_model, quadratic_reward, rollout_reference
+from tests.reference import dynamics_model, lq_optimum, quadratic_reward, rollout_reference
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
 
@@ -28,19 +28,7 @@ def linear_model():
 
 def optimum(x0=X0):
     """Unconstrained minimiser of sum_t |x_{t+1}|^2 + 0.1 u_t^2 (least squares over U)."""
-    a = np.array([[1.0, DT], [0.0, 1.0]])
-    b = np.array([[0.0], [DT]])
-    free = np.zeros((2 * H, 2))
-    forced = np.zeros((2 * H, H))
-    x = np.eye(2)
-    for t in range(H):
-        x = a @ x
-        free[2 * t: 2 * t + 2] = x
-        for s in range(t + 1):
-            forced[2 * t: 2 * t + 2, s] = (np.linalg.matrix_power(a, t - s) @ b)[:, 0]
-    lhs = np.vstack([forced, np.sqrt(0.1) * np.eye(H)])
-    rhs = -np.concatenate([free @ x0, np.zeros(H)])
-    return np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    return lq_optimum(x0, H, 0.1, DT)[0]
 
 
 def score(plan):
