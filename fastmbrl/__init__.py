@@ -44,6 +44,7 @@ _LAZY = {
     "CEM": "fastmbrl.planning.planners",
     "MPPI": "fastmbrl.planning.planners",
     "ICEM": "fastmbrl.planning.planners",
+    "BeamSearch": "fastmbrl.planning.planners",
     "Planner": "fastmbrl.planning.planners",
     "num_threads": "fastmbrl.kernels",
     "Controller": "fastmbrl.planning.controller",

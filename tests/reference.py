@@ -35,7 +35,7 @@ def features_reference(obs, angle_dims=()):
 
 def rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
                       delta_std, obs, actions, reward, terminated=None, angle_dims=(),
-                      absolute_dims=()):
+                      absolute_dims=(), live=None, ends=False):
     """Returns (K,) of the delta model rolled out step by step (see `returns_reference`).
     `absolute_dims` are predicted as values, not deltas."""
     def step(state, a):
@@ -45,7 +45,7 @@ def rollout_reference(weights, biases, activation, input_mean, input_scale, delt
         carried[:, list(absolute_dims)] = 0
         return carried + delta_mean + delta_std * mlp_forward_reference(weights, biases,
                                                                         activation, net_in)
-    return returns_reference(step, obs, actions, reward, terminated, np.float64)
+    return returns_reference(step, obs, actions, reward, terminated, np.float64, live, ends)
 
 
 def known_rollout_reference(dynamics, obs, actions, reward, terminated=None):
@@ -58,16 +58,19 @@ def known_rollout_reference(dynamics, obs, actions, reward, terminated=None):
     return returns_reference(step, obs, actions, reward, terminated, np.float32)
 
 
-def returns_reference(step, obs, actions, reward, terminated, dtype):
+def returns_reference(step, obs, actions, reward, terminated, dtype, live=None, ends=False):
     """Returns (K,) of `step(state (K, O), act (K, A)) -> next state` from `obs` for H steps;
     rewards/terminations are called on float32 copies, as their contract says. Diverged
     candidates (non-finite state while running, or non-finite return) score -inf; a terminated
-    rollout keeps the reward of its terminating step and earns nothing after."""
+    rollout keeps the reward of its terminating step and earns nothing after. `obs` (K, O):
+    one start state per candidate, `live` (K,) which of them are still running; `ends`: also
+    return the end states and which rollouts still run."""
     actions = np.asarray(actions, dtype)
     k, horizon, _ = actions.shape
-    state = np.repeat(np.asarray(obs, dtype)[None], k, axis=0)
+    obs = np.asarray(obs, dtype)
+    state = obs.copy() if obs.ndim == 2 else np.repeat(obs[None], k, axis=0)
     returns = np.zeros(k)
-    alive = np.ones(k, bool)
+    alive = np.ones(k, bool) if live is None else np.array(live, bool)
     rew = np.empty(k, np.float32)
     done = np.zeros(k, np.bool_)
     for t in range(horizon):
@@ -86,7 +89,7 @@ def returns_reference(step, obs, actions, reward, terminated, dtype):
             alive &= ~done
         state = nxt
     returns[~np.isfinite(returns)] = -np.inf
-    return returns
+    return (returns, state, alive) if ends else returns
 
 
 def particle_rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,

@@ -262,7 +262,7 @@ def test_read_and_write_errors_name_the_path(tmp_path):
 
 
 def test_bench_planners_bad_input(runs, capsys):
-    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--planners", "rs,beam"], "beam")
+    refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--planners", "rs,mcts"], "mcts")
     refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--budgets", "10,x"], "--budgets")
     refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--budgets", "0"], "--budgets")
     refused(capsys, ["bench", "planners", str(runs["mbrl"]), "--episodes", "0"], "--episodes")

@@ -403,7 +403,8 @@ def test_angle_inputs_fit_predict_pack_and_save(tmp_path):
     for t in range(4):
         quadratic_reward(states[:, t], actions[:, t], states[:, t + 1], out)
         want += out
-    got = rollout(model.packed(), obs[0], actions, quadratic_reward, rows=8)
+    packed = model.packed()  # chunks of one tile: 9 candidates span several
+    got = rollout(packed, obs[0], actions, quadratic_reward, rows=packed.isa.tile_rows)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     back = DynamicsModel.load(model.save(tmp_path / "angles"))
     assert back.angle_obs_dims == (1,)
@@ -450,7 +451,9 @@ def test_absolute_entries_are_learned_as_values_and_the_kernel_agrees(tmp_path):
     for t in range(3):
         learned_reward(states[:, t], actions[:, t], states[:, t + 1], out)
         want += out
-    got = rollout(model.packed(), obs[0], actions, learned_reward, learned_terminated, rows=8)
+    packed = model.packed()
+    got = rollout(packed, obs[0], actions, learned_reward, learned_terminated,
+                  rows=packed.isa.tile_rows)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     back = DynamicsModel.load(model.save(tmp_path / "absolute"))
     assert back.absolute_obs_dims == (2, 3)

@@ -20,6 +20,8 @@ F32 = np.float32
 
 
 def _tiny(name, **changes):
+    if CONFIGS[name].planner == "beam":
+        changes.setdefault("options", {"beams": 2})
     return dataclasses.replace(CONFIGS[name], hidden=(8,), horizon=3,
                                samples=max(4, CONFIGS[name].samples // 50), **changes)
 
@@ -34,7 +36,7 @@ def test_a_row_per_planner_including_mppi_and_icem():
 
 
 @pytest.mark.parametrize("name", ["cheetah_rs", "cheetah_cem", "cheetah_mppi", "cheetah_icem",
-                                  "cheetah_ens5"])
+                                  "cheetah_ens5", "cheetah_beam"])
 def test_the_numpy_twin_scores_as_the_kernel_and_does_its_work(name):
     cfg = _tiny(name)
     model = random_model(cfg)
@@ -59,8 +61,8 @@ def test_the_numpy_twin_scores_as_the_kernel_and_does_its_work(name):
     np.testing.assert_allclose(twin.returns(obs, batch.actions), expected, rtol=1e-4, atol=1e-4)
     # a plan of the twin scores as many candidates as the planner's (once warm)
     scored = []
-    returns = twin.returns
-    twin.returns = lambda o, cand: (scored.append(len(cand)), returns(o, cand))[1]
+    branch = twin.branch
+    twin.branch = lambda s, a, cand: (scored.append(len(cand)), branch(s, a, cand))[1]
     for _ in range(2):
         scored.clear()
         plan = twin.plan(obs)
@@ -138,3 +140,19 @@ def test_bad_settings_are_refused(saved_controller, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--planner-options", "[1]"])
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("tail_policy", ["mean", "random"])
+def test_the_beam_search_plans_as_its_numpy_twin(members, tail_policy):
+    # the same seed draws the same children: the tree, kept states per member, selection and
+    # warm start of the kernel planner and of the NumPy twin give the same plans
+    cfg = dataclasses.replace(CONFIGS["cheetah_beam"], hidden=(16,), horizon=6, samples=20,
+                              members=members, options={"beams": 4, "tail": 3,
+                                                        "tail_policy": tail_policy})
+    model = random_model(cfg)
+    planner = make_planner(cfg, model, seed=3)
+    twin = NumpyPlanner(planner, model, cfg.rewards[1], seed=3)
+    obs = np.random.default_rng(3).standard_normal(cfg.obs_dim).astype(F32)
+    for _ in range(3):
+        np.testing.assert_allclose(planner.plan(obs), twin.plan(obs), atol=1e-5)

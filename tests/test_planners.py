@@ -8,7 +8,7 @@ import pytest
 
 from fastmbrl.kernels import num_threads
 from fastmbrl.kernels.rollout import pack_model
-from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, RandomShooting,
+from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, BeamSearch, RandomShooting,
                                         colored_noise_matrix, num_samples_for)
 from fastmbrl.planning.scorer import Scorer
 from tests.reference import dynamics_model, lq_optimum, quadratic_reward, rollout_reference
@@ -50,6 +50,9 @@ MAKERS = {
                                  temperature=0.02, noise_std=0.2, **kw),
     "icem": lambda p, **kw: ICEM(p, quadratic_reward, num_samples=400, elites=25, iterations=8,
                                  noise_beta=1.0, **kw),
+    # 3 trees of 40 children per depth, each child with the rest of the horizon: 1800 rows
+    "beam": lambda p, **kw: BeamSearch(p, quadratic_reward, num_samples=40, beams=4,
+                                       iterations=3, **kw),
 }
 
 
@@ -62,7 +65,7 @@ def test_optimum_is_inside_the_bounds():
     assert np.abs(optimum()).max() < 0.9 * BOUND
 
 
-@pytest.mark.parametrize("name", ["cem", "mppi", "icem"])
+@pytest.mark.parametrize("name", ["cem", "mppi", "icem", "beam"])
 def test_near_optimum_and_ahead_of_random_shooting(packed, name):
     best = score(optimum()[:, None])
     planner = make(name, packed)
@@ -83,13 +86,15 @@ def test_statistics_count_the_candidates_of_the_last_call(packed, name):
     # what each planner scores per call: K per iteration; iCEM's shrinking population, the
     # elites it keeps (none in its first iteration of a first call) and, last, the mean
     sizes = {"rs": [BUDGET], "cem": [250] * 8, "mppi": [250] * 8,
-             "icem": [max(int(400 / 1.25 ** i), 50) if i else 400 for i in range(8)]}[name]
+             "icem": [max(int(400 / 1.25 ** i), 50) if i else 400 for i in range(8)],
+             # per tree, the children of each depth, then their tails (none after the last)
+             "beam": 3 * ([40] * H + [40] * (H - 1))}[name]
     kept = {"icem": 8}.get(name, 0)  # ceil(0.3 x 25 elites)
     first = sum(sizes) + kept * (len(sizes) - 1) + (name == "icem")
     assert planner.last_num_evaluated == first and planner.last_num_diverged == 0
     plan = planner.plan(X0)
     assert planner.last_num_evaluated == first + kept  # counts only the last call
-    if name == "rs":  # the plan is the best candidate
+    if name in ("rs", "beam"):  # the plan is the best candidate (the best final branch)
         assert planner.last_best_return == pytest.approx(score(plan), rel=1e-5)
     planner.reset()
     assert (planner.last_best_return, planner.last_num_evaluated) == (-np.inf, 0)
@@ -229,6 +234,27 @@ def test_bad_arguments(packed):
     planner = RandomShooting(packed, quadratic_reward, num_samples=8, **kw)
     with pytest.raises(ValueError, match="obs"):
         planner.plan(np.zeros(3))
+    with pytest.raises(ValueError, match=r"beams \(20\) must not exceed num_samples \(10\)"):
+        BeamSearch(packed, quadratic_reward, num_samples=10, beams=20, **kw)
+    for tail in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="tail must be a non-negative integer"):
+            BeamSearch(packed, quadratic_reward, tail=tail, **kw)
+    with pytest.raises(ValueError, match="tail_policy must be one of mean, random"):
+        BeamSearch(packed, quadratic_reward, tail_policy="greedy", **kw)
+    with pytest.raises(ValueError, match="candidates_per_call: pass horizon="):
+        BeamSearch.candidates_per_call(100)
+
+
+def test_a_beam_search_needs_states_per_member_not_particles():
+    from fastmbrl import DynamicsModel
+    model = DynamicsModel(2, 1, (8,), "silu", ensemble_size=2, probabilistic=True,
+                          particles=4, propagation="ts1")
+    kw = dict(horizon=H, action_low=[-1], action_high=[1], num_samples=20)
+    with pytest.raises(ValueError, match="propagation='expectation'"):
+        BeamSearch(model, quadratic_reward, **kw)
+    model.set_sampling(propagation="expectation")  # each member keeps its own state
+    plan = BeamSearch(model, quadratic_reward, **kw).plan(X0)
+    assert np.isfinite(plan).all()
 
 
 def test_num_samples_is_the_budget_of_every_planner(packed):
@@ -241,7 +267,19 @@ def test_num_samples_is_the_budget_of_every_planner(packed):
 
 OPTIONS = [("rs", {}), ("cem", {}), ("cem", {"iterations": 3, "elites": 0.2}),
            ("mppi", {"iterations": 2}), ("icem", {}), ("icem", {"warm_start": False}),
-           ("icem", {"elites": 6, "iterations": 4, "decay": 1.5, "keep_fraction": 0.5})]
+           ("icem", {"elites": 6, "iterations": 4, "decay": 1.5, "keep_fraction": 0.5}),
+           ("beam", {"tail": 0}), ("beam", {"beams": 7}), ("beam", {"tail": 3, "beams": 20})]
+
+
+def _model_steps(planner):
+    """Model steps of the last plan per ensemble member, from what it scored: a beam search
+    scores each child for one step and then, after every depth but the last, for its tail."""
+    if not isinstance(planner, BeamSearch):
+        return planner.last_num_evaluated * H
+    tails = [min(planner.tail, H - 1 - d) for d in range(H)]
+    depths_with_a_tail = sum(t > 0 for t in tails)
+    assert planner.last_num_evaluated == planner.num_samples * (H + depths_with_a_tail)
+    return planner.num_samples * (H + sum(tails))
 
 
 @pytest.mark.parametrize("name, options", OPTIONS)
@@ -251,7 +289,9 @@ def test_candidates_per_call_is_what_a_plan_scores(packed, name, options):
                   num_samples=60, **options)
     for _ in range(3):  # the first call of an episode may score fewer (no kept elites yet)
         planner.plan(X0)
-    assert planner.last_num_evaluated == cls.candidates_per_call(60, **options)
+    options = {**options, "horizon": H}  # the beam's cost depends on it, the others ignore it
+    # a plan costs candidates_per_call x horizon model steps (rounded up to whole candidates)
+    assert -(-_model_steps(planner) // H) == cls.candidates_per_call(60, **options)
     # a budget in candidates gives the largest sample count that keeps within it
     budget = cls.candidates_per_call(60, **options)
     assert num_samples_for(name, budget, **options) == 60
@@ -263,6 +303,7 @@ def test_candidates_per_call_is_what_a_plan_scores(packed, name, options):
 def test_a_budget_below_the_least_sample_count_gives_the_least():
     assert num_samples_for("icem", 5) == 10  # iCEM's 10 elites need 10 samples
     assert num_samples_for("rs", 0) == 1
+    assert num_samples_for("beam", 3, horizon=H) == 10  # a child for each of its 10 beams
 
 
 @pytest.mark.parametrize("cls", [CEM, ICEM])
@@ -433,6 +474,54 @@ def test_scorer_scores_an_ensemble_by_the_members_mean():
     for k in (0, 51):
         with pytest.raises(ValueError, match="k"):
             scorer.batch(k)
+
+
+def test_scorer_branches_continue_from_each_members_own_states():
+    # 3 steps from X0, then 5 more from where each member ended: the members' mean of the
+    # whole 8-step rollout, and every member's end state as the reference's
+    scorer = Scorer(ensemble_model(), quadratic_reward, horizon=H, max_candidates=20)
+    rng = np.random.default_rng(2)
+    k, b = 13, 3
+    states, live = np.empty((b, k, 2), np.float32), np.ones((b, k), bool)
+    first = scorer.branch(np.empty((k, 3, 1), np.float32), states, live)
+    second = scorer.branch(np.empty((k, 5, 1), np.float32), states, live)
+    first.actions[:] = rng.uniform(-1, 1, first.actions.shape)
+    second.actions[:] = rng.uniform(-1, 1, second.actions.shape)
+    states[:] = X0
+    scorer.begin(X0)
+    scorer.score(first)
+    part = first.returns.copy()
+    scorer.score(second)
+    whole = np.concatenate([first.actions, second.actions], axis=1).astype(np.float64)
+    np.testing.assert_allclose(part + second.returns, members_mean(whole), rtol=1e-4,
+                               atol=1e-4)
+    for m, member in enumerate(MEMBERS):
+        _, end, alive = rollout_reference(activation="relu", obs=X0, actions=whole,
+                                          reward=quadratic_reward, ends=True, **member)
+        np.testing.assert_allclose(states[m], end, rtol=1e-4, atol=1e-4)
+        assert alive.all() and live[m].all()
+    live[1, 4] = False  # a branch that ended under one member earns nothing there
+    states[:] = X0
+    scorer.score(first)
+    per_member = [rollout_reference(activation="relu", obs=X0, actions=first.actions,
+                                    reward=quadratic_reward, **m) for m in MEMBERS]
+    per_member[1][4] = 0.0
+    np.testing.assert_allclose(first.returns, np.mean(per_member, axis=0), rtol=1e-4, atol=1e-4)
+    assert not live[1, 4] and live[[0, 2], 4].all()
+
+
+def test_scorer_branch_checks_its_buffers():
+    scorer = Scorer(ensemble_model(), quadratic_reward, horizon=H, max_candidates=8)
+    acts, states, live = (np.zeros((8, 2, 1), np.float32), np.zeros((3, 8, 2), np.float32),
+                          np.ones((3, 8), bool))
+    with pytest.raises(ValueError, match=r"states: expected .*\(3, 8, 2\)"):
+        scorer.branch(acts, states[:1], live)
+    with pytest.raises(ValueError, match=r"live: expected .*bool"):
+        scorer.branch(acts, states, live.astype(np.float32))
+    with pytest.raises(ValueError, match="at most 8 rows"):
+        scorer.branch(np.zeros((9, 2, 1), np.float32), states, live)
+    with pytest.raises(ValueError, match="actions: expected"):
+        scorer.branch(np.zeros((8, 2, 3), np.float32), states, live)
 
 
 def test_scorer_checks_obs_and_counts_diverged_candidates():

@@ -242,6 +242,64 @@ def test_absolute_outputs_match_reference(threads, isa):
 
 
 @pytest.mark.parametrize("threads", THREADS)
+def test_branches_start_from_their_own_states(threads, isa):
+    """Rows with their own start states (tree search): returns, end states and running flags
+    as the twin's; rolling 3 steps and then 4 from the end states is the 7-step rollout, with
+    terminations carried across the cut; rows that start terminated earn nothing."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, 3, 1, (24,), scale=3.0)
+    model["delta_std"] = np.full(3, 0.3)
+    packed = pack_model(activation="tanh", isa=isa, **model)
+    obs = np.array([0.8, 0.0, 0.0], np.float32)
+    actions = rng.uniform(-1, 1, (45, 7, 1)).astype(np.float32)
+    starts = (obs + 0.1 * rng.standard_normal((45, 3))).astype(np.float32)
+    live = rng.random(45) < 0.9
+    states, flags = starts.copy(), live.copy()
+    with num_threads(threads):
+        got = rollout(packed, obs, actions, quadratic_reward, leaves_box, states=states,
+                      live=flags, rows=isa.tile_rows)
+    want, end, running = rollout_reference(activation="tanh", obs=starts, actions=actions,
+                                           reward=quadratic_reward, terminated=leaves_box,
+                                           live=live, ends=True, **model)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(flags, running)
+    np.testing.assert_allclose(states[running], end[running], rtol=1e-4, atol=1e-4)
+    assert (got[~live] == 0).all() and (~running & live).any()
+    whole = rollout(packed, obs, actions, quadratic_reward, leaves_box)
+    states = np.repeat(obs[None], 45, axis=0)
+    first = rollout(packed, obs, np.ascontiguousarray(actions[:, :3]), quadratic_reward,
+                    leaves_box, states=states)
+    flags = np.ones(45, bool)
+    rollout(packed, obs, actions[:, :3].copy(), quadratic_reward, leaves_box,
+            states=np.repeat(obs[None], 45, axis=0), live=flags)
+    rest = rollout(packed, obs, np.ascontiguousarray(actions[:, 3:]), quadratic_reward,
+                   leaves_box, states=states, live=flags)
+    np.testing.assert_allclose(first + rest, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_branches_under_every_member(isa):
+    rng = np.random.default_rng(12)
+    parts = [random_model(rng, 4, 2, (16,)) for _ in range(2)]
+    stacked = {k: ([p[k] for p in parts] if k in ("weights", "biases")
+                   else np.stack([p[k] for p in parts])) for k in parts[0]}
+    packed = pack_model(activation="relu", isa=isa, **stacked)
+    obs = np.zeros(4, np.float32)
+    actions = rng.uniform(-1, 1, (13, 3, 2)).astype(np.float32)
+    starts = rng.standard_normal((2, 13, 4)).astype(np.float32)
+    states = starts.copy()
+    got = rollout(packed, obs, actions, quadratic_reward, every_member=True, states=states)
+    for m, model in enumerate(parts):
+        want, end, _ = rollout_reference(activation="relu", obs=starts[m], actions=actions,
+                                         reward=quadratic_reward, ends=True, **model)
+        np.testing.assert_allclose(got[m], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(states[m], end, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"states: expected .*\(2, 13, 4\)"):
+        rollout(packed, obs, actions, quadratic_reward, every_member=True, states=starts[0])
+    with pytest.raises(ValueError, match="live: only with states"):
+        rollout(packed, obs, actions, quadratic_reward, live=np.ones(13, bool))
+
+
+@pytest.mark.parametrize("threads", THREADS)
 def test_known_dynamics_match_reference(threads):
     """A FunctionModel's step replaces the network in the same kernel: MountainCar's exact
     dynamics, reward and termination (some candidates reach the goal and stop earning)."""

@@ -284,3 +284,93 @@ def particle_scores(slot_returns, n_cand, per_member, n_members, risk, out):
         if risk > 0:
             score -= risk * np.sqrt(max(sq / n_p - mean * mean, 0.0))
         out[k] = np.float32(score)
+
+
+# --- beam search (planning.planners.BeamSearch) ---------------------------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def beam_root(obs, beam_states, beam_live, beam_ret):
+    """One beam at the observation: beam_states[m, 0] = obs under every member m, alive, with
+    nothing earned yet."""
+    for m in range(beam_states.shape[0]):
+        for o in range(obs.shape[0]):
+            beam_states[m, 0, o] = obs[o]
+        beam_live[m, 0] = True
+    beam_ret[0] = _F0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def beam_parent(c, n_parents, k):
+    """The parent of child c when k children share n_parents as evenly as possible."""
+    return c * n_parents // k
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def beam_children(beam_states, beam_live, n_parents, states, live, actions, nominal):
+    """The k = actions.shape[0] children of n_parents beams (child c's parent: beam_parent):
+    each starts from its parent's state and alive flag under every member; the first child of
+    each parent takes the nominal action (A,) instead of its sampled one."""
+    k = actions.shape[0]
+    for c in range(k):
+        p = beam_parent(c, n_parents, k)
+        for b in range(states.shape[0]):
+            for o in range(states.shape[2]):
+                states[b, c, o] = beam_states[b, p, o]
+            live[b, c] = beam_live[b, p]
+        if c == 0 or beam_parent(c - 1, n_parents, k) != p:
+            for a in range(actions.shape[2]):
+                actions[c, 0, a] = nominal[a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def beam_values(parent_ret, n_parents, step_ret, child_ret, value):
+    """child_ret[c] = its parent's return + step_ret[c]; value starts as child_ret."""
+    k = step_ret.shape[0]
+    for c in range(k):
+        v = parent_ret[beam_parent(c, n_parents, k)] + step_ret[c]
+        child_ret[c] = v
+        value[c] = v
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def add_returns(value, ret):
+    """value += ret (a -inf in either stays -inf)."""
+    for c in range(value.shape[0]):
+        value[c] = value[c] + ret[c]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def tile_rows(src, start, dst):
+    """dst[k] = src[start:start + t] for every k of a (K, t, A) dst."""
+    for k in range(dst.shape[0]):
+        for t in range(dst.shape[1]):
+            for a in range(dst.shape[2]):
+                dst[k, t, a] = src[start + t, a]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def beam_select(idx, n, n_parents, depth, actions, states, live, child_ret, prefix, new_prefix,
+                beam_states, beam_live, beam_ret):
+    """Beam j becomes child idx[j] (j < n): its parent's action prefix up to `depth` and its own
+    action at `depth` in new_prefix[j], its states, alive flags and return."""
+    k = actions.shape[0]
+    for j in range(n):
+        c = idx[j]
+        p = beam_parent(c, n_parents, k)
+        for t in range(depth):
+            for a in range(prefix.shape[2]):
+                new_prefix[j, t, a] = prefix[p, t, a]
+        for a in range(prefix.shape[2]):
+            new_prefix[j, depth, a] = actions[c, 0, a]
+        for b in range(states.shape[0]):
+            for o in range(states.shape[2]):
+                beam_states[b, j, o] = states[b, c, o]
+            beam_live[b, j] = live[b, c]
+        beam_ret[j] = child_ret[c]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def finish_prefix(prefix, j, depth, nominal, out):
+    """out = prefix[j, :depth] followed by nominal[depth:] ((H, A) arrays)."""
+    for t in range(out.shape[0]):
+        for a in range(out.shape[1]):
+            out[t, a] = prefix[j, t, a] if t < depth else nominal[t, a]

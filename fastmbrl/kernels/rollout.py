@@ -403,10 +403,13 @@ def _features(obs, r, x, n_obs, angle_dims):
 
 def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry, chunk_start,
              chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws, act_ws,
-             rew_ws, done_ws, alive_ws, ret_ws, base_ws, returns):
+             rew_ws, done_ws, alive_ws, ret_ws, base_ws, returns, states, live):
     # Template: rollout_kernel() compiles a copy whose globals bind _reward, _terminated, the
     # spec's LANES and dense, and _KNOWN/_dynamics: with known dynamics (a FunctionModel) a
     # step is _dynamics(obs, act, nxt) and the network's arguments are placeholders.
+    # Branching (tree search): with `states` (rows as `returns`, O) the rollout of return row j
+    # starts from states[j] instead of obs0, and only if live[j]; states[j] and live[j] then
+    # receive its end state and whether it is still running. Empty arrays: every row from obs0.
     n_obs = obs0.shape[0]
     n_feat = n_obs + angle_dims.shape[0]  # the network's observation inputs
     horizon = actions.shape[1]
@@ -418,6 +421,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
     panels0 = layers[0, 1]
     w_off0 = layers[0, 2]
     b_off0 = layers[0, 3]
+    branched = states.shape[0] > 0
     for c in prange(chunk_member.shape[0]):
         k0 = chunk_start[c]
         n = chunk_start[c + 1] - k0
@@ -429,17 +433,18 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
         rew, done, alive, ret, base = rew_ws[c], done_ws[c], alive_ws[c], ret_ws[c], base_ws[c]
         first = out if n_layers == 1 else ha
         for r in range(rows):
+            own = branched and r < n
             for o in range(n_obs):
-                obs[r, o] = obs0[o]
+                obs[r, o] = states[k0 + r, o] if own else obs0[o]
             for a in range(n_act):
                 act[r, a] = 0
                 x[r, n_feat + a] = 0
-            alive[r] = r < n
+            alive[r] = r < n and (live[k0 + r] if branched else True)
             ret[r] = 0
         # The first step starts from obs0 for every row: its share of layer 0 is computed once
         # (from obs0's features, put in row 0 of x, which step 0 reads only the actions of;
         # every row of obs holds obs0 now).
-        if not _KNOWN:
+        if not _KNOWN and not branched:
             _features(obs, 0, x, n_obs, angle_dims)
             for j in range(LANES * panels0):
                 v, lane = j // LANES, j % LANES
@@ -456,7 +461,7 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
             if _KNOWN:
                 _dynamics(obs, act, nxt)
             else:
-                if t == 0:
+                if t == 0 and not branched:
                     dense(first, first.shape[1], x, n_feat, in_ld, rows, w,
                           w_off0 + n_feat * LANES, fan0 * LANES, n_act, base, 0, panels0)
                 else:
@@ -493,6 +498,10 @@ def _rollout(obs0, actions, weights, biases, layers, act_code, angle_dims, carry
         for r in range(n):
             v = ret[r]
             returns[k0 + r] = v if np.isfinite(v) else _NEG_INF
+            if branched:
+                for o in range(n_obs):
+                    states[k0 + r, o] = obs[r, o]
+                live[k0 + r] = alive[r]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -683,6 +692,8 @@ class KernelArgs(NamedTuple):
     ret_ws: np.ndarray
     base_ws: np.ndarray
     returns: np.ndarray  # (K,) float32 output, or (B K,) for every member
+    states: np.ndarray  # (rows of returns, O) float32 start/end states, or (0, O): from obs0
+    live: np.ndarray  # (rows of returns,) bool, in and out with states, or (0,)
 
     def with_model(self, packed: PackedModel) -> "KernelArgs":
         """The same call on another packing of a model of the same shape."""
@@ -695,20 +706,29 @@ def _model_args(packed: PackedModel) -> dict:
 
 
 def kernel_args(packed: PackedModel, obs0, actions, chunks: Chunks, workspace: Workspace,
-                returns) -> KernelArgs:
-    """The kernel's arguments (no checks)."""
+                returns, states=None, live=None) -> KernelArgs:
+    """The kernel's arguments (no checks); `states`/`live` for rows that branch from their own
+    start states (see `_rollout`), else every row starts from obs0."""
+    if states is None:
+        states = np.zeros((0, packed.obs_dim), np.float32)
+        live = np.zeros(0, np.bool_)
     return KernelArgs(obs0=obs0, actions=actions, **_model_args(packed), **chunks._asdict(),
-                      **workspace.arrays._asdict(), returns=returns)
+                      **workspace.arrays._asdict(), returns=returns, states=states, live=live)
 
 
 def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, members=None,
             every_member: bool = False, rows: int | None = None,
-            workspace: Workspace | None = None, out=None) -> np.ndarray:
+            workspace: Workspace | None = None, out=None, states=None, live=None
+            ) -> np.ndarray:
     """Returns (K,) of K action sequences `actions` (K, H, A) rolled out from `obs` (O,).
 
     `members` (K,) optional sorted ensemble member per candidate (default: member 0).
     `every_member`: roll every candidate out under each of the B members; returns (B, K).
     `rows` per parallel chunk: a multiple of the spec's tile rows (default its chunk rows).
+    `states` (optional, float32 C-contiguous, the returns' shape + (O,)): each rollout starts
+    from its own state instead of `obs` and the array receives the end states (in place);
+    `live` (optional, bool, the returns' shape; default all True with `states`): rollouts that
+    start terminated earn nothing, and it receives whether each is still running.
     The kernel is the one of the model's spec (`packed.isa`).
     """
     if not isinstance(packed, PackedModel):
@@ -733,9 +753,25 @@ def rollout(packed: PackedModel, obs, actions, reward, terminated=None, *, membe
     elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
               and out.flags.c_contiguous):
         raise ValueError(f"out: expected a contiguous float32 array of shape {shape}")
+    flat_states = flat_live = None
+    if states is not None:
+        if not (isinstance(states, np.ndarray) and states.dtype == np.float32
+                and states.shape == shape + (packed.obs_dim,) and states.flags.c_contiguous
+                and states.flags.writeable):
+            raise ValueError(f"states: expected a writeable C-contiguous float32 array of shape "
+                             f"{shape + (packed.obs_dim,)}")
+        if live is None:
+            live = np.ones(shape, np.bool_)
+        elif not (isinstance(live, np.ndarray) and live.dtype == np.bool_
+                  and live.shape == shape and live.flags.c_contiguous and live.flags.writeable):
+            raise ValueError(f"live: expected a writeable C-contiguous bool array of shape {shape}")
+        flat_states, flat_live = states.reshape(-1, packed.obs_dim), live.reshape(-1)
+    elif live is not None:
+        raise ValueError("live: only with states")
     kernel = rollout_kernel(reward, terminated, packed.isa, packed.dynamics)
     try:
-        kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1)))
+        kernel(*kernel_args(packed, obs, actions, chunks, workspace, out.reshape(-1),
+                            flat_states, flat_live))
     except SystemError as exc:
         raise user_error(exc, reward, terminated) from None
     return out

@@ -12,6 +12,11 @@ the particle kernel instead: P particles per candidate, whose noise and member d
 makes before each call from its own seeded Generator (the same for any thread count), and a
 candidate scores the mean of its particles' returns less `risk` times their std.
 
+A tree search scores branches instead: ``branch(actions, states, live)`` binds a planner's own
+buffers once, rows that each start from their own state (``states`` (B, k, O), one per ensemble
+member, member-major as the kernel's rows) and receive their end states and alive flags in
+place, so that the next depth starts where this one ended.
+
 After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
 ``score`` allocate no NumPy array. What the buffers will take is estimated (``scorer_bytes``)
 and checked against ``fastmbrl.limits`` before any is allocated.
@@ -203,6 +208,49 @@ class Scorer:
                                returns if raw is None else raw)
             batch = self._batches[k] = Batch(actions, returns, args, raw)
         return batch
+
+    def branch(self, actions: np.ndarray, states: np.ndarray, live: np.ndarray) -> Batch:
+        """A batch over the planner's own buffers whose k rows start from their own states:
+        ``actions`` (k, t, A) float32 of any t >= 1, ``states`` (B, k, O) float32 (one state per
+        ensemble member; the observation rows, not the model's features) and ``live`` (B, k)
+        bool; all three C-contiguous and writeable, k at most `max_candidates`. ``score`` rolls
+        row i out under member m from states[m, i] if live[m, i] (a dead row earns nothing),
+        fills ``returns`` as for ``batch`` and leaves each row's end state and alive flag in
+        `states` and `live`. The batch keeps the buffers: build it once (it allocates), then
+        write them and score it as often as needed. Not for a sampled model (its particles
+        re-draw members), which raises ValueError."""
+        if self.sampled:
+            raise ValueError("branch: a model sampled by trajectory sampling (ts1/tsinf) has no "
+                             "state per member to branch from; use propagation='expectation'")
+        b = self.num_members
+        if not (isinstance(actions, np.ndarray) and actions.dtype == F32 and actions.ndim == 3
+                and actions.shape[1] >= 1 and actions.shape[2] == self.act_dim
+                and actions.flags.c_contiguous):
+            raise ValueError(f"actions: expected a C-contiguous float32 array of shape (k, t, "
+                             f"{self.act_dim}), got {getattr(actions, 'shape', actions)!r}")
+        k = check_positive_int(actions.shape[0], "k")
+        if k > self.max_candidates:
+            raise ValueError(f"actions: at most {self.max_candidates} rows, got {k}")
+        for name, arr, dtype, shape in (("states", states, F32, (b, k, self.obs_dim)),
+                                        ("live", live, np.bool_, (b, k))):
+            if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.shape == shape
+                    and arr.flags.c_contiguous and arr.flags.writeable):
+                raise ValueError(f"{name}: expected a writeable C-contiguous {np.dtype(dtype)} "
+                                 f"array of shape {shape}, got "
+                                 f"{getattr(arr, 'shape', type(arr).__name__)}")
+        returns = self._returns[:k]
+        raw = self._member_returns[:b * k] if b > 1 else None
+        chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
+        args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
+                           returns if raw is None else raw, states.reshape(-1, self.obs_dim),
+                           live.reshape(-1))
+        return Batch(actions, returns, args, raw)
+
+    @property
+    def observation(self) -> np.ndarray:
+        """The observation given to the last ``begin`` (O,) float32 (the scorer's buffer: read
+        it, do not keep it)."""
+        return self._obs
 
     def begin(self, obs: npt.ArrayLike) -> None:
         """Start scoring from observation `obs` (O,): check and load it, re-pack the model if

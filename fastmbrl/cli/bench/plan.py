@@ -1,7 +1,7 @@
 """`fastmbrl bench plan`: planning latency of the fused rollout kernel vs vectorised NumPy.
 
 Each configuration (a row of CONFIGS) builds a random ReLU dynamics model of the given size and
-a planner (rs, cem, mppi or icem), and times ``plan(obs)`` (candidate sampling included); in the
+a planner (rs, cem, mppi, icem or beam), and times ``plan(obs)`` (candidate sampling included); in the
 same run it times `NumpyPlanner`, the same planner's work in NumPy (batched matmuls over all K
 candidates per step, float32, the same folded weights). `--model RUNDIR` adds a row for a
 trained model with the run's planner or `--planner/--horizon/--num-samples/--planner-options`.
@@ -31,8 +31,8 @@ from fastmbrl.kernels.rollout import pack_model
 from fastmbrl.models.dynamics import DynamicsModel
 from fastmbrl.models.function import FunctionModel
 from fastmbrl.planning.controller import build_planner, check_planner_options
-from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, RandomShooting, _icem_sizes,
-                                        colored_noise_matrix)
+from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, BeamSearch, RandomShooting,
+                                        _icem_sizes, colored_noise_matrix)
 from . import pets
 from .common import blas_info, machine, machine_line, sgemm_gflops, timed
 from .planners import load_planning_controller, model_steps_per_action
@@ -109,6 +109,8 @@ CONFIGS = {
         # cheetah_cem's settings, the samples shrinking by iCEM's decay (1.25) per iteration
         Config("cheetah_icem", 17, 6, (200, 200), 30, 500, "icem",
                {"iterations": 5, "elites": 0.1}),
+        # about cheetah_cem's model steps: 160 children per depth, each with the rest of H
+        Config("cheetah_beam", 17, 6, (200, 200), 30, 160, "beam"),
         pets.CONFIG,  # 5 probabilistic members, 20 particles, CEM 400 x 5, H = 30, 4 x 200
     ]
 }
@@ -212,6 +214,7 @@ class NumpyPlanner:
                                      planner.iterations, planner.decay)
             self.coloring = colored_noise_matrix(h, planner.noise_beta).T.copy()  # (M, H)
             self.kept = np.empty((0, h, a), F32)
+        self.nominal = self.middle
 
     def _inputs(self, state, act):
         if not self.angles:
@@ -223,23 +226,57 @@ class NumpyPlanner:
     def returns(self, obs, actions):
         """Mean over the members of each candidate's return (a terminated rollout earns
         nothing after its terminating step)."""
-        k, horizon, _ = actions.shape
-        total = np.zeros(k, F32)
-        for weights, biases in self.members:
-            state = np.repeat(np.asarray(obs, F32)[None], k, axis=0)
-            alive = np.ones(k, bool)
-            for t in range(horizon):
+        k, b = actions.shape[0], len(self.members)
+        states = np.broadcast_to(np.asarray(obs, F32), (b, k, obs.shape[-1]))
+        return self.branch(states, np.ones((b, k), bool), actions)[0]
+
+    def branch(self, states, alive, actions):
+        """Rollouts of actions (K, t, A) from each member's own states (B, K, O) where alive
+        (B, K): the members' mean returns (K,), the end states and alive flags."""
+        total = np.zeros(actions.shape[0], F32)
+        ends, still = np.empty_like(states), alive.copy()
+        for m, (weights, biases) in enumerate(self.members):
+            state = states[m]
+            for t in range(actions.shape[1]):
                 h = self._inputs(state, actions[:, t])
                 for i, (w, b) in enumerate(zip(weights, biases)):
                     h = h @ w + b
                     if i < len(weights) - 1:
                         h = self.act_fn(h)
                 nxt = state * self.carry + h
-                total += np.where(alive, self.reward(state, actions[:, t], nxt), F32(0))
+                total += np.where(still[m], self.reward(state, actions[:, t], nxt), F32(0))
                 if self.terminated is not None:
-                    alive &= ~self.terminated(state, actions[:, t], nxt, np.bool_)
+                    still[m] &= ~self.terminated(state, actions[:, t], nxt, np.bool_)
                 state = nxt
-        return total / F32(len(self.members))
+            ends[m] = state
+        return total / F32(len(self.members)), ends, still
+
+    def _beam(self, obs):
+        """BeamSearch's tree, depth by depth (its `nominal` the previous plan, shifted)."""
+        p = self.planner
+        h, a = self.middle.shape
+        k, b = p.num_samples, len(self.members)
+        u = self.nominal
+        states = np.broadcast_to(np.asarray(obs, F32), (b, 1, obs.shape[-1]))
+        alive, ret, prefix = np.ones((b, 1), bool), np.zeros(1, F32), np.zeros((1, 0, a), F32)
+        for d in range(h):
+            parent = np.arange(k) * states.shape[1] // k
+            act = self._sample(k, u[d:d + 1], self.std[d:d + 1])
+            act[np.r_[True, parent[1:] != parent[:-1]], 0] = u[d]  # each parent's nominal child
+            step, ends, still = self.branch(states[:, parent], alive[:, parent], act)
+            child_ret = ret[parent] + step
+            value = child_ret
+            t = min(p.tail, h - 1 - d)
+            if t:
+                tail = (np.broadcast_to(u[d + 1:d + 1 + t], (k, t, a)) if p.tail_policy == "mean"
+                        else np.clip(self.low + (self.high - self.low)
+                                     * self.rng.random((k, t, a), dtype=F32), self.low, self.high))
+                value = value + self.branch(ends, still, tail)[0]
+            best = np.argsort(-value, kind="stable")[:p.beams]
+            prefix = np.concatenate([prefix[parent[best]], act[best]], axis=1)
+            states, alive, ret = ends[:, best], still[:, best], child_ret[best]
+        self.nominal = np.concatenate([prefix[0, 1:], self.middle[-1:]])
+        return prefix[0]
 
     def _sample(self, n, mean, std):
         noise = self.rng.standard_normal((n, *mean.shape), dtype=F32)
@@ -252,6 +289,8 @@ class NumpyPlanner:
 
     def plan(self, obs):
         p = self.planner
+        if isinstance(p, BeamSearch):
+            return self._beam(obs)
         if isinstance(p, RandomShooting):
             cand = self.rng.uniform(self.low, self.high,
                                     (p.num_samples, *self.middle.shape)).astype(F32)

@@ -29,7 +29,8 @@ DEFAULT_FRACTIONS = (1 / 16, 1 / 4, 1)
 
 def model_steps_per_action(name, num_samples, horizon, members, options=None) -> int:
     """Model steps of one plan of the planner called `name` with these settings."""
-    return PLANNERS[name].candidates_per_call(num_samples, **(options or {})) * horizon * members
+    return (PLANNERS[name].candidates_per_call(num_samples, horizon=horizon, **(options or {}))
+            * horizon * members)
 
 
 def _int_list(text, what):
@@ -101,7 +102,7 @@ def rows_for(run_dir, planners, budgets=None, horizon=None, episodes=5, seed=1_0
     plan = []
     for name in planners:
         for budget in budgets:
-            k = num_samples_for(name, budget // (horizon * members))
+            k = num_samples_for(name, budget // (horizon * members), horizon=horizon)
             plan.append((name, budget, k))
     total, done = len(plan) * episodes, 0
     rows = []
