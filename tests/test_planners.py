@@ -303,7 +303,7 @@ def test_candidates_per_call_is_what_a_plan_scores(packed, name, options):
 def test_a_budget_below_the_least_sample_count_gives_the_least():
     assert num_samples_for("icem", 5) == 10  # iCEM's 10 elites need 10 samples
     assert num_samples_for("rs", 0) == 1
-    assert num_samples_for("beam", 3, horizon=H) == 10  # a child for each of its 10 beams
+    assert num_samples_for("beam", 3, horizon=H, beams=10) == 10  # a child for each beam
 
 
 @pytest.mark.parametrize("cls", [CEM, ICEM])

@@ -775,9 +775,11 @@ _TAIL_POLICIES = ("mean", "random")
 
 
 def _beam_sizes(cls, num_samples, options, horizon=None):
-    """(beams, tail) of a BeamSearch with these settings; a tail of None (the default) is the
-    rest of the horizon, which `horizon` (or options["horizon"]) then gives."""
-    beams = check_positive_int(_setting(cls, options, "beams"), "beams")
+    """(beams, tail) of a BeamSearch with these settings; beams None (the default) gives each
+    beam 10 children; a tail of None (the default) is the rest of the horizon, which `horizon`
+    (or options["horizon"]) then gives."""
+    beams = _setting(cls, options, "beams")
+    beams = max(1, num_samples // 10) if beams is None else check_positive_int(beams, "beams")
     if beams > num_samples:
         raise ValueError(f"beams ({beams}) must not exceed num_samples ({num_samples}): each "
                          f"beam needs a child per depth")
@@ -812,7 +814,9 @@ class BeamSearch(Planner):
     actions; "random": uniform in the box), and the best W survive. The first
     depth expands the root alone into all the children. The plan is the best final branch.
 
-    num_samples: children per depth (100). beams (10). tail (None: the rest of the horizon,
+    num_samples: children per depth (100). beams (None: num_samples // 10, so that each beam
+    has 10 children; with one child per beam only the nominal grows). tail (None: the rest of
+    the horizon,
     so that every child is scored by a whole H-step return; 0: by its branch alone, which is
     greedy and measures poorly). A depth costs each child one model step plus its tail, so a
     plan costs num_samples x (H + sum of the tails) model steps (x members): with the whole
@@ -826,7 +830,8 @@ class BeamSearch(Planner):
     def __init__(self, model: DynamicsModel | FunctionModel | PackedModel, reward_fn: RewardFn,
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
-                 num_samples: int | None = None, beams: int = 10, tail: int | None = None,
+                 num_samples: int | None = None, beams: int | None = None,
+                 tail: int | None = None,
                  tail_policy: str = "mean", noise_std: float | npt.ArrayLike | None = None,
                  iterations: int = 1, seed: int = 0, warm_start: bool = True,
                  rows: int | None = None, isa: str | Spec | None = None) -> None:
@@ -999,7 +1004,7 @@ def num_samples_for(name: str, candidates: int, **options: Any) -> int:
     cls = PLANNERS[name]
     elites = _setting(cls, options, "elites", 1)
     low = 1 if isinstance(elites, (float, np.floating)) else max(1, int(elites))  # a count
-    low = max(low, int(_setting(cls, options, "beams", 1)))  # a child per beam
+    low = max(low, int(_setting(cls, options, "beams", 1) or 1))  # a child per beam
     if cls.candidates_per_call(low, **options) > candidates:
         return low
     high = max(low, int(candidates))
@@ -1039,7 +1044,8 @@ OPTION_HELP = {
                   "(0: white noise)",
     "keep_fraction": "share of the elites kept for the next iteration and the next plan, in "
                      "[0, 1]",
-    "beams": "branches kept at each depth of the tree (num_samples is the children per depth)",
+    "beams": "branches kept at each depth of the tree (num_samples is the children per depth; "
+             "default: num_samples // 10)",
     "tail": "steps of the rollout that scores each child beyond its branch (default: the rest "
             "of the horizon; 0: none)",
     "tail_policy": "actions of that rollout: mean (the warm-start plan) or random",
