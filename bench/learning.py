@@ -3,6 +3,7 @@
     python bench/learning.py Pendulum-v1 --seeds 0 1 2
     python bench/learning.py HalfCheetah-v5 --seeds 0 --steps 50000 --json
     python bench/learning.py learned-reward/Pendulum-v1 --seeds 0 1 2   # the reward learned
+    python bench/learning.py Pendulum-v1 --planner beam --set num_samples=150 --seeds 0 1 2
 
 The seeds train side by side (`--jobs`, fastmbrl.executor: the same results as one by one) and
 the summary is fastmbrl.stats' (mean, std, IQM, 95 % bootstrap CI over seeds). For grids over
@@ -41,6 +42,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, help="env steps (default: the target's budget)")
     p.add_argument("--planner")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=JSON",
+                   help="a training setting, e.g. --set num_samples=150 (repeatable)")
     p.add_argument("--no-shaping", dest="shaping", action="store_false",
                    help="plan with the environment's reward even if the task has a planning reward")
     p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per seed")
@@ -57,6 +60,14 @@ def main(argv=None):
         settings["planner"] = args.planner
     if not args.shaping:
         settings["shaping"] = False
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: expected KEY=JSON")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value  # a bare string, e.g. --set planner=beam
     stamp = int(time.time())
     jobs = []
     for seed in args.seeds:

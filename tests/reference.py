@@ -455,3 +455,42 @@ def mdnrnn_reference(params, z_dim, n_mix, z, actions, rewards, dones, mask=None
         hs.append(h)
         cs.append(c)
     return total / max(count, 1.0), ys, np.array(hs), np.array(cs)
+
+
+def dream_reference(model, population, z0, low, high, pick, noise, temperature,
+                    done_threshold):
+    """(returns (P, R), steps (P, R)) of World Models controllers in M's dream, vectorised over
+    the P R rollouts in NumPy: M's own `step`, C's formula and the mixture drawn with the given
+    uniforms `pick` and normals `noise` (P, R, T, Z)."""
+    p, r = population.shape[0], z0.shape[0]
+    zd, hid, a = model.z_dim, model.hidden, model.act_dim
+    rows = p * r
+    theta = np.repeat(population, r, axis=0)  # row p R + r: candidate p, rollout r
+    w = theta[:, :a * (zd + hid)].reshape(rows, a, zd + hid)
+    bias = theta[:, a * (zd + hid):]
+    z = np.tile(z0, (p, 1)).astype(np.float64)
+    h, c = np.zeros((rows, hid)), np.zeros((rows, hid))
+    pick = pick.reshape(rows, -1, zd)
+    noise = noise.reshape(rows, -1, zd)
+    total, steps = np.zeros(rows), np.zeros(rows, np.int64)
+    alive = np.ones(rows, bool)
+    for t in range(pick.shape[1]):
+        s = np.einsum("nij,nj->ni", w, np.concatenate([z, h], axis=1)) + bias
+        act = low + (high - low) * (np.tanh(s) + 1) / 2
+        mix, reward, done, h, c = model.step(z, act, h, c)
+        total[alive] += reward[alive]
+        steps[alive] += 1
+        alive &= ~(done > done_threshold)
+        if temperature == 0:
+            k = np.argmax(mix.log_pi, axis=-1)
+            z = np.take_along_axis(mix.mu, k[..., None], -1)[..., 0]
+            continue
+        logits = mix.log_pi / temperature
+        prob = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        cum = np.cumsum(prob, axis=-1)
+        u = pick[:, t][..., None] * cum[..., -1:]
+        k = np.minimum((cum <= u).sum(-1), model.n_mix - 1)
+        mu = np.take_along_axis(mix.mu, k[..., None], -1)[..., 0]
+        ls = np.take_along_axis(mix.log_std, k[..., None], -1)[..., 0]
+        z = mu + np.exp(ls) * np.sqrt(temperature) * noise[:, t]
+    return total.reshape(p, r), steps.reshape(p, r)

@@ -1,0 +1,116 @@
+"""World Models' C, a linear controller on [z, h], and the dream that scores a population of them
+inside M (the MDN-RNN) in one parallel kernel (``kernels/dream.py``).
+
+C maps the latent z (Z,) and M's hidden state h (H,) to a = low + (high - low) (tanh(W [z, h] +
+b) + 1) / 2, within the action bounds; its parameters are flat, [W (A, Z + H) row-major, b (A,)],
+the vector CMA-ES searches (867 numbers for CarRacing: Z = 32, H = 256, A = 3). A controller is
+saved as one .npz (kind ``wm_controller``, docs/formats.md) and loads with numpy alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from fastmbrl._validate import StrPath, as_array, check_finite_float, check_positive_int
+from fastmbrl.errors import FormatError
+from fastmbrl.io import load_npz, save_npz
+from fastmbrl.kernels.dream import dream_returns
+from fastmbrl.limits import array_bytes, check_bytes
+from fastmbrl.models.mdnrnn import MDNRNN
+
+_KIND = "wm_controller"
+_VERSION = 1
+
+
+def num_params(z_dim: int, hidden: int, act_dim: int) -> int:
+    """Length of a controller's parameter vector."""
+    return act_dim * (z_dim + hidden) + act_dim
+
+
+class WorldModelController:
+    """C of World Models. params: the flat vector (default zeros: the middle of the bounds)."""
+
+    def __init__(self, z_dim: int, hidden: int, act_dim: int, action_low: npt.ArrayLike,
+                 action_high: npt.ArrayLike, params: npt.ArrayLike | None = None) -> None:
+        self.z_dim = check_positive_int(z_dim, "z_dim")
+        self.hidden = check_positive_int(hidden, "hidden")
+        self.act_dim = check_positive_int(act_dim, "act_dim")
+        self.action_low = as_array(action_low, "action_low", (self.act_dim,), np.float32)
+        self.action_high = as_array(action_high, "action_high", (self.act_dim,), np.float32)
+        if not (self.action_low < self.action_high).all():
+            raise ValueError("action_low must be below action_high in every dimension")
+        n = num_params(self.z_dim, self.hidden, self.act_dim)
+        self.params = (np.zeros(n, np.float32) if params is None
+                       else as_array(params, "params", (n,), np.float32).copy())
+
+    @property
+    def num_params(self) -> int:
+        return int(self.params.size)
+
+    def act(self, z: npt.ArrayLike, h: npt.ArrayLike) -> np.ndarray:
+        """Actions (N, A) for latents z (N, Z) and hidden states h (N, H) (or one row each:
+        (A,))."""
+        z = np.asarray(z, np.float32)
+        h = np.asarray(h, np.float32)
+        one = z.ndim == 1
+        z = as_array(np.atleast_2d(z), "z", (None, self.z_dim), np.float32)
+        h = as_array(np.atleast_2d(h), "h", (z.shape[0], self.hidden), np.float32)
+        a = self.act_dim
+        w = self.params[:a * (self.z_dim + self.hidden)].reshape(a, -1)
+        s = np.concatenate([z, h], axis=1) @ w.T + self.params[-a:]
+        out = self.action_low + (self.action_high - self.action_low) * (np.tanh(s) + 1) / 2
+        return out[0] if one else out
+
+    def save(self, path: StrPath) -> Path:
+        """The sizes, bounds and parameters in one .npz (see docs/formats.md)."""
+        header = {"z_dim": self.z_dim, "hidden": self.hidden, "act_dim": self.act_dim}
+        return save_npz(path, _KIND, _VERSION, header,
+                        {"params": self.params, "action_low": self.action_low,
+                         "action_high": self.action_high})
+
+    @classmethod
+    def load(cls, path: StrPath) -> WorldModelController:
+        header, arrays = load_npz(path, _KIND, (_VERSION,))
+        try:
+            if set(arrays) != {"params", "action_low", "action_high"}:
+                raise ValueError(f"arrays {sorted(arrays)}, expected action_high, action_low, "
+                                 "params")
+            return cls(header["z_dim"], header["hidden"], header["act_dim"],
+                       arrays["action_low"], arrays["action_high"], arrays["params"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{path}: not a valid World Models controller ({exc})") from None
+
+
+def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: int,
+          action_low: npt.ArrayLike, action_high: npt.ArrayLike, temperature: float = 1.0,
+          done_threshold: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (P, R) and steps run (P, R) of each of the P controllers of `population`
+    (P, num_params) rolled out `horizon` steps inside `model` from each of the R start latents
+    z0 (R, Z), every candidate from the same starts with the same draws (a generation's fair
+    comparison). The draws come from `seed`; the sum over a rollout's steps stops after the
+    first whose done probability exceeds `done_threshold`."""
+    dtype = model.dtype
+    z0 = as_array(np.atleast_2d(z0), "z0", (None, model.z_dim), dtype)
+    n = num_params(model.z_dim, model.hidden, model.act_dim)
+    population = as_array(np.atleast_2d(population), "population", (None, n), dtype)
+    horizon = check_positive_int(horizon, "horizon")
+    temperature = check_finite_float(temperature, "temperature", 0)
+    done_threshold = check_finite_float(done_threshold, "done_threshold", 0, 1)
+    low = as_array(action_low, "action_low", (model.act_dim,), dtype)
+    high = as_array(action_high, "action_high", (model.act_dim,), dtype)
+    p, r = population.shape[0], z0.shape[0]
+    shape = (p, r, horizon, model.z_dim)
+    check_bytes(f"dream(population={p}, rollouts={r}, horizon={horizon})",
+                {"draws (population x rollouts x horizon x z_dim x 2)":
+                 2 * array_bytes(*shape, itemsize=dtype.itemsize)}, "horizon")
+    rng = np.random.default_rng([int(seed), 11])
+    pick = rng.random(shape, dtype=dtype)
+    noise = rng.standard_normal(shape, dtype=dtype)
+    returns = np.zeros((p, r), np.float64)
+    steps = np.zeros((p, r), np.int64)
+    prm = model.params
+    dream_returns(population, z0, prm["W"], prm["b"], prm["Wo"], prm["bo"], low, high,
+                  model.n_mix, pick, noise, temperature, done_threshold, returns, steps)
+    return returns, steps

@@ -1,0 +1,109 @@
+"""World Models' C and the dream kernel: the population's rollouts inside M against a NumPy twin
+built on M's own step, determinism, termination, and C's file."""
+import numba
+import numpy as np
+import pytest
+
+from fastmbrl.errors import FormatError
+from fastmbrl.kernels import num_threads
+from fastmbrl.kernels.dream import dream_returns
+from fastmbrl.models.mdnrnn import MDNRNN
+from fastmbrl.models.wm_controller import WorldModelController, dream, num_params
+from tests.reference import dream_reference
+
+THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
+Z, A, H, K = 4, 2, 6, 3
+LOW, HIGH = np.array([-1.0, 0.0]), np.array([1.0, 2.0])
+
+
+def _model(dtype=np.float64, seed=0):
+    m = MDNRNN(Z, A, H, K, dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for p in m.params.values():  # larger than the init, so that the draws matter
+        p[...] = rng.normal(0, 0.5, p.shape)
+    return m
+
+
+def _draws(p, r, t, seed=2):
+    rng = np.random.default_rng(seed)
+    return rng.random((p, r, t, Z)), rng.standard_normal((p, r, t, Z))
+
+
+@pytest.mark.parametrize("temperature", [1.15, 0.0])
+def test_the_kernel_dreams_as_its_numpy_twin(temperature):
+    m = _model()
+    m.params["bo"][-1] = -3.0  # done rarely: long rollouts
+    rng = np.random.default_rng(3)
+    pop = rng.normal(0, 0.5, (5, num_params(Z, H, A)))
+    z0 = rng.standard_normal((3, Z))
+    pick, noise = _draws(5, 3, 12)
+    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, temperature, 0.5)
+    for n in THREADS:
+        ret, steps = np.zeros((5, 3)), np.zeros((5, 3), np.int64)
+        with num_threads(n):
+            dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"],
+                          m.params["bo"], LOW, HIGH, K, pick, noise, temperature, 0.5, ret, steps)
+        np.testing.assert_allclose(ret, want[0], rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(steps, want[1])
+    assert len(np.unique(ret)) == ret.size  # candidates and starts differ
+
+
+def test_a_rollout_ends_with_its_first_done_step():
+    m = _model(seed=4)
+    rng = np.random.default_rng(5)
+    pop = rng.normal(0, 0.5, (4, num_params(Z, H, A)))
+    z0 = rng.standard_normal((2, Z))
+    pick, noise = _draws(4, 2, 30)
+    ret, steps = np.zeros((4, 2)), np.zeros((4, 2), np.int64)
+    dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"], m.params["bo"], LOW,
+                  HIGH, K, pick, noise, 1.0, 0.5, ret, steps)
+    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, 1.0, 0.5)
+    np.testing.assert_array_equal(steps, want[1])
+    np.testing.assert_allclose(ret, want[0], rtol=1e-9, atol=1e-9)
+    m.params["bo"][-1] = 20.0  # done at once: one reward each
+    dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"], m.params["bo"], LOW,
+                  HIGH, K, pick, noise, 1.0, 0.5, ret, steps)
+    assert (steps == 1).all()
+
+
+def test_dream_is_seeded_and_float32_is_close_to_float64():
+    m64 = _model()
+    m32 = MDNRNN(Z, A, H, K, dtype=np.float32)
+    for name, p in m64.params.items():
+        m32.params[name][...] = p
+    pop = np.random.default_rng(6).normal(0, 0.5, (6, num_params(Z, H, A)))
+    z0 = np.zeros((2, Z))
+    a = dream(m64, pop, z0, 10, LOW, HIGH, temperature=0.0, seed=1)
+    b = dream(m32, pop, z0, 10, LOW, HIGH, temperature=0.0, seed=1)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-4)
+    first, again, other = (dream(m64, pop, z0, 10, LOW, HIGH, seed=s)[0] for s in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    with pytest.raises(ValueError, match="population"):
+        dream(m64, pop[:, :-1], z0, 10, LOW, HIGH)
+    with pytest.raises(ValueError, match="temperature"):
+        dream(m64, pop, z0, 10, LOW, HIGH, temperature=-1)
+
+
+def test_the_controller_acts_within_its_bounds_and_round_trips(tmp_path):
+    rng = np.random.default_rng(7)
+    ctl = WorldModelController(Z, H, A, LOW, HIGH, rng.normal(0, 2, num_params(Z, H, A)))
+    assert ctl.num_params == A * (Z + H) + A == 22
+    z, h = rng.standard_normal((9, Z)), rng.standard_normal((9, H))
+    act = ctl.act(z, h)
+    assert act.shape == (9, A) and (act >= LOW).all() and (act <= HIGH).all()
+    w = ctl.params[:A * (Z + H)].reshape(A, Z + H)
+    want = LOW + (HIGH - LOW) * (np.tanh(np.hstack([z, h]) @ w.T + ctl.params[-A:]) + 1) / 2
+    np.testing.assert_allclose(act, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ctl.act(z[0], h[0]), act[0], rtol=1e-6, atol=1e-6)
+    back = WorldModelController.load(ctl.save(tmp_path / "c"))
+    np.testing.assert_array_equal(back.params, ctl.params)
+    np.testing.assert_array_equal(back.act(z, h), act)
+    # CarRacing's controller: 867 parameters (Z 32, H 256, A 3)
+    assert num_params(32, 256, 3) == 867
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(FormatError):
+        WorldModelController.load(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="action_low must be below"):
+        WorldModelController(Z, H, A, HIGH, LOW)
