@@ -107,3 +107,35 @@ def test_the_controller_acts_within_its_bounds_and_round_trips(tmp_path):
         WorldModelController.load(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="action_low must be below"):
         WorldModelController(Z, H, A, HIGH, LOW)
+
+
+def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(tmp_path):
+    import dataclasses
+
+    from fastmbrl.algorithms.base import run_episode
+    from fastmbrl.models.vae import ConvVAE, VAEConfig
+    from fastmbrl.models.wm_controller import WorldModelAgent, evaluate_population
+    from fastmbrl.tasks.pixels import get_pixel_task
+
+    task = dataclasses.replace(get_pixel_task("Pendulum-v1"), frame_size=16)
+    vae = ConvVAE(VAEConfig(image_size=16, z_size=4, enc_channels=(4, 8), enc_kernels=(4, 4),
+                            dense_size=16, dec_channels=(8, 3), dec_kernels=(6, 6)), seed=1)
+    m = MDNRNN(4, 1, 6, 2, seed=2)
+    vae_path, m_path = vae.save(tmp_path / "vae"), m.save(tmp_path / "mdnrnn")
+    pop = np.random.default_rng(8).normal(0, 1.0, (3, num_params(4, 6, 1)))
+    got = evaluate_population(vae_path, m_path, task, pop, seeds=[5, 6], max_steps=12,
+                              workers=2, threads=1)
+    want = []
+    for params in pop:  # the same episodes in this process
+        env = task.make_env()
+        agent = WorldModelAgent(vae, m, WorldModelController(4, 6, 1, [-2.0], [2.0], params))
+        rets = []
+        for seed in (5, 6):
+            agent.reset()
+            rets.append(run_episode(env, agent.act, seed, 12)[0])
+        env.close()
+        want.append(np.mean(rets))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert len(set(np.round(got, 6))) == 3
+    with pytest.raises(ValueError, match="sizes disagree"):
+        WorldModelAgent(vae, m, WorldModelController(4, 7, 1, [-2.0], [2.0]))
