@@ -114,7 +114,8 @@ def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(
 
     from fastmbrl.algorithms.base import run_episode
     from fastmbrl.models.vae import ConvVAE, VAEConfig
-    from fastmbrl.models.wm_controller import WorldModelAgent, evaluate_population
+    from fastmbrl.algorithms.worldmodels import evaluate_population
+    from fastmbrl.models.wm_controller import WorldModelAgent
     from fastmbrl.tasks.pixels import get_pixel_task
 
     task = dataclasses.replace(get_pixel_task("Pendulum-v1"), frame_size=16)

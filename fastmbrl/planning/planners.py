@@ -51,7 +51,6 @@ import math
 import time
 import warnings
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
