@@ -118,6 +118,20 @@ def test_unknown_planner_option_in_config_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--planner", "beam", "--beams", "500", "--num-samples", "40"], "beams (500)"),
+    (["--planner", "beam", "--tail", "2.5"], "tail"),
+    (["--planner", "cem", "--elites", "1000", "--num-samples", "40"], "elites (1000)"),
+    (["--planner", "mppi", "--temperature", "-1"], "temperature"),
+    (["--planner", "icem", "--keep-fraction", "2"], "keep_fraction")])
+def test_a_bad_planner_option_value_is_refused_before_the_run_starts(tmp_path, capsys, args,
+                                                                    named):
+    # refused when the settings resolve, not after the random phase and the first fit
+    out = tmp_path / "r"
+    refused(capsys, ["train", "Pendulum-v1", *MBRL_ARGS, *args, "--out", str(out)], named)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("seed", ["abc", 1.5])
 def test_seed_that_is_not_an_integer_names_the_field(run, capsys, seed):
     edit_json(run / "controller.json", seed=seed)

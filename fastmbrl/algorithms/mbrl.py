@@ -31,6 +31,7 @@ from fastmbrl.models.dynamics import (DEFAULT_PARTICLES, DEFAULT_PROPAGATION, PR
 from fastmbrl.models.mlp import ACTIVATION_NAMES
 from fastmbrl.planning import planners
 from fastmbrl.planning.controller import Controller, check_planner_options
+from fastmbrl.tasks import get_task
 
 
 @dataclasses.dataclass
@@ -113,6 +114,12 @@ class MBRLConfig(Config):
             raise FastMBRLError(
                 f"random_steps ({self.random_steps}) must be below steps ({self.steps})")
         check_planner_options(self.planner, self.planner_options)
+        task = get_task(self.task)
+        try:  # their values too, before anything is written or trained
+            planners.check_settings(self.planner, self.horizon, self.num_samples,
+                                    self.planner_options, task.action_low, task.action_high)
+        except (TypeError, ValueError) as exc:
+            raise FastMBRLError(f"planner {self.planner}: {exc}") from None
         if self.num_elites > self.ensemble_size:
             raise FastMBRLError(f"num_elites ({self.num_elites}) must be at most ensemble_size "
                                 f"({self.ensemble_size})")

@@ -168,6 +168,9 @@ class Planner:
                  seed: int = 0, warm_start: bool = True, rows: int | None = None,
                  isa: str | Spec | None = None) -> None:
         self.horizon = check_positive_int(horizon, "horizon")
+        if model is _CHECK_ONLY:  # check_settings: the subclass has checked its own settings
+            _check_bounds(action_low, action_high, np.shape(action_low)[0])
+            return
         self.scorer = Scorer(model, reward_fn, terminated_fn, horizon=self.horizon,
                              max_candidates=self._max_candidates(), rows=rows, isa=isa,
                              owner=self._describe(model), extra_bytes=self._buffer_bytes,
@@ -994,6 +997,23 @@ class BeamSearch(Planner):
         np.copyto(self._solution, prefix[0])
         self._best_value = self._beam_ret.item(0)
         return True
+
+
+_CHECK_ONLY: Any = object()  # the model of a planner built only to check its settings
+
+
+def check_settings(name: str, horizon: int, num_samples: int | None, options: dict[str, Any],
+                   action_low: npt.ArrayLike, action_high: npt.ArrayLike) -> None:
+    """The checks that building the planner called `name` makes of these settings (ValueError
+    or TypeError naming the bad one), without a model, a kernel or a buffer: a configuration can
+    refuse them before it starts a run."""
+    kwargs = dict(options)
+    if num_samples is not None:  # over the deprecated name if the options use it (as built)
+        kwargs["population" if "population" in kwargs else "num_samples"] = num_samples
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the build will warn
+        PLANNERS[name](_CHECK_ONLY, None, horizon=horizon,  # type: ignore[arg-type]
+                       action_low=action_low, action_high=action_high, **kwargs)
 
 
 def num_samples_for(name: str, candidates: int, **options: Any) -> int:
