@@ -132,33 +132,24 @@ def test_run_directory_phases_and_one_env_step_axis(finished):
 
 
 def test_fine_tuning_begins_with_the_imitated_policy(tmp_path):
+    # TRPO steps bounded by a KL of 1e-12 barely move the policy: what the fine-tuning ends with
+    # is then what it began with, which must be the imitated policy (and the fine-tuning sigma)
     def stop_before_fine_tuning(msg):
         if msg.startswith("phase 3"):
             raise KeyboardInterrupt
 
+    settings = {**TINY, "trpo": {**TINY["trpo"], "max_kl": 1e-12}}
     with pytest.raises(KeyboardInterrupt):
-        train("Pendulum-v1", out=tmp_path / "r", log=stop_before_fine_tuning, seed=2, **TINY)
-    run = MBMFRun.resume(tmp_path / "r", QUIET)
+        train("Pendulum-v1", out=tmp_path / "r", log=stop_before_fine_tuning, seed=2, **settings)
     imitated = GaussianPolicy.load(tmp_path / "r" / "policy.npz")[0].get_flat()
-    seen = {}
-
-    def check_first_iteration(self):
-        seen["theta"] = self.policy.get_flat().copy()
-        raise KeyboardInterrupt
-
-    TRPORun.iterate, original = check_first_iteration, TRPORun.iterate
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run.train()
-    finally:
-        TRPORun.iterate = original
+    run = MBMFRun.resume(tmp_path / "r", QUIET)
+    run.train()
+    tuned = GaussianPolicy.load(tmp_path / "r" / "policy.npz")[0].get_flat()
     k = run.policy.net.flat_params.size
-    np.testing.assert_array_equal(seen["theta"][:k], imitated[:k])  # same mean network
-    np.testing.assert_array_equal(seen["theta"][k:], [-1.0])  # the fine-tuning σ
-    # interrupted before TRPO's first iteration: resuming starts it from the imitated policy
-    resumed = MBMFRun.resume(tmp_path / "r", QUIET)
-    assert resumed.phase == "trpo"
-    np.testing.assert_array_equal(resumed.policy.get_flat()[:k], imitated[:k])
+    assert run.metrics[-1]["phase"] == "trpo"
+    np.testing.assert_allclose(tuned[:k], imitated[:k], atol=1e-3)  # the same mean network
+    np.testing.assert_allclose(tuned[k:], [-1.0], atol=1e-3)  # the fine-tuning sigma
+    assert np.abs(imitated[:k]).max() > 0.05  # a network, not zeros
 
 
 def test_resume_between_phases_and_inside_trpo(tmp_path, finished):
