@@ -213,6 +213,14 @@ def test_angle_inputs_match_reference(threads, isa):
     want = rollout_reference(activation="silu", obs=obs, actions=actions, reward=quadratic_reward,
                              angle_dims=angles, **model)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # branched: 2 steps, then 4 from the end states, whose angles the kernel featurises again
+    states = np.repeat(obs[None], 37, axis=0)
+    with num_threads(threads):
+        first = rollout(packed, obs, np.ascontiguousarray(actions[:, :2]), quadratic_reward,
+                        states=states)
+        rest = rollout(packed, obs, np.ascontiguousarray(actions[:, 2:]), quadratic_reward,
+                       states=states)
+    np.testing.assert_allclose(first + rest, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="angle_dims"):
         pack_model(activation="silu", angle_dims=(5,), **model)
 
