@@ -50,9 +50,11 @@ MAKERS = {
                                  temperature=0.02, noise_std=0.2, **kw),
     "icem": lambda p, **kw: ICEM(p, quadratic_reward, num_samples=400, elites=25, iterations=8,
                                  noise_beta=1.0, **kw),
-    # 3 trees of 40 children per depth, each child with the rest of the horizon: 1800 rows
+    # 3 trees of 40 children per depth, each child with the rest of the horizon: 1800 rows;
+    # a cold plan far from the nominal (zeros) needs a wider noise than the default, which
+    # suits warm-started closed loop
     "beam": lambda p, **kw: BeamSearch(p, quadratic_reward, num_samples=40, beams=4,
-                                       iterations=3, **kw),
+                                       iterations=3, noise_std=0.5, **kw),
 }
 
 

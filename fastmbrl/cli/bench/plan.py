@@ -261,7 +261,7 @@ class NumpyPlanner:
         alive, ret, prefix = np.ones((b, 1), bool), np.zeros(1, F32), np.zeros((1, 0, a), F32)
         for d in range(h):
             parent = np.arange(k) * states.shape[1] // k
-            act = self._sample(k, u[d:d + 1], self.std[d:d + 1])
+            act = self._sample(k, u[d:d + 1], p.noise[d:d + 1])
             act[np.r_[True, parent[1:] != parent[:-1]], 0] = u[d]  # each parent's nominal child
             step, ends, still = self.branch(states[:, parent], alive[:, parent], act)
             child_ret = ret[parent] + step
