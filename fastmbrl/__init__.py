@@ -44,7 +44,7 @@ _LAZY = {
     "CEM": "fastmbrl.planning.planners",
     "MPPI": "fastmbrl.planning.planners",
     "ICEM": "fastmbrl.planning.planners",
-    "BeamSearch": "fastmbrl.planning.planners",
+    "BeamSearch": "fastmbrl.planning.beam",
     "Planner": "fastmbrl.planning.planners",
     "num_threads": "fastmbrl.kernels",
     "Controller": "fastmbrl.planning.controller",

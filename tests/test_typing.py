@@ -12,7 +12,8 @@ import pytest
 PACKAGES = ["fastmbrl", "fastmbrl.algorithms", "fastmbrl.tasks"]
 MODULES = ["fastmbrl.models.mlp", "fastmbrl.models.dynamics", "fastmbrl.models.policies",
            "fastmbrl.models.vae",
-           "fastmbrl.data.buffer", "fastmbrl.planning.planners", "fastmbrl.planning.controller",
+           "fastmbrl.data.buffer", "fastmbrl.planning.base", "fastmbrl.planning.planners",
+           "fastmbrl.planning.beam", "fastmbrl.planning.controller",
            "fastmbrl.planning.scorer", "fastmbrl.tasks.task", "fastmbrl.algorithms.base",
            "fastmbrl.algorithms.config", "fastmbrl.io", "fastmbrl.errors", "fastmbrl.progress",
            "fastmbrl.limits", "fastmbrl.kernels"]
@@ -68,7 +69,7 @@ def test_the_walk_finds_the_public_api():
     # a walk that found nothing would pass vacuously
     for expected in ("fastmbrl.models.dynamics.DynamicsModel.predict",
                      "fastmbrl.planning.controller.Controller.act",
-                     "fastmbrl.planning.planners.Planner.plan", "fastmbrl.algorithms.train",
+                     "fastmbrl.planning.base.Planner.plan", "fastmbrl.algorithms.train",
                      "fastmbrl.algorithms.base.Run.resume", "fastmbrl.tasks.task.register_task"):
         assert expected in names
     assert len(names) > 150
