@@ -57,8 +57,8 @@ def evaluate_population(vae_path: StrPath, mdnrnn_path: StrPath, task: Any,
     FastMBRLError naming it."""
     population = np.atleast_2d(np.asarray(population, np.float32))
     seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds: at least one episode seed")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: at least one episode seed, each once, got {seeds}")
     jobs, keys = [], []
     for p, params in enumerate(population):
         for s in seeds:

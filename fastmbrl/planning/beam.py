@@ -12,13 +12,13 @@ from fastmbrl.kernels import planner_ops as ops
 from fastmbrl.kernels.isa import Spec
 from fastmbrl.kernels.rollout import PackedModel
 from fastmbrl.limits import array_bytes
+from fastmbrl.planning.base import (_NEG_INF, _NO_SMOOTHING, F32, Planner, _num_samples,
+                                    _setting)
 from fastmbrl.tasks.task import RewardFn, TerminatedFn
 
 if TYPE_CHECKING:
     from fastmbrl.models.dynamics import DynamicsModel
     from fastmbrl.models.function import FunctionModel
-from fastmbrl.planning.base import (_NEG_INF, _NO_SMOOTHING, F32, Planner, _num_samples,
-                                    _setting)
 
 _TAIL_POLICIES = ("mean", "random")
 #: the beam's default noise std is the action range / this: a child changes one step of the
@@ -26,12 +26,12 @@ _TAIL_POLICIES = ("mean", "random")
 #: 0.2, 0.1 and 0.05 of a range of 2 gave returns -8, 281, 503 and 768; known Pendulum (range
 #: 4) keeps -145 down to std 0.1 and falls to -197 at 0.05 (znver3, 2026-12-04)
 _BEAM_NOISE_FRACTION = 40
+_NEEDS_HORIZON = "BeamSearch.candidates_per_call: pass horizon= (the tail's cost depends on it)"
 
 
 def _beam_sizes(cls, num_samples, options, horizon=None):
     """(beams, tail) of a BeamSearch with these settings; beams None (the default) gives each
-    beam 10 children; a tail of None (the default) is the rest of the horizon, which `horizon`
-    (or options["horizon"]) then gives."""
+    beam 10 children; a tail of None (the default) is the rest of `horizon`."""
     beams = _setting(cls, options, "beams")
     beams = max(1, num_samples // 10) if beams is None else check_positive_int(beams, "beams")
     if beams > num_samples:
@@ -39,10 +39,8 @@ def _beam_sizes(cls, num_samples, options, horizon=None):
                          f"beam needs a child per depth")
     tail = _setting(cls, options, "tail")
     if tail is None:
-        horizon = options.get("horizon") if horizon is None else horizon
         if horizon is None:
-            raise ValueError("BeamSearch.candidates_per_call: pass horizon= (the tail's cost "
-                             "depends on it)")
+            raise ValueError(_NEEDS_HORIZON)
         tail = check_positive_int(horizon, "horizon") - 1
     if isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 0:
         raise ValueError(f"tail must be a non-negative integer or None (the rest of the "
@@ -63,20 +61,27 @@ class BeamSearch(Planner):
     with about num_samples / W actions drawn around the nominal sequence u (warm start: the
     previous plan, shifted; else the middle of the box) with std noise_std (default
     (high - low) / 40: a child changes one step of a whole plan, so small steps pay), the
-    first child of each beam taking u's action itself; the num_samples children are scored by the return of their branch so far plus the return of the next
-    min(tail, steps left) steps of a rollout from the child under `tail_policy` ("mean": u's
-    actions; "random": uniform in the box), and the best W survive. The first
-    depth expands the root alone into all the children. The plan is the best final branch.
+    first child of each beam taking u's action itself. The num_samples children are scored by
+    the return of their branch so far plus that of the next min(tail, steps left) steps of a
+    rollout from the child under `tail_policy` ("mean": u's actions; "random": uniform in the
+    box), and the best W survive. The first depth expands the root alone into all the
+    children. The plan is the best final branch; with iterations > 1 the tree is grown again
+    around it (it becomes u).
+
+    With the mean tail over the rest of the horizon and a deterministic model the search never
+    ends below u: the branch that follows u is always among the children, scored by u's own
+    return, and the best value can only grow from one depth to the next (each best child's
+    first child continues along its tail). Each plan is an improvement step of the warm-start
+    plan, which is why one iteration per step does well in closed loop.
 
     num_samples: children per depth (100). beams (None: num_samples // 10, so that each beam
     has 10 children; with one child per beam only the nominal grows). tail (None: the rest of
-    the horizon,
-    so that every child is scored by a whole H-step return; 0: by its branch alone, which is
-    greedy and measures poorly). A depth costs each child one model step plus its tail, so a
-    plan costs num_samples x (H + sum of the tails) model steps (x members): with the whole
-    tail, num_samples x H (H + 1) / 2. A deadline ends the
-    search early with the best branch so far completed by u. Every branch keeps its states
-    per ensemble member, so a model sampled by trajectory sampling (ts1/tsinf) is refused.
+    the horizon, so that every child is scored by a whole H-step return; 0: by its branch
+    alone, which is greedy and measures poorly). A depth costs each child one model step plus
+    its tail, so a plan costs num_samples x (H + sum of the tails) model steps (x members):
+    with the whole tail, num_samples x H (H + 1) / 2. A deadline ends the search early with the
+    best branch so far completed by u. Every branch keeps its states per ensemble member, so a
+    model sampled by trajectory sampling (ts1/tsinf) is refused.
     """
 
     DEFAULT_NUM_SAMPLES = 100
@@ -85,9 +90,9 @@ class BeamSearch(Planner):
                  terminated_fn: TerminatedFn | None = None, *, horizon: int,
                  action_low: npt.ArrayLike, action_high: npt.ArrayLike,
                  num_samples: int | None = None, beams: int | None = None,
-                 tail: int | None = None,
-                 tail_policy: str = "mean", noise_std: float | npt.ArrayLike | None = None,
-                 iterations: int = 1, seed: int = 0, warm_start: bool = True,
+                 tail: int | None = None, tail_policy: str = "mean",
+                 noise_std: float | npt.ArrayLike | None = None, iterations: int = 1,
+                 seed: int = 0, warm_start: bool = True,
                  rows: int | None = None, isa: str | Spec | None = None) -> None:
         self.num_samples = _num_samples(BeamSearch, num_samples)
         self.iterations = check_positive_int(iterations, "iterations")
@@ -98,6 +103,7 @@ class BeamSearch(Planner):
             raise ValueError(f"tail_policy must be one of {', '.join(_TAIL_POLICIES)}, got "
                              f"{tail_policy!r}")
         self.tail_policy = tail_policy
+        self._mean_tail = tail_policy == "mean"
         self._noise_arg = noise_std
         self._best_value = _NEG_INF
         super().__init__(model, reward_fn, terminated_fn, horizon=horizon, action_low=action_low,
@@ -106,17 +112,15 @@ class BeamSearch(Planner):
 
     @classmethod
     def _candidates(cls, num_samples, **options):
-        _, tail = _beam_sizes(cls, num_samples, options)
-        k = num_samples
-        if tail == 0:
-            return k * check_positive_int(_setting(cls, options, "iterations"), "iterations")
         horizon = options.get("horizon")
-        if horizon is None:
-            raise ValueError("BeamSearch.candidates_per_call: pass horizon= (the tail's cost "
-                             "depends on it)")
-        horizon = check_positive_int(horizon, "horizon")
-        steps = sum(k * (1 + t) for t in _tail_lengths(horizon, tail))
+        _, tail = _beam_sizes(cls, num_samples, options, horizon)
         iterations = check_positive_int(_setting(cls, options, "iterations"), "iterations")
+        if tail == 0:
+            return num_samples * iterations
+        if horizon is None:
+            raise ValueError(_NEEDS_HORIZON)
+        horizon = check_positive_int(horizon, "horizon")
+        steps = sum(num_samples * (1 + t) for t in _tail_lengths(horizon, tail))
         return -(-iterations * steps // horizon)  # model steps per plan / horizon, rounded up
 
     def _max_candidates(self):
@@ -237,7 +241,7 @@ class BeamSearch(Planner):
             if tail is not None:
                 np.copyto(self._tail_states, self._states)
                 np.copyto(self._tail_live, self._live)
-                if self.tail_policy == "mean":
+                if self._mean_tail:
                     ops.tile_rows(self._mean, d + 1, tail.actions)
                 else:
                     self.rng.random(out=tail.actions, dtype=F32)
