@@ -1,4 +1,5 @@
-"""Training algorithms on one run lifecycle (base.Run): MBRL (Algorithm 1), TRPO and MB-MF.
+"""Training algorithms on one run lifecycle (base.Run): MBRL (Algorithm 1), TRPO, MB-MF and World
+Models.
 
 Each algorithm is a Run subclass with its Config; `ALGORITHMS` maps the names used in run
 directories and on the command line to them.
@@ -14,12 +15,15 @@ from fastmbrl.algorithms.mbmf import MBMFConfig, MBMFRun
 from fastmbrl.algorithms.mbrl import MBRLConfig, MBRLRun
 from fastmbrl.algorithms.presets import preset, store_preset
 from fastmbrl.algorithms.trpo import TRPOConfig, TRPORun
+from fastmbrl.algorithms.worldmodels import WorldModelsConfig, WorldModelsRun
 from fastmbrl.errors import FastMBRLError
 
-ALGORITHMS: dict[str, type[Run]] = {"mbrl": MBRLRun, "trpo": TRPORun, "mbmf": MBMFRun}
+ALGORITHMS: dict[str, type[Run]] = {"mbrl": MBRLRun, "trpo": TRPORun, "mbmf": MBMFRun,
+                                    "worldmodels": WorldModelsRun}
 
 __all__ = ["ALGORITHMS", "MBRLConfig", "MBRLRun", "TRPOConfig", "TRPORun", "MBMFConfig",
-           "MBMFRun", "register_preset", "preset", "train"]
+           "MBMFRun", "WorldModelsConfig", "WorldModelsRun", "register_preset", "preset",
+           "train"]
 
 
 def _algorithm(algo: str) -> type[Run]:
@@ -44,8 +48,8 @@ def register_preset(algo: str, task: str, settings: Mapping, overwrite: bool = F
 
 def train(task: str, algo: str = "mbrl", out: StrPath | None = None, log: Log = print,
           tensorboard: bool = False, **settings: Any) -> Run:
-    """Train `algo` (mbrl, trpo or mbmf) on `task`, as `fastmbrl train TASK --algo ALGO` does;
-    `settings` are the algorithm's Config fields, `out` a new run directory (None: keep
-    nothing), `tensorboard` writes event files into out/tensorboard/ as `--tensorboard` does.
+    """Train `algo` (mbrl, trpo, mbmf or worldmodels) on `task`, as `fastmbrl train TASK --algo
+    ALGO` does; `settings` are the algorithm's Config fields, `out` a new run directory (None:
+    keep nothing; worldmodels needs one), `tensorboard` writes event files into out/tensorboard/ as `--tensorboard` does.
     Returns the finished run (its `metrics`, model or policy)."""
     return _algorithm(algo).run(task, out, log, tensorboard, **settings)

@@ -32,7 +32,7 @@ from fastmbrl.algorithms.rundir import (METRICS_CSV, RunLock, RunLockedError, co
                                         run_logs_tensorboard, write_metrics_csv,
                                         write_run_config)
 from fastmbrl.errors import FastMBRLError, FormatError
-from fastmbrl.tasks import get_task, task_source
+from fastmbrl.tasks import task_source
 
 if TYPE_CHECKING:
     import gymnasium
@@ -80,7 +80,7 @@ def run_episode(env: gymnasium.Env, act: Callable[[Any], npt.ArrayLike] | None, 
 def config_record(config: Config) -> tuple[dict[str, Any], list[str]]:
     """The "config" entry and the "imports" of config.json for a run of the resolved `config`
     (rundir.run_config_meta)."""
-    source = task_source(get_task(config.task).name)
+    source = task_source(config.lookup_task(config.task).name)
     return {"algo": config.ALGO, **dataclasses.asdict(config)}, [source] if source else []
 
 
@@ -104,7 +104,7 @@ class Run:
             raise FastMBRLError(f"config: expected a {self.Config.__name__}, got "
                                 f"{type(config).__name__}")
         self.config = config.resolved()
-        self.task = get_task(self.config.task)
+        self.task = self.config.lookup_task(self.config.task)
         self.out = Path(out) if out is not None else None
         self.log = log
         self.iteration = 0

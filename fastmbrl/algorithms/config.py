@@ -133,6 +133,12 @@ class Config:
         @property
         def steps(self) -> int: ...
 
+    @staticmethod
+    def lookup_task(name: str) -> Any:
+        """The task object a run of this algorithm trains on (the task registry's by default;
+        World Models looks among the pixel tasks)."""
+        return get_task(name)
+
     @classmethod
     def settings(cls) -> list[dataclasses.Field]:
         """The declared fields (everything but task and seed)."""
@@ -158,13 +164,17 @@ class Config:
         """How run-directory names and log lines name the algorithm."""
         return self.ALGO
 
+    def budget(self) -> str:
+        """What the run will spend, for its first log line."""
+        return f"{self.steps} steps"
+
     def preset(self) -> dict:
         """This algorithm's preset for the task (empty when there is none)."""
         return preset(self.ALGO, self.task)
 
     def resolved(self) -> "Config":
         """A copy with every None filled (given > preset > declared default), checked."""
-        get_task(self.task)  # an unknown task fails first, with the registry's message
+        self.lookup_task(self.task)  # an unknown task fails first, with the registry's message
         if not _is_int(self.seed) or self.seed < 0:  # random generators take no negative seed
             raise FastMBRLError(f"seed must be a non-negative integer, got {self.seed!r}")
         given = self.adjust_preset(self.preset())

@@ -18,7 +18,8 @@ from fastmbrl.models.policies import PolicyController
 
 
 def load_controller(path, **overrides):
-    """The acting object saved at `path`: an MPC Controller, or a TRPO (or MB-MF) policy.
+    """The acting object saved at `path`: an MPC Controller, a TRPO (or MB-MF) policy, or a
+    World Models agent.
     `path` may also be a Controller: a new one on its model with `overrides` of its settings."""
     if isinstance(path, Controller):
         return Controller(path.model, path.task, **{**path.settings, **overrides})
@@ -35,6 +36,12 @@ def load_controller(path, **overrides):
     else:
         raise MissingFileError(f"{directory} is not a fastmbrl run directory (no config.json "
                                f"or {CONTROLLER_FILE})")
+    if algo == "worldmodels":
+        if overrides:
+            raise FastMBRLError("a World Models controller has no planner settings to override")
+        from fastmbrl.algorithms.worldmodels import WorldModelsAgent
+
+        return WorldModelsAgent.load(directory)
     if algo in ("trpo", "mbmf"):
         if overrides:
             raise FastMBRLError("a policy has no planner settings to override")
@@ -123,6 +130,9 @@ def evaluate(path, episodes=5, seed=1_000_000, log=None, video=None, **overrides
     non_negative_int(seed, "seed")  # environments refuse negative seeds, after loading
     controller = load_controller(path, **overrides)
     task = controller.task
+    if video is not None and getattr(task, "frame_size", None):
+        raise FastMBRLError("--video records state tasks; a World Models run's frames, V's "
+                            "reconstructions and M's dream are drawn by `fastmbrl plot DIR`")
     env = task.make_env() if video is None else recording_env(task, video, episodes)
     returns, act_s, steps = [], 0.0, 0
     try:

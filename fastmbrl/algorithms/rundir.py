@@ -29,7 +29,7 @@ from fastmbrl.errors import FastMBRLError, FormatError
 from fastmbrl.io import json_dumps, json_loads, read_json, write_atomic, write_json
 
 RUN_FORMAT = 1
-ALGOS = ("mbrl", "trpo", "mbmf")
+ALGOS = ("mbrl", "trpo", "mbmf", "worldmodels")
 STATE = "state.json"
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"

@@ -3,7 +3,9 @@ runs recorded (return, model losses, planning ms, ...), as a PNG.
 
 `learning_figure(run_dirs)` returns the matplotlib Figure (built without pyplot, so it leaves
 the caller's backend alone); `plot_runs` saves it. An MBRL run's random phase is the first point
-of its return curve (iteration 0).
+of its return curve (iteration 0). A World Models run (one at a time) is drawn by its stages
+(V's and M's losses per epoch, C's returns per generation) and, in a second PNG, frames of a
+stored episode above V's reconstructions and M's dream of the same steps decoded by V.
 """
 from __future__ import annotations
 
@@ -68,12 +70,91 @@ def _run_series(d):
     return label, series, start
 
 
+def _is_worldmodels(d) -> bool:
+    return read_run_config(d).get("algo") == "worldmodels"
+
+
+#: a World Models run's panels: (stage, x field, title, y label, {field: line label})
+WM_PANELS = (
+    ("vae", "epoch", "V (convolutional VAE)", "loss per frame",
+     {"vae_loss": "loss", "r_loss": "reconstruction", "kl_loss": "KL (floored)"}),
+    ("mdnrnn", "epoch", "M (MDN-RNN)", "loss per step",
+     {"rnn_loss": "loss", "nll": "z NLL", "reward_loss": "reward", "done_loss": "done"}),
+    ("controller", "generation", "C (CMA-ES)", "return",
+     {"fitness_mean": "population mean", "fitness_best": "population best",
+      "mean_return": "C's mean, real episodes"}),
+)
+
+
+def worldmodels_figure(run_dir, title: str | None = None) -> Figure:
+    """A World Models run's stages: one panel per trained model (see WM_PANELS)."""
+    cfg = read_run_config(run_dir)
+    rows = [r for r in read_metrics(run_dir) if isinstance(r, dict)]
+    require("matplotlib", "plot", "fastmbrl plot")
+    from matplotlib.figure import Figure
+
+    panels = [p for p in WM_PANELS if any(r.get("stage") == p[0] for r in rows)]
+    if not panels:
+        raise FastMBRLError(f"{run_dir} has no trained model to plot yet (its stage: collect)")
+    fig = Figure(figsize=(5.2 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, (stage, x, name, ylabel, lines) in zip(axes, panels):
+        ax.set_gid(stage)
+        for style, (field, label) in zip(("-", "--", ":", "-."), lines.items()):
+            points = [(r[x], r[field]) for r in rows if r.get("stage") == stage
+                      and _is_number(r.get(x)) and _is_number(r.get(field))]
+            if points:
+                ax.plot(*zip(*points), style, marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fitness = f", C trained in the {cfg.get('train_in')}" if cfg.get("train_in") else ""
+    fig.suptitle(title if title is not None else
+                 f"fastmbrl: {cfg.get('task')} World Models seed {cfg.get('seed')}{fitness}")
+    return fig
+
+
+def world_model_figure(run_dir, frames: int = 8, stride: int = 4) -> Figure:
+    """Frames of a World Models run's first stored episode every `stride` steps, V's
+    reconstructions below them, and M's dream of the same steps decoded by V."""
+    from fastmbrl.algorithms.worldmodels import world_model_strip
+
+    strip = world_model_strip(run_dir, frames, stride)
+    require("matplotlib", "plot", "fastmbrl plot")
+    from matplotlib.figure import Figure
+
+    names = (("real", "real"), ("recon", "V"), ("dream", "M's dream"))
+    n = len(strip["steps"])
+    fig = Figure(figsize=(1.3 * n + 1.2, 4.4), layout="constrained")
+    axes = fig.subplots(3, n, squeeze=False)
+    for i, (key, label) in enumerate(names):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(strip[key][j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize="small")
+            if i == 0:
+                ax.set_title(f"step {int(strip['steps'][j])}", fontsize="small")
+    fig.suptitle(f"{read_run_config(run_dir).get('task')}: frames, reconstructions and a "
+                 "dream from the first frame under the episode's actions")
+    return fig
+
+
 def learning_figure(run_dirs, title: str | None = None) -> Figure:
     """The metrics of the runs in `run_dirs` against environment steps: one panel per metric
     recorded (see PANELS; each axes' gid is its panel id), one colour per run, the random
     phase as the first point of an MBRL run's return curve. `title` heads the figure."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
+    if any(_is_worldmodels(d) for d in run_dirs):
+        if len(run_dirs) != 1:
+            raise FastMBRLError("a World Models run is plotted on its own (its panels are its "
+                                "stages, not environment steps)")
+        return worldmodels_figure(run_dirs[0], title)
     runs = [_run_series(d) for d in run_dirs]
     require("matplotlib", "plot", "fastmbrl plot")
     from matplotlib.figure import Figure
@@ -132,18 +213,28 @@ def output_path(path) -> Path:
     return path
 
 
-def plot_runs(run_dirs, path, title: str | None = None) -> Path:
-    """`learning_figure(run_dirs, title)` written to exactly `path` (a .png); returns its
-    absolute path."""
-    path = output_path(path)
-    fig = learning_figure(run_dirs, title)
+def _save(fig, path: Path) -> Path:
     write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     return path.resolve()
 
 
+def plot_runs(run_dirs, path, title: str | None = None) -> Path:
+    """`learning_figure(run_dirs, title)` written to exactly `path` (a .png); returns its
+    absolute path."""
+    return _save(learning_figure(run_dirs, title), output_path(path))
+
+
+def world_model_path(path) -> Path:
+    """Where the frames of a World Models run go beside its curves at `path`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-world-model.png")
+
+
 def add_arguments(p):
     p.add_argument("run_dirs", metavar="DIR", nargs="+", help="run directories")
-    p.add_argument("-o", "--output", help="PNG path (default: DIR/learning_curve.png)")
+    p.add_argument("-o", "--output", help="PNG path (default: DIR/learning_curve.png; a World "
+                                          "Models run's frames go to DIR/world_model.png, or "
+                                          "beside -o as NAME-world-model.png)")
     p.add_argument("--title", default=None,
                    help="the figure's title (default: the run, or 'fastmbrl learning curves')")
 
@@ -151,4 +242,8 @@ def add_arguments(p):
 def run(args) -> int:
     out = args.output or str(Path(args.run_dirs[0]) / "learning_curve.png")
     print(f"wrote {plot_runs(args.run_dirs, out, args.title)}")
+    d = args.run_dirs[0]
+    if len(args.run_dirs) == 1 and _is_worldmodels(d):
+        frames = Path(d) / "world_model.png" if args.output is None else world_model_path(out)
+        print(f"wrote {_save(world_model_figure(d), output_path(frames))}")
     return 0

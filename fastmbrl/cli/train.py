@@ -141,7 +141,8 @@ def add_arguments(p) -> None:
     p.add_argument("task", nargs="?", help="task name, e.g. Pendulum-v1 (omit with --resume)")
     p.add_argument("--algo", choices=tuple(ALGORITHMS),
                    help="mbrl: model-based RL with MPC (default); trpo: model-free TRPO; "
-                        "mbmf: MPC imitated by a policy, then fine-tuned by TRPO")
+                        "mbmf: MPC imitated by a policy, then fine-tuned by TRPO; worldmodels: "
+                        "V, M and C on a pixel task's frames (CarRacing-v3, Pendulum-v1)")
     p.add_argument("--seed", type=int, help="seed of everything random in the run (default 0)")
     p.add_argument("--out", help="run directory (default: runs/TASK-PLANNER-sSEED, or "
                                  "runs/TASK-ALGO-sSEED)")
@@ -391,7 +392,7 @@ def new_run(args, log):
     except OSError as exc:
         raise FileError(f"--out {out}: cannot create the run directory: "
                         f"{exc.strerror or exc}") from None
-    log(f"training {cfg.task} with {run.title or cfg.label} for {cfg.steps} steps into {out}")
+    log(f"training {cfg.task} with {run.title or cfg.label} for {cfg.budget()} into {out}")
     return run
 
 

@@ -1,0 +1,192 @@
+"""`--algo worldmodels`: the staged run (collect, vae, mdnrnn, controller) on the pixel Pendulum at
+tiny sizes: its stages, exact resume after an interruption anywhere, the dream and real
+fitness, evaluation, plots, and the errors of bad settings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pygame")
+
+from fastmbrl.algorithms.evaluate import evaluate  # noqa: E402
+from fastmbrl.algorithms.rundir import read_metrics  # noqa: E402
+from fastmbrl.algorithms.worldmodels import (CMAES_FILE, CONTROLLER_FILE, LATENTS_FILE,  # noqa: E402
+                                             MDNRNN_FILE, VAE_FILE, WorldModelsAgent,
+                                             WorldModelsRun, read_latents, world_model_strip)
+from fastmbrl.cli import main  # noqa: E402
+from fastmbrl.errors import FastMBRLError  # noqa: E402
+from fastmbrl.models.vae import ConvVAE  # noqa: E402
+
+TINY = dict(episodes=4, episode_length=24, frame_size=16, z_size=4,
+            vae={"enc_channels": [4, 8], "enc_kernels": [4, 4], "dense_size": 16,
+                 "dec_channels": [8, 3], "dec_kernels": [6, 6]},
+            vae_epochs=2, vae_batch_size=20, rnn_hidden=6, n_mix=2, rnn_epochs=2, seq_len=10,
+            rnn_batch_size=2, generations=3, eval_every=2, eval_episodes=2, rollouts=2,
+            workers=1)
+STAGES = ["collect", "vae", "vae", "mdnrnn", "mdnrnn", "controller", "controller", "controller"]
+
+
+def _rows(out):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in read_metrics(out)]
+
+
+def _finals(out):
+    return (np.load(out / CONTROLLER_FILE)["params"], np.load(out / CMAES_FILE)["mean"],
+            _rows(out))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wm") / "run"
+    WorldModelsRun.run("Pendulum-v1", out, log=lambda m: None, **TINY)
+    return out
+
+
+def test_the_stages_run_in_order_and_leave_their_files(finished):
+    rows = read_metrics(finished)
+    assert [r["stage"] for r in rows] == STAGES
+    assert [r["iteration"] for r in rows] == list(range(1, 9))
+    collect = rows[0]
+    assert collect["episodes"] == 4 and collect["frames"] == 4 * 25
+    assert collect["env_steps"] == 4 * 24
+    assert [r["epoch"] for r in rows[1:5]] == [1, 2, 1, 2]
+    assert [r["generation"] for r in rows[5:]] == [1, 2, 3]
+    # C's mean is run on real episodes every eval_every generations and at the last
+    assert ["mean_return" in r for r in rows[5:]] == [False, True, True]
+    # every real episode counts: 3 generations x popsize x 2 rollouts, 2 evaluations x 2
+    popsize = 4 + int(3 * np.log(1 * (4 + 6) + 1))
+    assert rows[-1]["env_steps"] == 4 * 24 + (3 * popsize * 2 + 2 * 2) * 24
+    for f in (VAE_FILE, LATENTS_FILE, MDNRNN_FILE, CMAES_FILE, CONTROLLER_FILE):
+        assert (finished / f).exists(), f
+    mu, logvar = read_latents(finished / LATENTS_FILE)
+    vae = ConvVAE.load(finished / VAE_FILE)
+    from fastmbrl.data.frames import FrameStore
+
+    store = FrameStore.load(finished / "frames")
+    want_mu, want_lv = vae.encode(store.frames)
+    np.testing.assert_array_equal(mu, want_mu)
+    np.testing.assert_array_equal(logvar, want_lv)
+    assert json.loads((finished / "state.json").read_text())["stage"] == "done"
+
+
+def test_an_interrupted_run_resumes_to_the_same_end(finished, tmp_path):
+    want = _finals(finished)
+    for stop_at in (1, 3, 5, 7):  # after collect, inside V's and M's epochs, inside C
+        out = tmp_path / f"stop{stop_at}"
+        lines = []
+
+        def log(msg, stop_at=stop_at):
+            lines.append(msg)
+            if len(lines) == stop_at:
+                raise KeyboardInterrupt  # before the iteration's commit: it is lost
+
+        with pytest.raises(KeyboardInterrupt):
+            WorldModelsRun.run("Pendulum-v1", out, log=log, **TINY)
+        assert len(read_metrics(out)) == stop_at - 1
+        run = WorldModelsRun.resume(out, log=lambda m: None)
+        run.train()
+        got = _finals(out)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2] == want[2]
+
+
+def test_a_finished_run_resumes_to_nothing_left(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    run = WorldModelsRun.resume(out, log=lambda m: None)
+    assert run.finished()
+    assert run.train() == read_metrics(finished)
+
+
+def test_evaluation_runs_the_saved_agent(finished):
+    from fastmbrl.algorithms.base import run_episode
+
+    result = evaluate(finished, episodes=2, seed=7)
+    agent = WorldModelsAgent.load(finished)
+    env = agent.task.make_env()
+    want = []
+    for i in range(2):
+        agent.reset()
+        want.append(run_episode(env, agent.act, 7 + i)[0])
+    env.close()
+    np.testing.assert_allclose(result["returns"], want)
+    assert result["task"] == "Pendulum-v1" and result["planner"] == "controller"
+    with pytest.raises(FastMBRLError, match="no planner settings"):
+        evaluate(finished, episodes=1, planner="cem")
+
+
+def test_the_strip_dreams_under_the_episodes_actions(finished):
+    strip = world_model_strip(finished, frames=4, stride=3)
+    assert strip["real"].shape == (4, 16, 16, 3) and strip["real"].dtype == np.uint8
+    assert strip["recon"].shape == strip["dream"].shape == (4, 16, 16, 3)
+    assert list(strip["steps"]) == [0, 3, 6, 9]
+    vae = ConvVAE.load(finished / VAE_FILE)
+    mu, _ = vae.encode(strip["real"][:1])
+    np.testing.assert_allclose(strip["dream"][0], vae.decode(mu)[0], atol=1e-6)  # z_0 itself
+    assert np.isfinite(strip["dream"]).all()
+    assert not np.allclose(strip["dream"][1], strip["dream"][3])
+
+
+def test_the_dream_scores_the_population(tmp_path):
+    out = tmp_path / "dream"
+    WorldModelsRun.run("Pendulum-v1", out, log=lambda m: None,
+                       **{**TINY, "train_in": "dream", "generations": 2, "dream_horizon": 15})
+    rows = read_metrics(out)
+    ctl = [r for r in rows if r["stage"] == "controller"]
+    assert len(ctl) == 2 and "mean_return" in ctl[-1]
+    # the dream takes no environment step: only the collection and the last evaluation do
+    assert ctl[-1]["env_steps"] == 4 * 24 + 2 * 24
+    # M's reward head summed over 15 dreamed steps, not the real return of 24 steps
+    assert ctl[0]["fitness_mean"] != pytest.approx(ctl[-1]["mean_return"])
+
+
+def test_workers_split_the_collection_and_the_episodes_alike(finished, tmp_path):
+    out = tmp_path / "two"
+    WorldModelsRun.run("Pendulum-v1", out, log=lambda m: None, **{**TINY, "workers": 2})
+    got, want = _finals(out), _finals(finished)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[2] == want[2]
+
+
+def test_the_cli_trains_evaluates_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cli"
+    args = ["train", "Pendulum-v1", "--algo", "worldmodels", "--out", str(out), "--quiet"]
+    for key, value in {**TINY, "generations": 1}.items():
+        args += [f"--{key.replace('_', '-')}",
+                 json.dumps(value) if isinstance(value, dict) else str(value)]
+    assert main(args) == 0
+    assert "evaluate with: fastmbrl eval" in capsys.readouterr().out
+    assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["plot", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("learning_curve.png", "world_model.png"):
+        assert (out / name).stat().st_size > 1000 and name in printed
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0  # finished: nothing to do
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"vae": {"enc_channel": [4]}}, "unknown key"),
+    ({"vae": {**TINY["vae"], "dec_kernels": [5, 5]}}, "vae: dec_kernels: the decoder makes"),
+    ({"train_in": "sky"}, "unknown train_in"),
+    ({"popsize": 1}, "popsize must be an integer >= 2"),
+    ({"rollouts": 0}, "rollouts must be a positive integer"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, settings, message):
+    out = tmp_path / "bad"
+    with pytest.raises(FastMBRLError, match=message):
+        WorldModelsRun.start("Pendulum-v1", out, log=lambda m: None, **{**TINY, **settings})
+    assert not out.exists()
+
+
+def test_a_run_needs_a_pixel_task_and_a_directory(tmp_path):
+    with pytest.raises(FastMBRLError, match="unknown pixel task 'Hopper-v5'"):
+        WorldModelsRun.start("Hopper-v5", tmp_path / "h", **TINY)
+    with pytest.raises(FastMBRLError, match="give it a run directory"):
+        WorldModelsRun.start("Pendulum-v1", None, **TINY)
