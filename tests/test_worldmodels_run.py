@@ -190,3 +190,30 @@ def test_a_run_needs_a_pixel_task_and_a_directory(tmp_path):
         WorldModelsRun.start("Hopper-v5", tmp_path / "h", **TINY)
     with pytest.raises(FastMBRLError, match="give it a run directory"):
         WorldModelsRun.start("Pendulum-v1", None, **TINY)
+
+
+def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "dream-only"
+    out.mkdir()
+    shutil.copytree(finished / "frames", out / "frames")
+    for f in (VAE_FILE, MDNRNN_FILE):
+        shutil.copy(finished / f, out / f)
+    lines = []
+    WorldModelsRun.run("Pendulum-v1", out, log=lines.append,
+                       **{**TINY, "train_in": "dream", "generations": 1})
+    rows = read_metrics(out)
+    assert [r["stage"] for r in rows] == ["collect", "vae", "mdnrnn", "controller"]
+    assert rows[1]["given"] and "vae_loss" not in rows[1] and rows[1]["epoch"] == 2
+    assert rows[2]["given"] and "rnn_loss" not in rows[2]
+    assert "was there already, trained 2 epochs; kept as it is" in lines[1]
+    np.testing.assert_array_equal(np.load(out / MDNRNN_FILE)["W"],
+                                  np.load(finished / MDNRNN_FILE)["W"])
+    # a V of other sizes is refused, naming the file
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(finished / "frames", other / "frames")
+    shutil.copy(finished / VAE_FILE, other / VAE_FILE)
+    with pytest.raises(FastMBRLError, match="vae.npz was not trained with this run's settings"):
+        WorldModelsRun.run("Pendulum-v1", other, log=lambda m: None, **{**TINY, "z_size": 5})

@@ -1,7 +1,10 @@
 """World Models as an algorithm (Ha & Schmidhuber 2018): `--algo worldmodels`, a staged run.
 
 Stages, in order, each committed as the run's iterations (resume continues inside a stage, and a
-finished stage's output is kept, never redone):
+finished stage's output is kept, never redone). A stage whose output is in a new run's directory
+before it starts is skipped, or continued to the run's epochs: episodes already in DIR/frames/
+are not collected again, and a DIR/vae.npz or DIR/mdnrnn.npz of the run's sizes is trained on
+from the epochs it holds (copy them from another run to train only C, in the dream this time):
 
 * collect: random-policy episodes of the pixel task into the frame store DIR/frames/ (chunks,
   each written atomically, so a killed collection keeps its finished episodes); split over
@@ -376,15 +379,23 @@ class WorldModelsRun(Run):
         from fastmbrl.models.vae import ConvVAE
 
         cfg = self.config
+        row: dict[str, Any] = {"stage": "vae"}
         if self.vae is None:
-            self.vae = ConvVAE(cfg.vae_config(), seed=cfg.seed)
-        frames = self._vae_frames()
-        epoch = self.vae.epochs_done + 1
-        bar = self._bar(f"V epoch {epoch}/{cfg.vae_epochs}", "batches")
-        hist = self.vae.fit(frames, 1, min(cfg.vae_batch_size, len(frames)), progress=bar)[0]
-        self._written.add(VAE_FILE)
-        row = {"stage": "vae", "epoch": self.vae.epochs_done, "vae_loss": hist["loss"],
-               "r_loss": hist["r_loss"], "kl_loss": hist["kl_loss"]}
+            self.vae = self._given(VAE_FILE, ConvVAE.load, lambda v: v.config == cfg.vae_config(),
+                                   "V's sizes")
+            if self.vae is None:
+                self.vae = ConvVAE(cfg.vae_config(), seed=cfg.seed)
+            else:
+                row["given"] = True
+        if self.vae.epochs_done < cfg.vae_epochs:
+            frames = self._vae_frames()
+            epoch = self.vae.epochs_done + 1
+            bar = self._bar(f"V epoch {epoch}/{cfg.vae_epochs}", "batches")
+            hist = self.vae.fit(frames, 1, min(cfg.vae_batch_size, len(frames)),
+                                progress=bar)[0]
+            self._written.add(VAE_FILE)
+            row.update(vae_loss=hist["loss"], r_loss=hist["r_loss"], kl_loss=hist["kl_loss"])
+        row["epoch"] = self.vae.epochs_done
         if self.vae.epochs_done >= cfg.vae_epochs:
             mu, logvar = self.vae.encode(self.store().frames)
             self._latents = (mu, logvar)
@@ -414,24 +425,49 @@ class WorldModelsRun(Run):
 
     def _mdnrnn(self) -> dict:
         cfg = self.config
+        row: dict[str, Any] = {"stage": "mdnrnn"}
         if self.mdnrnn is None:
-            self.mdnrnn = MDNRNN(cfg.z_size, self.act_dim, cfg.rnn_hidden, cfg.n_mix,
-                                 lr=cfg.rnn_lr, seed=cfg.seed)
-        z, acts, rews, dones, lengths = self._episodes_of_latents(self._draw_latents(self.rng))
-        epoch = self.mdnrnn.epochs_trained + 1
-        bar = self._bar(f"M epoch {epoch}/{cfg.rnn_epochs}", "steps")
-        hist = self.mdnrnn.fit(z, acts, rews, dones, epochs=1,
-                               batch_size=min(cfg.rnn_batch_size, len(lengths)),
-                               seq_len=cfg.seq_len, lengths=lengths, progress=bar)
-        if not np.isfinite(hist["loss"][0]):
-            raise FloatingPointError(f"M's loss diverged in epoch {epoch} (rnn_lr {cfg.rnn_lr})")
-        self._written.add(MDNRNN_FILE)
+            sizes = (cfg.z_size, self.act_dim, cfg.rnn_hidden, cfg.n_mix)
+            self.mdnrnn = self._given(
+                MDNRNN_FILE, MDNRNN.load,
+                lambda m: (m.z_dim, m.act_dim, m.hidden, m.n_mix) == sizes,
+                "M's sizes (z_size, actions, rnn_hidden, n_mix)")
+            if self.mdnrnn is None:
+                self.mdnrnn = MDNRNN(*sizes, lr=cfg.rnn_lr, seed=cfg.seed)
+            else:
+                row["given"] = True
+        if self.mdnrnn.epochs_trained < cfg.rnn_epochs:
+            z, acts, rews, dones, lengths = self._episodes_of_latents(
+                self._draw_latents(self.rng))
+            epoch = self.mdnrnn.epochs_trained + 1
+            bar = self._bar(f"M epoch {epoch}/{cfg.rnn_epochs}", "steps")
+            hist = self.mdnrnn.fit(z, acts, rews, dones, epochs=1,
+                                   batch_size=min(cfg.rnn_batch_size, len(lengths)),
+                                   seq_len=cfg.seq_len, lengths=lengths, progress=bar)
+            if not np.isfinite(hist["loss"][0]):
+                raise FloatingPointError(f"M's loss diverged in epoch {epoch} (rnn_lr "
+                                         f"{cfg.rnn_lr})")
+            self._written.add(MDNRNN_FILE)
+            row.update(rnn_loss=float(hist["loss"][0]), nll=float(hist["nll"][0]),
+                       reward_loss=float(hist["reward"][0]), done_loss=float(hist["done"][0]))
+        row["epoch"] = self.mdnrnn.epochs_trained
         if self.mdnrnn.epochs_trained >= cfg.rnn_epochs:
             self._start_search()
             self.stage = "controller"
-        return {"stage": "mdnrnn", "epoch": self.mdnrnn.epochs_trained,
-                "rnn_loss": float(hist["loss"][0]), "nll": float(hist["nll"][0]),
-                "reward_loss": float(hist["reward"][0]), "done_loss": float(hist["done"][0])}
+        return row
+
+    def _given(self, name: str, load, fits, what: str):
+        """The model file `name` placed in the run directory before its stage began (e.g.
+        copied from another run, to train only what follows), checked against the settings;
+        None when there is none."""
+        path = self.out / name
+        if not path.exists():
+            return None
+        model = load(path)
+        if not fits(model):
+            raise FastMBRLError(f"{path} was not trained with this run's settings ({what} "
+                                "differ); remove it or start the run with its settings")
+        return model
 
     def _start_search(self) -> None:
         from fastmbrl.optim.cmaes import CMAES
@@ -512,13 +548,20 @@ class WorldModelsRun(Run):
         if stage == "collect":
             return (f"collect: {row['episodes']} episodes, {row['frames']} frames, random "
                     f"return {row['mean_return']:.2f} ± {row['std_return']:.2f} ({wall})")
+        given = (f"{self.out / (VAE_FILE if stage == 'vae' else MDNRNN_FILE)} was there "
+                 f"already, trained {row.get('epoch')} epochs; ") if row.get("given") else ""
         if stage == "vae":
-            return (f"V epoch {row['epoch']}/{cfg.vae_epochs}: loss {row['vae_loss']:.3f} "
-                    f"(reconstruction {row['r_loss']:.3f}, KL {row['kl_loss']:.3f}), {wall}")
+            if "vae_loss" not in row:
+                return f"V: {given}kept as it is"
+            return (f"V epoch {row['epoch']}/{cfg.vae_epochs}: {given}loss "
+                    f"{row['vae_loss']:.3f} (reconstruction {row['r_loss']:.3f}, KL "
+                    f"{row['kl_loss']:.3f}), {wall}")
         if stage == "mdnrnn":
-            return (f"M epoch {row['epoch']}/{cfg.rnn_epochs}: loss {row['rnn_loss']:.4f} "
-                    f"(z NLL {row['nll']:.4f}, reward {row['reward_loss']:.4f}, done "
-                    f"{row['done_loss']:.4f}), {wall}")
+            if "rnn_loss" not in row:
+                return f"M: {given}kept as it is"
+            return (f"M epoch {row['epoch']}/{cfg.rnn_epochs}: {given}loss "
+                    f"{row['rnn_loss']:.4f} (z NLL {row['nll']:.4f}, reward "
+                    f"{row['reward_loss']:.4f}, done {row['done_loss']:.4f}), {wall}")
         line = (f"C generation {row['generation']}/{cfg.generations}: {cfg.train_in} return "
                 f"mean {row['fitness_mean']:.2f}, best {row['fitness_best']:.2f}")
         if "mean_return" in row:
