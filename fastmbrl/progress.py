@@ -36,6 +36,12 @@ class Progress:
         self.done = 0
         self.total = 0
 
+    def restart(self, label: str, unit: str) -> None:
+        """Report another piece of work from now on (its elapsed time and ETA its own)."""
+        self.label, self.unit = label, unit
+        self._start = None
+        self.done = self.total = 0
+
     def eta(self) -> float | None:
         """Seconds left at the rate since the first report (None until there is a rate)."""
         if self._start is None or self.done <= self._start[1]:

@@ -29,6 +29,22 @@ def test_eta_follows_the_rate_since_the_first_report():
     assert format_seconds(3725) == "1:02:05"
 
 
+def test_a_restart_times_the_next_piece_of_work_on_its_own():
+    clock, out = Clock(), io.StringIO()
+    bar = Progress("collect", out, clock=clock, tty=True, unit="episodes")
+    bar(0, 10)
+    clock.t += 500
+    bar(10, 10)
+    bar.restart("V epoch 1/10", "batches")
+    bar(0, 100)
+    clock.t += 10
+    bar(50, 100)  # 50 batches in 10 s, whatever the collection took
+    assert bar.eta() == 10
+    line = out.getvalue().split("\r")[-1]
+    assert line.startswith("V epoch 1/10 [") and "50/100 batches" in line
+    assert "0:10 elapsed" in line
+
+
 def test_a_terminal_redraws_one_line_and_log_lines_go_above_it(capsys):
     clock, err = Clock(), io.StringIO()
     bar = Progress("training", err, clock=clock, tty=True)

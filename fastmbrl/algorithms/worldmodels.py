@@ -308,10 +308,10 @@ class WorldModelsRun(Run):
         return self._store
 
     def _bar(self, label: str, unit: str):
-        """The progress callback of a stage (the CLI's bar relabelled), or None."""
+        """The progress callback of a stage (the CLI's bar restarted for it), or None."""
         bar = self.progress
         if isinstance(bar, Progress):
-            bar.label, bar.unit = label, unit
+            bar.restart(label, unit)
         return bar
 
     def _workers(self, jobs: int) -> int:
