@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,9 @@ from fastmbrl.models.wm_controller import (WorldModelAgent, WorldModelController
                                            num_params)
 from fastmbrl.progress import Progress
 from fastmbrl.tasks.pixels import PixelTask, get_pixel_task
+
+if TYPE_CHECKING:
+    from fastmbrl.models.vae import VAEConfig
 
 FRAMES_DIR, VAE_FILE, LATENTS_FILE = "frames", "vae.npz", "latents.npz"
 MDNRNN_FILE, CMAES_FILE, CONTROLLER_FILE = "mdnrnn.npz", "cmaes.npz", "wm_controller.npz"
@@ -230,7 +233,8 @@ class WorldModelsConfig(Config):
         except (TypeError, ValueError) as exc:
             raise FastMBRLError(f"vae: {exc}") from None
 
-    def vae_config(self):
+    def vae_config(self) -> VAEConfig:
+        """V's sizes: the paper's, the `vae` setting's over them, the frame and z sizes."""
         from fastmbrl.models.vae import VAEConfig
 
         sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.vae.items()}
