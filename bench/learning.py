@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastmbrl.algorithms.evaluate import evaluate
+from fastmbrl.algorithms.evaluate import evaluate, known_dynamics_controller
 from fastmbrl.cli.sweep import resolve, run_job
 from fastmbrl.executor import run_jobs
 from fastmbrl.stats import summarize
@@ -47,6 +47,10 @@ def main(argv=None):
     p.add_argument("--no-shaping", dest="shaping", action="store_false",
                    help="plan with the environment's reward even if the task has a planning reward")
     p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per seed")
+    p.add_argument("--reference", action="store_true",
+                   help="also plan the same evaluation episodes with the task's exact dynamics "
+                        "(Pendulum-v1, MountainCarContinuous-v0) and the run's planner settings: "
+                        "what a perfect model would reach from those starts")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--jobs", type=int, help="seeds trained at once (default: one per core)")
     p.add_argument("--json", action="store_true")
@@ -88,10 +92,19 @@ def main(argv=None):
                "eval_mean_return": ev["mean_return"],
                "eval_std_return": ev["std_return"], "train_wall_s": round(run["wall_s"], 1),
                "ms_per_act": round(ev["ms_per_act"], 3), "run_dir": out}
+        if args.reference:
+            exact = known_dynamics_controller(
+                args.task, planner=cfg["planner"], horizon=cfg["horizon"],
+                num_samples=cfg["num_samples"], planner_options=cfg["planner_options"],
+                shaping=cfg["shaping"], seed=seed)
+            ref = evaluate(exact, episodes=args.episodes, seed=10_000 * (seed + 1))
+            row["reference_mean_return"] = ref["mean_return"]
         rows.append(row)
+        ref_text = (f" (exact dynamics on the same episodes {row['reference_mean_return']:.1f})"
+                    if args.reference else "")
         print(json.dumps(row) if args.json else
-              f"seed {seed}: eval return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} "
-              f"after {run['env_steps']} steps, {run['wall_s']:.0f} s", flush=True)
+              f"seed {seed}: eval return {ev['mean_return']:.1f} ± {ev['std_return']:.1f}"
+              f"{ref_text} after {run['env_steps']} steps, {run['wall_s']:.0f} s", flush=True)
     means = [r["eval_mean_return"] for r in rows]
     stats = summarize(means)
     summary = {"task": args.task, "seeds": args.seeds, "mean_over_seeds": float(np.mean(means)),
@@ -100,6 +113,12 @@ def main(argv=None):
                "median_wall_s": float(np.median([r["train_wall_s"] for r in rows]))}
     if target is not None:
         summary["met"] = bool(summary["mean_over_seeds"] >= target)
+        summary["seeds_meeting_target"] = sum(m >= target for m in means)
+    if args.reference:
+        refs = [r["reference_mean_return"] for r in rows]
+        summary["reference_mean_over_seeds"] = float(np.mean(refs))
+        if target is not None:
+            summary["seeds_meeting_target_exact_dynamics"] = sum(m >= target for m in refs)
     print(json.dumps(summary))
 
 
