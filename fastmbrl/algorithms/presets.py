@@ -14,9 +14,11 @@ from fastmbrl.errors import FastMBRLError
 # rounds for Swimmer, HalfCheetah, Hopper), PETS / mbrl-lib (CEM population 400-500, horizon
 # 25-30, SiLU); steps meet the budgets of issue 4. Episodes last the environment's own limit.
 MBRL = {
+    # H = 40, not 25: every one of seeds 0-9 then reaches >= -200 on 20 held-out episodes
+    # (mean -162; exact dynamics on the same episodes -157); at H = 25 one seed fell to -215
     "Pendulum-v1": dict(
         steps=5_000, random_steps=1000, steps_per_iteration=400, hidden=(64, 64),
-        activation="silu", epochs=50, planner="cem", horizon=25, num_samples=400),
+        activation="silu", epochs=50, planner="cem", horizon=40, num_samples=400),
     # the +100 of the goal is only seen by plans long enough to pump there (H = 150); strongly
     # colored noise (beta 2.5) and a wide initial std make such smooth bang-bang sequences
     # likely among 400 candidates (200 missed the goal in some evaluation episodes of one seed)
