@@ -164,3 +164,19 @@ def test_sizes_beyond_the_memory_limit_are_refused_before_allocating():
             vae.fit(np.zeros((1_000, 64, 64, 3), np.uint8), 1, 1_000)
     finally:
         set_max_bytes(previous)
+
+
+def test_init_output_bias_starts_the_decoder_at_the_frames_mean_colour():
+    frames = np.full((40, 16, 16, 3), 250, np.uint8)
+    frames[:, 6:9, :, :] = (200, 80, 80)  # a thin bar on near-white, like the pixel Pendulum
+    vae = ConvVAE(VAEConfig(**TINY), seed=1)
+    vae.init_output_bias(frames, sample=7)
+    vae.dec_w[-1][...] = 0  # the output is then the bias alone, whatever z
+    out = vae.decode(np.zeros((2, 4)))
+    want = frames.reshape(-1, 3).mean(axis=0) / 255
+    np.testing.assert_allclose(out, np.broadcast_to(want, out.shape), rtol=1e-5)
+    white = np.full((3, 16, 16, 3), 255, np.uint8)
+    vae.init_output_bias(white)
+    np.testing.assert_allclose(vae.decode(np.zeros((1, 4))), 0.98, rtol=1e-5)  # clipped
+    with pytest.raises(ValueError, match="frames: expected shape"):
+        vae.init_output_bias(white[:, :8])

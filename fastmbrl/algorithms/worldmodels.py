@@ -389,6 +389,7 @@ class WorldModelsRun(Run):
                                    "V's sizes")
             if self.vae is None:
                 self.vae = ConvVAE(cfg.vae_config(), seed=cfg.seed)
+                self.vae.init_output_bias(self._vae_frames())
             else:
                 row["given"] = True
         if self.vae.epochs_done < cfg.vae_epochs:

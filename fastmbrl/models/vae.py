@@ -405,6 +405,23 @@ class ConvVAE:
         """The parameters as three flat vectors (convolutions, enc_dense, dec_dense): views."""
         return self._groups()[0]
 
+    def init_output_bias(self, frames: npt.ArrayLike, sample: int = 10_000) -> np.ndarray:
+        """Start the decoder's last bias at the logit of the frames' mean colour per channel
+        (clipped to [0.02, 0.98]), so that the first steps do not push a sigmoid started at
+        0.5 into saturation: on a mostly white frame (the pixel Pendulum) that left V at a
+        blank output that ignores z (measured). At most `sample` frames, evenly spaced, are
+        averaged. Returns the bias (a view)."""
+        frames = self._check_frames(frames)
+        sample = check_positive_int(sample, "sample")
+        pick = frames[::max(1, -(-len(frames) // sample))]
+        mean = pick.reshape(-1, pick.shape[-1]).mean(axis=0, dtype=np.float64)
+        if frames.dtype == np.uint8:
+            mean /= 255
+        mean = np.clip(mean, 0.02, 0.98)
+        bias = self.dec_b[-1]
+        bias[...] = np.log(mean / (1 - mean))
+        return bias
+
     @_kernel_threads
     def fit(self, frames: npt.ArrayLike, epochs: int = 1, batch_size: int = 100,
             progress: Progress = None) -> list[dict[str, float]]:
