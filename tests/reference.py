@@ -94,14 +94,17 @@ def returns_reference(step, obs, actions, reward, terminated, dtype, live=None, 
 
 def particle_rollout_reference(weights, biases, activation, input_mean, input_scale, delta_mean,
                                delta_std, logvar_bounds, obs, actions, reward, particles, noise,
-                               sources=None, terminated=None):
+                               sources=None, terminated=None, states=None, alive=None,
+                               returns=None, ends=False):
     """Returns (K, P): PETS trajectory sampling written per particle, in float64. `weights` /
     `biases`: per-member lists (B members); particle p of candidate k belongs to member
     p // (P / B) and sits in slot slot_of(K, P / B, k, p); at step t it first takes the state
     of the particle in slot sources[slot, t] (ts1; None: it keeps its own, tsinf), then
     next = obs + delta_mean + delta_std (mean + exp(lv / 2) noise[slot, t]), with mean and lv
     the member's normalised mean and soft-bounded log-variance (upper logvar_bounds[m, 0],
-    lower [m, 1])."""
+    lower [m, 1]). `states` (K, P, O), `alive` (K, P) and `returns` (K, P): where each particle
+    starts and what it has earned (default: obs, alive, 0); `ends`: also its end states and
+    alive flags."""
     actions = np.asarray(actions, np.float64)
     k, horizon, _ = actions.shape
     b = len(weights)
@@ -109,9 +112,12 @@ def particle_rollout_reference(weights, biases, activation, input_mean, input_sc
     slot = slot_of(k, pm, *np.meshgrid(np.arange(k), np.arange(particles), indexing="ij"))
     member = np.arange(particles) // pm
     o = len(delta_mean)
-    state = np.repeat(np.repeat(np.asarray(obs, np.float64)[None, None], k, 0), particles, 1)
-    returns = np.zeros((k, particles))
-    alive = np.ones((k, particles), bool)
+    if states is None:
+        state = np.repeat(np.repeat(np.asarray(obs, np.float64)[None, None], k, 0), particles, 1)
+    else:
+        state = np.array(states, np.float64)
+    returns = np.zeros((k, particles)) if returns is None else np.array(returns, np.float64)
+    alive = np.ones((k, particles), bool) if alive is None else np.array(alive, bool)
     rew = np.empty(k, np.float32)
     done = np.zeros(k, np.bool_)
     softplus = lambda v: np.logaddexp(0.0, v)  # noqa: E731
@@ -148,7 +154,7 @@ def particle_rollout_reference(weights, biases, activation, input_mean, input_sc
                 alive[:, p] = a
         state = nxt
     returns[~np.isfinite(returns)] = -np.inf
-    return returns
+    return (returns, state, alive) if ends else returns
 
 
 # --- small reward/termination functions and real models for the planner tests ---

@@ -190,6 +190,61 @@ def test_particle_kernel_matches_reference(propagation):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("propagation", ["tsinf", "ts1"])
+def test_particle_kernel_branches_from_each_particles_own_state(propagation):
+    """Each slot starts from its own state, alive flag and earnings and leaves its end ones in
+    place (as the twin's, ts1 moving them with the particle); 2 + 4 steps equal 6 steps."""
+    rng = np.random.default_rng(5)
+    k, h, p, o = 5, 6, 4, 3
+    weights, biases, stats, bounds = _random_probabilistic(rng)
+    packed = pack_model(weights, biases, "silu", **stats, logvar_bounds=bounds, particles=p,
+                        propagation=propagation)
+    acts = rng.uniform(-1, 1, (k, h, 2)).astype(np.float32)
+    obs = np.array([0.9, -0.2, 0.1], np.float32)
+    noise = rng.standard_normal((k * p, h, o)).astype(np.float32)
+    sources = None
+    if propagation == "ts1":
+        sources = np.zeros((k * p, h), np.int64)
+        ops.ts1_sources(rng.random((k, h, p), dtype=np.float32), p // 2, sources,
+                        np.zeros(p, np.int64))
+    slots = slot_of(k, p // 2, *np.meshgrid(np.arange(k), np.arange(p), indexing="ij"))
+    start = (obs + rng.normal(0, 0.3, (k, p, o))).astype(np.float32)
+    alive = rng.random((k, p)) > 0.2
+    earned = rng.normal(0, 1, (k, p)).astype(np.float32)
+
+    def in_slots(a, shape):
+        out = np.zeros(shape, a.dtype)
+        out[slots] = a
+        return out
+
+    def branch(t0, t1, st, al, ea):
+        st, al, ea = (in_slots(v, (k * p,) + v.shape[2:]) for v in (st, al, ea))
+        got = particle_rollout(packed, obs, acts[:, t0:t1], quadratic_reward, leaves_box,
+                               noise=noise[:, t0:t1], states=st, live=al, returns=ea,
+                               sources=None if sources is None else sources[:, t0:t1])
+        np.testing.assert_array_equal(got, ea[slots])  # returns in place
+        return got, st[slots], al[slots]
+
+    got, ends, still = branch(0, h, start, alive, earned)
+    want, want_ends, want_alive = particle_rollout_reference(
+        weights, biases, "silu", **stats, logvar_bounds=bounds, obs=obs, actions=acts,
+        reward=quadratic_reward, particles=p, noise=noise, sources=sources,
+        terminated=leaves_box, states=start, alive=alive, returns=earned, ends=True)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ends, want_ends, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(still, want_alive)
+    assert (~still).any() and still.any()
+    for c in range(k):  # a dead particle earns nothing more (ts1 moves it to another slot)
+        assert np.isin(earned[c, ~alive[c]], got[c]).all()
+    mid = branch(0, 2, start, alive, earned)
+    np.testing.assert_allclose(branch(2, h, mid[1], mid[2], mid[0])[0], got, rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="only with states"):
+        particle_rollout(packed, obs, acts, quadratic_reward, live=alive.reshape(-1))
+    with pytest.raises(ValueError, match="states: expected"):
+        particle_rollout(packed, obs, acts, quadratic_reward, states=start)
+
+
 def test_ts1_sources_permute_within_each_candidate():
     k, h, p, per = 5, 4, 6, 2
     sources = np.zeros((k * p, h), np.int64)

@@ -11,7 +11,8 @@ from fastmbrl.kernels.rollout import pack_model
 from fastmbrl.planning.planners import (CEM, ICEM, MPPI, PLANNERS, BeamSearch, RandomShooting,
                                         colored_noise_matrix, num_samples_for)
 from fastmbrl.planning.scorer import Scorer
-from tests.reference import dynamics_model, lq_optimum, quadratic_reward, rollout_reference
+from tests.reference import (dynamics_model, lq_optimum, particle_rollout_reference,
+                             quadratic_reward, rollout_reference)
 
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
 
@@ -247,16 +248,104 @@ def test_bad_arguments(packed):
         BeamSearch.candidates_per_call(100)
 
 
-def test_a_beam_search_needs_states_per_member_not_particles():
+def _sampled_beam_twin(planner, model, obs, reward, terminated=None):
+    """One cold plan of BeamSearch under trajectory sampling, written per particle with the
+    reference rollout: the children's draws replayed from the planner's generator and the
+    particles' noise (and ts1 members) from the scorer's, in the order the planner asks."""
+    prng = np.random.default_rng(planner.seed)
+    srng = np.random.default_rng([planner.seed, 7])
+    packed = planner.packed
+    p, b = packed.particles, packed.num_members
+    pm, o, h, a = p // b, packed.obs_dim, planner.horizon, packed.act_dim
+    k, w = planner.num_samples, planner.beams
+    low, high = planner.action_low, planner.action_high
+    nominal = np.broadcast_to((low + high) / 2, (h, a)).astype(np.float32)
+
+    def rollout(actions, states, alive, earned):
+        n, t = actions.shape[0], actions.shape[1]
+        noise = srng.standard_normal((n * p, t, o), dtype=np.float32)
+        sources = None
+        if packed.propagation == "ts1":
+            sources = np.zeros((n * p, t), np.int64)
+            ops.ts1_sources(srng.random((n, t, p), dtype=np.float32), pm, sources,
+                            np.zeros(p, np.int64))
+        ret, ends, still = particle_rollout_reference(
+            **model, obs=obs, actions=actions, reward=reward, particles=p, noise=noise,
+            sources=sources, terminated=terminated, states=states, alive=alive,
+            returns=earned, ends=True)
+        with np.errstate(invalid="ignore"):
+            score = ret.mean(axis=1) - packed.risk * ret.std(axis=1)
+        score[~np.isfinite(ret).all(axis=1)] = -np.inf
+        return score, ret, ends, still
+
+    states = np.broadcast_to(obs.astype(np.float64), (1, p, o))
+    alive, earned = np.ones((1, p), bool), np.zeros((1, p))
+    prefix = np.zeros((1, 0, a), np.float32)
+    for d in range(h):
+        parent = np.arange(k) * states.shape[0] // k
+        z = prng.standard_normal((k, 1, a), dtype=np.float32)
+        act = np.clip(nominal[d] + planner.noise[d] * z, low, high).astype(np.float32)
+        act[np.r_[True, parent[1:] != parent[:-1]], 0] = nominal[d]
+        value, ret, ends, still = rollout(act, states[parent], alive[parent], earned[parent])
+        t = min(planner.tail, h - 1 - d)
+        if t:
+            tail = np.ascontiguousarray(np.broadcast_to(nominal[d + 1:d + 1 + t], (k, t, a)))
+            value = rollout(tail, ends, still, ret)[0]
+        best = np.argsort(-value.astype(np.float32), kind="stable")[:w]
+        prefix = np.concatenate([prefix[parent[best]], act[best]], axis=1)
+        states, alive, earned = ends[best], still[best], ret[best]
+    return prefix[0]
+
+
+@pytest.mark.parametrize("propagation, risk", [("tsinf", 0.0), ("ts1", 0.5)])
+def test_a_beam_search_on_particles_plans_as_its_twin(propagation, risk):
+    rng = np.random.default_rng(4)
+    o, a, b, p = 3, 2, 2, 4
+    weights = [[rng.normal(0, .4, (o + a, 16)), rng.normal(0, .4, (16, 2 * o))]
+               for _ in range(b)]
+    biases = [[rng.normal(0, .1, 16), rng.normal(0, .1, 2 * o)] for _ in range(b)]
+    model = dict(weights=weights, biases=biases, activation="silu",
+                 input_mean=rng.normal(0, .1, o + a), input_scale=rng.uniform(.5, 2, o + a),
+                 delta_mean=rng.normal(0, .05, o), delta_std=rng.uniform(.1, .3, o),
+                 logvar_bounds=np.stack([np.stack([rng.uniform(0, .5, o),
+                                                   rng.uniform(-3, -2, o)])
+                                         for _ in range(b)]))
+    packed = pack_model(**model, particles=p, propagation=propagation, risk=risk)
+    obs = np.array([0.5, -0.3, 0.2], np.float32)
+    kw = dict(horizon=5, action_low=[-1, -0.5], action_high=[1, 1], num_samples=12, beams=3,
+              tail=2, noise_std=0.4, seed=6)
+    plans = []
+    for n in THREADS:
+        with num_threads(n):
+            plans.append(BeamSearch(packed, quadratic_reward, **kw).plan(obs).copy())
+    np.testing.assert_array_equal(plans[0], plans[-1])
+    planner = BeamSearch(packed, quadratic_reward, **kw)
+    twin = _sampled_beam_twin(planner, model, obs, quadratic_reward)
+    np.testing.assert_allclose(plans[0], twin, atol=1e-6)
+    assert np.isfinite(planner.plan(obs)).all() and np.isfinite(planner.last_best_return)
+
+
+def test_a_beam_search_refuses_what_its_branches_cannot_hold():
     from fastmbrl import DynamicsModel
     model = DynamicsModel(2, 1, (8,), "silu", ensemble_size=2, probabilistic=True,
                           particles=4, propagation="ts1")
-    kw = dict(horizon=H, action_low=[-1], action_high=[1], num_samples=20)
-    with pytest.raises(ValueError, match="propagation='expectation'"):
-        BeamSearch(model, quadratic_reward, **kw)
+    planner = BeamSearch(model, quadratic_reward, horizon=H, action_low=[-1], action_high=[1],
+                         num_samples=20)
+    scorer = planner.scorer
+    acts = np.zeros((4, 1, 1), np.float32)
+    states, live = np.zeros((2, 4, 2, 2), np.float32), np.ones((2, 4, 2), bool)
+    with pytest.raises(ValueError, match="earned: expected"):
+        scorer.branch(acts, states, live)
+    with pytest.raises(ValueError, match=f"1 <= t <= {H}"):
+        scorer.branch(np.zeros((4, H + 1, 1), np.float32), states, live,
+                      np.zeros((2, 4, 2), np.float32))
     model.set_sampling(propagation="expectation")  # each member keeps its own state
-    plan = BeamSearch(model, quadratic_reward, **kw).plan(X0)
-    assert np.isfinite(plan).all()
+    planner = BeamSearch(model, quadratic_reward, horizon=H, action_low=[-1], action_high=[1],
+                         num_samples=20)
+    with pytest.raises(ValueError, match="earned: only for a model sampled"):
+        planner.scorer.branch(acts, np.zeros((2, 4, 2), np.float32), np.ones((2, 4), bool),
+                              np.zeros((2, 4, 1), np.float32))
+    assert np.isfinite(planner.plan(X0)).all()
 
 
 def test_num_samples_is_the_budget_of_every_planner(packed):
@@ -347,6 +436,17 @@ def test_steady_state_allocates_no_numpy_array(packed, name):
         got = allocations(call, calls=5, numpy_calls=1)
         assert got["numpy_bytes_per_call"] == 0, got
         assert got["bytes_per_call"] <= kernel["bytes_per_call"] + 160, (got, kernel)
+
+
+@pytest.mark.parametrize("propagation", ["tsinf", "ts1"])
+def test_a_beam_search_on_particles_allocates_no_numpy_array(propagation):
+    from fastmbrl import DynamicsModel
+    model = DynamicsModel(2, 1, (8,), "silu", ensemble_size=2, probabilistic=True,
+                          particles=4, propagation=propagation)
+    planner = BeamSearch(model, quadratic_reward, horizon=H, action_low=[-1], action_high=[1],
+                         num_samples=20, tail_policy="random")
+    got = allocations(lambda: planner.plan(X0), calls=5, numpy_calls=1)
+    assert got["numpy_bytes_per_call"] == 0, got
 
 
 @pytest.mark.parametrize("name", list(MAKERS))

@@ -288,13 +288,17 @@ def particle_scores(slot_returns, n_cand, per_member, n_members, risk, out):
 
 # --- beam search (planning.planners.BeamSearch) ---------------------------------------------
 @njit(cache=True, fastmath=FASTMATH)
-def beam_root(obs, beam_states, beam_live, beam_ret):
-    """One beam at the observation: beam_states[m, 0] = obs under every member m, alive, with
-    nothing earned yet."""
+def beam_root(obs, beam_states, beam_live, beam_earned, beam_ret):
+    """One beam at the observation: every row of beam 0 (B, 1, R O) holds obs, alive (B, 1, R),
+    with nothing earned (beam_earned (B, 1, R), or R = 0: the scorer keeps no earnings)."""
+    n_obs = obs.shape[0]
     for m in range(beam_states.shape[0]):
-        for o in range(obs.shape[0]):
-            beam_states[m, 0, o] = obs[o]
-        beam_live[m, 0] = True
+        for x in range(beam_states.shape[2]):
+            beam_states[m, 0, x] = obs[x % n_obs]
+        for j in range(beam_live.shape[2]):
+            beam_live[m, 0, j] = True
+        for j in range(beam_earned.shape[2]):
+            beam_earned[m, 0, j] = _F0
     beam_ret[0] = _F0
 
 
@@ -305,17 +309,25 @@ def beam_parent(c, n_parents, k):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def beam_children(beam_states, beam_live, n_parents, states, live, actions, nominal):
+def _copy_row(src, i, dst, j):
+    """dst[:, j] = src[:, i] for (B, rows, X) arrays."""
+    for b in range(src.shape[0]):
+        for x in range(src.shape[2]):
+            dst[b, j, x] = src[b, i, x]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def beam_children(beam_states, beam_live, beam_earned, n_parents, states, live, earned,
+                  actions, nominal):
     """The k = actions.shape[0] children of n_parents beams (child c's parent: beam_parent):
-    each starts from its parent's state and alive flag under every member; the first child of
-    each parent takes the nominal action (A,) instead of its sampled one."""
+    each starts from its parent's states, alive flags and earnings (rows (B, ., X) of any X);
+    the first child of each parent takes the nominal action (A,) instead of its sampled one."""
     k = actions.shape[0]
     for c in range(k):
         p = beam_parent(c, n_parents, k)
-        for b in range(states.shape[0]):
-            for o in range(states.shape[2]):
-                states[b, c, o] = beam_states[b, p, o]
-            live[b, c] = beam_live[b, p]
+        _copy_row(beam_states, p, states, c)
+        _copy_row(beam_live, p, live, c)
+        _copy_row(beam_earned, p, earned, c)
         if c == 0 or beam_parent(c - 1, n_parents, k) != p:
             for a in range(actions.shape[2]):
                 actions[c, 0, a] = nominal[a]
@@ -348,10 +360,10 @@ def tile_rows(src, start, dst):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def beam_select(idx, n, n_parents, depth, actions, states, live, child_ret, prefix, new_prefix,
-                beam_states, beam_live, beam_ret):
+def beam_select(idx, n, n_parents, depth, actions, states, live, earned, child_ret, prefix,
+                new_prefix, beam_states, beam_live, beam_earned, beam_ret):
     """Beam j becomes child idx[j] (j < n): its parent's action prefix up to `depth` and its own
-    action at `depth` in new_prefix[j], its states, alive flags and return."""
+    action at `depth` in new_prefix[j], its states, alive flags, earnings and return."""
     k = actions.shape[0]
     for j in range(n):
         c = idx[j]
@@ -361,10 +373,9 @@ def beam_select(idx, n, n_parents, depth, actions, states, live, child_ret, pref
                 new_prefix[j, t, a] = prefix[p, t, a]
         for a in range(prefix.shape[2]):
             new_prefix[j, depth, a] = actions[c, 0, a]
-        for b in range(states.shape[0]):
-            for o in range(states.shape[2]):
-                beam_states[b, j, o] = states[b, c, o]
-            beam_live[b, j] = live[b, c]
+        _copy_row(states, c, beam_states, j)
+        _copy_row(live, c, beam_live, j)
+        _copy_row(earned, c, beam_earned, j)
         beam_ret[j] = child_ret[c]
 
 

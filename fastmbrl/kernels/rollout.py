@@ -513,7 +513,7 @@ def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_di
                       logvar_bounds, noise_scale, per_member, noise, sources, chunk_start,
                       chunk_member, chunk_source, x_ws, ha_ws, hb_ws, out_ws, obs_ws, nxt_ws,
                       act_ws, rew_ws, done_ws, state_a, state_b, ret_a, ret_b, alive_a, alive_b,
-                      returns):
+                      returns, states, live):
     """Trajectory sampling (PETS): every row is a particle in a slot; the slots of member m
     are m * K Pm + k Pm + j for candidate k and j < Pm = `per_member`, one chunk one member.
     A step moves slot s's particle in from slot sources[s, t] (ts1: a permutation within
@@ -521,6 +521,10 @@ def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_di
     samples next = carry obs + mean + noise_scale exp(lv / 2) noise[s, t]. The time loop is
     outside the parallel loop so that particles can change member between steps; the states
     live in the ping-pong arrays state_*, ret_*, alive_*. returns[s] is slot s's return.
+    Branching (tree search): with `states` (slots, O) slot s starts from states[s], alive if
+    live[s], with returns[s] already earned (so that a particle's return follows it when ts1
+    moves it); states, live and returns receive the slots' end states, flags and returns.
+    Empty `states`: every slot from obs0 with nothing earned.
     Template: rollout_kernel(..., particles=True) binds _reward, _terminated, LANES and dense."""
     n_obs = obs0.shape[0]
     n_feat = n_obs + angle_dims.shape[0]
@@ -535,12 +539,13 @@ def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_di
     w_off0 = layers[0, 2]
     b_off0 = layers[0, 3]
     moved = sources.shape[0] > 0
+    branched = states.shape[0] > 0
     half = np.float32(0.5)
     for s in range(n_slots):
         for o in range(n_obs):
-            state_a[s, o] = obs0[o]
-        ret_a[s] = 0
-        alive_a[s] = True
+            state_a[s, o] = states[s, o] if branched else obs0[o]
+        ret_a[s] = returns[s] if branched else 0
+        alive_a[s] = live[s] if branched else True
     s_in, s_out, r_in, r_out, a_in, a_out = state_a, state_b, ret_a, ret_b, alive_a, alive_b
     for t in range(horizon):
         for c in prange(chunk_member.shape[0]):
@@ -614,6 +619,10 @@ def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_di
     for s in range(n_slots):
         v = r_in[s]
         returns[s] = v if np.isfinite(v) else _NEG_INF
+        if branched:
+            for o in range(n_obs):
+                states[s, o] = s_in[s, o]
+            live[s] = a_in[s]
 
 
 _KERNELS: dict = {}
@@ -884,68 +893,115 @@ class ParticleArgs(NamedTuple):
     ret_b: np.ndarray
     alive_a: np.ndarray
     alive_b: np.ndarray
-    returns: np.ndarray
+    returns: np.ndarray  # (slots,) float32 output (in and out when branching)
+    states: np.ndarray  # (slots, O) float32 start/end states, or (0, O): from obs0
+    live: np.ndarray  # (slots,) bool, in and out with states, or (0,)
 
     def with_model(self, packed: PackedModel) -> "ParticleArgs":
         return self._replace(**_model_args(packed), logvar_bounds=packed.logvar_bounds,
                              noise_scale=packed.noise_scale)
 
 
-def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace) -> ParticleArgs:
-    """The particle kernel's arguments for the candidates `actions` (k, H, A), k at most the
-    workspace's: views of its arrays (no checks)."""
-    k = actions.shape[0]
-    pm, n = pws.per_member, k * packed.particles
+def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace, states=None,
+                  live=None, returns=None) -> ParticleArgs:
+    """The particle kernel's arguments for the candidates `actions` (k, t, A), k and t at most
+    the workspace's: views of its arrays (no checks). `states` (k P, O), `live` (k P,) and
+    `returns` (k P,) in slot order: slots that branch from their own states (see
+    `_particle_rollout`), else every slot starts from obs0 and returns are the workspace's."""
+    k, t = actions.shape[:2]
+    pm, n, o = pws.per_member, k * packed.particles, packed.obs_dim
     chunks = make_chunks(k * pm, pws.rows, every_member=packed.num_members)
     ws = pws.chunks.arrays
+    draws = particle_draws(pws, k, t)
+    if states is None:
+        states, live = np.zeros((0, o), np.float32), np.zeros(0, np.bool_)
     return ParticleArgs(
         obs0=obs0, actions=actions, **_model_args(packed), logvar_bounds=packed.logvar_bounds,
-        noise_scale=packed.noise_scale, per_member=pm, noise=pws.noise[:n],
-        sources=pws.sources[:n], chunk_start=chunks.chunk_start,
+        noise_scale=packed.noise_scale, per_member=pm, noise=draws.noise,
+        sources=draws.sources, chunk_start=chunks.chunk_start,
         chunk_member=chunks.chunk_member, chunk_source=chunks.chunk_source, x_ws=ws.x_ws,
         ha_ws=ws.ha_ws, hb_ws=ws.hb_ws, out_ws=ws.out_ws, obs_ws=ws.obs_ws, nxt_ws=ws.nxt_ws,
         act_ws=ws.act_ws, rew_ws=ws.rew_ws, done_ws=ws.done_ws, state_a=pws.state_a[:n],
         state_b=pws.state_b[:n], ret_a=pws.ret_a[:n], ret_b=pws.ret_b[:n],
-        alive_a=pws.alive_a[:n], alive_b=pws.alive_b[:n], returns=pws.slot_returns[:n])
+        alive_a=pws.alive_a[:n], alive_b=pws.alive_b[:n],
+        returns=pws.slot_returns[:n] if returns is None else returns, states=states, live=live)
 
 
-def draw_particles(rng: np.random.Generator, pws: ParticleWorkspace, k: int) -> None:
-    """Fill the noise (and for ts1 the sources) of the first k candidates from `rng`, in place:
-    the noise, then the uniforms of the ts1 permutations."""
-    n = k * pws.perm.shape[0]
-    rng.standard_normal(out=pws.noise[:n], dtype=np.float32)
+class ParticleDraws(NamedTuple):
+    """What `draw_particles` fills for k candidates of t steps: views of a workspace."""
+
+    noise: np.ndarray  # (k P, t, O) float32
+    sources: np.ndarray  # ts1: (k P, t) int64; else (0, 0)
+    uniforms: np.ndarray  # ts1: (k, t, P) float32; else (0, 0, 0)
+    perm: np.ndarray  # (P,) int64 scratch
+    per_member: int
+
+
+def particle_draws(pws: ParticleWorkspace, k: int, steps: int) -> ParticleDraws:
+    """The draws of k candidates of `steps` steps (at most the workspace's), laid out
+    contiguously at the start of its buffers (a batch of fewer steps draws only those)."""
+    p = pws.perm.shape[0]
+    n, o = k * p, pws.noise.shape[2]
+    noise = pws.noise.reshape(-1)[:n * steps * o].reshape(n, steps, o)
     if pws.sources.shape[0]:
-        u = pws.uniforms[:k]
-        rng.random(out=u, dtype=np.float32)
-        ts1_sources(u, pws.per_member, pws.sources[:n], pws.perm)
+        sources = pws.sources.reshape(-1)[:n * steps].reshape(n, steps)
+        uniforms = pws.uniforms.reshape(-1)[:k * steps * p].reshape(k, steps, p)
+    else:
+        sources, uniforms = pws.sources, pws.uniforms
+    return ParticleDraws(noise, sources, uniforms, pws.perm, pws.per_member)
+
+
+def draw_particles(rng: np.random.Generator, draws: ParticleDraws) -> None:
+    """Fill `draws` from `rng`, in place: the noise, then the uniforms of the ts1
+    permutations and the sources they give."""
+    rng.standard_normal(out=draws.noise, dtype=np.float32)
+    if draws.sources.shape[0]:
+        rng.random(out=draws.uniforms, dtype=np.float32)
+        ts1_sources(draws.uniforms, draws.per_member, draws.sources, draws.perm)
 
 
 def particle_rollout(packed: PackedModel, obs, actions, reward, terminated=None, *,
-                     seed: int = 0, rows: int | None = None, noise=None, sources=None
-                     ) -> np.ndarray:
+                     seed: int = 0, rows: int | None = None, noise=None, sources=None,
+                     states=None, live=None, returns=None) -> np.ndarray:
     """Returns (K, P): the return of every particle p of every candidate (PETS trajectory
     sampling of a probabilistic `packed` model, its particles and propagation). `noise`
     (K P, H, O) and, for ts1, `sources` (K P, H) in slot order (`slot_of`) replace what `seed`
-    would draw. For tests and one-off use: planners keep their arrays (Scorer)."""
+    would draw. `states` (optional, K P x O float32 in slot order, C-contiguous, writeable):
+    each slot starts from its own state, alive where `live` (K P,) bool (default all), having
+    earned `returns` (K P,) float32 (default 0); the three receive the slots' end states, flags
+    and returns in place. For tests and one-off use: planners keep their arrays (Scorer)."""
     if not (isinstance(packed, PackedModel) and packed.sampled):
         raise ValueError("packed: expected a probabilistic PackedModel with ts1 or tsinf "
                          "propagation")
     obs = as_array(obs, "obs", (packed.obs_dim,))
     actions = np.ascontiguousarray(as_array(actions, "actions", (None, None, packed.act_dim)))
     k, h = actions.shape[:2]
+    n, o = k * packed.particles, packed.obs_dim
     pws = ParticleWorkspace(packed, k, h, rows)
-    draw_particles(np.random.default_rng(seed), pws, k)
-    n = k * packed.particles
+    draws = particle_draws(pws, k, h)
+    draw_particles(np.random.default_rng(seed), draws)
     if noise is not None:
-        pws.noise[...] = as_array(noise, "noise", (n, h, packed.obs_dim))
-    if sources is not None and pws.sources.shape[0]:
-        pws.sources[...] = as_array(sources, "sources", (n, h), np.int64)
-    args = particle_args(packed, obs, actions, pws)
+        draws.noise[...] = as_array(noise, "noise", (n, h, o))
+    if sources is not None and draws.sources.shape[0]:
+        draws.sources[...] = as_array(sources, "sources", (n, h), np.int64)
+    if states is not None:
+        for name, arr, dtype, shape in (("states", states, np.float32, (n, o)),
+                                        ("live", live, np.bool_, (n,)),
+                                        ("returns", returns, np.float32, (n,))):
+            if arr is not None and not (
+                    isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.shape == shape
+                    and arr.flags.c_contiguous and arr.flags.writeable):
+                raise ValueError(f"{name}: expected a writeable C-contiguous "
+                                 f"{np.dtype(dtype)} array of shape {shape}")
+        live = np.ones(n, np.bool_) if live is None else live
+        returns = np.zeros(n, np.float32) if returns is None else returns
+    elif live is not None or returns is not None:
+        raise ValueError("live, returns: only with states")
+    args = particle_args(packed, obs, actions, pws, states, live, returns)
     kernel = rollout_kernel(reward, terminated, packed.isa, particles=True)
     try:
         kernel(*args)
     except SystemError as exc:
         raise user_error(exc, reward, terminated) from None
-    pm = pws.per_member
     kk, pp = np.meshgrid(np.arange(k), np.arange(packed.particles), indexing="ij")
-    return pws.slot_returns[slot_of(k, pm, kk, pp)]
+    return args.returns[slot_of(k, pws.per_member, kk, pp)]

@@ -339,7 +339,9 @@ class Planner:
         real call is like any other."""
         for k in self._candidate_counts():
             self.scorer.batch(k)
+        # throwaway generators: the first real plan draws what the seed alone says
         rng, self.rng = self.rng, np.random.default_rng(0)
+        particle_rng, self.scorer.rng = self.scorer.rng, np.random.default_rng(0)
         obs = np.zeros(self.scorer.obs_dim, F32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -347,7 +349,7 @@ class Planner:
                 self.act(obs)
         ops.finish_plan(self._solution, self.action_low, self.action_high,
                         np.empty_like(self._first_action))  # act(obs, out) writes one row
-        self.rng, self._warned = rng, False
+        self.rng, self.scorer.rng, self._warned = rng, particle_rng, False
         self.reset()
 
     def _default_std(self, value, name="init_std", fraction=4):

@@ -10,7 +10,7 @@ import numpy.typing as npt
 from fastmbrl._validate import check_positive_int
 from fastmbrl.kernels import planner_ops as ops
 from fastmbrl.kernels.isa import Spec
-from fastmbrl.kernels.rollout import PackedModel
+from fastmbrl.kernels.rollout import PackedModel, particles_per_member
 from fastmbrl.limits import array_bytes
 from fastmbrl.planning.base import (_NEG_INF, _NO_SMOOTHING, F32, Planner, _num_samples,
                                     _setting)
@@ -48,6 +48,11 @@ def _beam_sizes(cls, num_samples, options, horizon=None):
     return beams, int(tail)
 
 
+def _rows_per_branch(scorer):
+    """A branch's rows per ensemble member: its particles per member when sampled, else 1."""
+    return particles_per_member(scorer.packed) if scorer.packed.sampled else 1
+
+
 def _tail_lengths(horizon, tail):
     """Steps of the tail rollout after each depth: what is left of the horizon, at most tail."""
     return [min(tail, horizon - 1 - d) for d in range(horizon)]
@@ -80,8 +85,11 @@ class BeamSearch(Planner):
     alone, which is greedy and measures poorly). A depth costs each child one model step plus
     its tail, so a plan costs num_samples x (H + sum of the tails) model steps (x members):
     with the whole tail, num_samples x H (H + 1) / 2. A deadline ends the search early with the
-    best branch so far completed by u. Every branch keeps its states per ensemble member, so a
-    model sampled by trajectory sampling (ts1/tsinf) is refused.
+    best branch so far completed by u. Every branch keeps its state per ensemble member; under
+    trajectory sampling (ts1/tsinf) it keeps its P particles instead, each with its state and
+    what it has earned, so that a child is scored as the other planners score a candidate:
+    mean - risk x std of its particles' returns over the prefix and tail (with fresh noise at
+    every depth, a sampled search has no never-below-u guarantee).
     """
 
     DEFAULT_NUM_SAMPLES = 100
@@ -138,13 +146,14 @@ class BeamSearch(Planner):
 
     def _buffer_bytes(self, scorer):
         b, o, h, a = scorer.num_members, scorer.obs_dim, scorer.horizon, scorer.act_dim
-        k, w = self.num_samples, self.beams
+        k, w, r = self.num_samples, self.beams, _rows_per_branch(scorer)
+        flags = 5 if scorer.packed.sampled else 1  # an alive flag (and earnings) per row
         tails = self._tails()
         parts = super()._buffer_bytes(scorer)
         parts.update({
             "branch prefixes (2 x beams x horizon x act_dim)": 2 * array_bytes(w, h, a),
-            "branch states (ensemble members x (beams + 2 x num_samples) x obs_dim)":
-                array_bytes(b, w + 2 * k, o) + b * (w + 2 * k),
+            "branch states (ensemble members x (beams + 2 x num_samples) x particles per "
+            "member x obs_dim)": array_bytes(b, w + 2 * k, r, o) + flags * b * (w + 2 * k) * r,
             "children's actions, returns and values (num_samples x act_dim)":
                 array_bytes(k, a) + 3 * array_bytes(k) + array_bytes(w, itemsize=8),
             "tail actions (num_samples x tail x act_dim)":
@@ -156,26 +165,41 @@ class BeamSearch(Planner):
         return ()  # its batches are branches, built in _allocate
 
     def _allocate(self):
-        h, a = self.horizon, self.scorer.act_dim
-        b, o, k, w = self.num_members, self.scorer.obs_dim, self.num_samples, self.beams
+        scorer = self.scorer
+        h, a = self.horizon, scorer.act_dim
+        b, o, k, w = self.num_members, scorer.obs_dim, self.num_samples, self.beams
+        # a branch's rows per member: its particles under trajectory sampling, which also
+        # carry what they have earned (the kernel adds to it as a particle moves)
+        r = _rows_per_branch(scorer)
+        self._sampled = sampled = scorer.packed.sampled
+        earned = r if sampled else 0
         self._noise = self._default_std(self._noise_arg, "noise_std", _BEAM_NOISE_FRACTION)
         self._prefixes = (np.zeros((w, h, a), F32), np.zeros((w, h, a), F32))
-        self._beam_states = np.zeros((b, w, o), F32)
-        self._beam_live = np.zeros((b, w), np.bool_)
+        self._beam_states = np.zeros((b, w, r * o), F32)
+        self._beam_live = np.zeros((b, w, r), np.bool_)
+        self._beam_earned = np.zeros((b, w, earned), F32)
         self._beam_ret = np.zeros(w, F32)
         self._children = np.zeros((k, 1, a), F32)
-        self._states = np.zeros((b, k, o), F32)
-        self._live = np.zeros((b, k), np.bool_)
+        self._states = np.zeros((b, k, r * o), F32)
+        self._live = np.zeros((b, k, r), np.bool_)
+        self._earned = np.zeros((b, k, earned), F32)
         self._child_ret = np.zeros(k, F32)
         self._value = np.zeros(k, F32)
         self._idx = np.zeros(w, np.intp)
-        self._expand = self.scorer.branch(self._children, self._states, self._live)
+
+        def bind(actions, states, live, earned):
+            if sampled:
+                return scorer.branch(actions, states.reshape(b, k, r, o), live, earned)
+            return scorer.branch(actions, states, live.reshape(b, k))
+
+        self._expand = bind(self._children, self._states, self._live, self._earned)
         tails = self._tails()
         flat = np.zeros(k * max(tails, default=0) * a, F32)
         self._tail_states = np.zeros_like(self._states)
         self._tail_live = np.zeros_like(self._live)
-        self._tail_batches = {t: self.scorer.branch(flat[:k * t * a].reshape(k, t, a),
-                                                    self._tail_states, self._tail_live)
+        self._tail_earned = np.zeros_like(self._earned)
+        self._tail_batches = {t: bind(flat[:k * t * a].reshape(k, t, a), self._tail_states,
+                                      self._tail_live, self._tail_earned)
                               for t in tails}
         # per-depth views, made once (a slice in the call path would be a new object)
         self._depths = [(self._mean[d:d + 1], self._noise[d:d + 1], self._mean[d])
@@ -220,7 +244,9 @@ class BeamSearch(Planner):
         """One tree around the nominal self._mean: its best branch into self._solution."""
         scorer, expand = self.scorer, self._expand
         low, high, w = self.action_low, self.action_high, self.beams
-        ops.beam_root(scorer.observation, self._beam_states, self._beam_live, self._beam_ret)
+        sampled = self._sampled
+        ops.beam_root(scorer.observation, self._beam_states, self._beam_live, self._beam_earned,
+                      self._beam_ret)
         prefix, new_prefix = self._prefixes
         parents = 1
         for d in range(self.horizon):
@@ -231,16 +257,21 @@ class BeamSearch(Planner):
             mean_d, noise_d, nominal = self._depths[d]
             self.rng.standard_normal(out=self._children, dtype=F32)
             ops.affine_clip(self._children, mean_d, noise_d, low, high, _NO_SMOOTHING)
-            ops.beam_children(self._beam_states, self._beam_live, parents, self._states,
-                              self._live, self._children, nominal)
+            ops.beam_children(self._beam_states, self._beam_live, self._beam_earned, parents,
+                              self._states, self._live, self._earned, self._children, nominal)
             if expand.returns.item(scorer.score(expand)) == _NEG_INF:
                 return False  # every child diverged
-            ops.beam_values(self._beam_ret, parents, expand.returns, self._child_ret,
-                            self._value)
+            if sampled:  # the particles carry their earnings: scores are of the whole prefix
+                np.copyto(self._child_ret, expand.returns)
+                np.copyto(self._value, expand.returns)
+            else:
+                ops.beam_values(self._beam_ret, parents, expand.returns, self._child_ret,
+                                self._value)
             tail = self._tail_at[d]
             if tail is not None:
                 np.copyto(self._tail_states, self._states)
                 np.copyto(self._tail_live, self._live)
+                np.copyto(self._tail_earned, self._earned)
                 if self._mean_tail:
                     ops.tile_rows(self._mean, d + 1, tail.actions)
                 else:
@@ -248,13 +279,17 @@ class BeamSearch(Planner):
                     ops.affine_clip(tail.actions, self._low, self._span, low, high,
                                     _NO_SMOOTHING)
                 scorer.score(tail)
-                ops.add_returns(self._value, tail.returns)
+                if sampled:
+                    np.copyto(self._value, tail.returns)
+                else:
+                    ops.add_returns(self._value, tail.returns)
             ops.top_k(self._value, w, self._idx)
             if self._value.item(self._idx.item(0)) == _NEG_INF:
                 return False
             ops.beam_select(self._idx, w, parents, d, self._children, self._states, self._live,
-                            self._child_ret, prefix, new_prefix, self._beam_states,
-                            self._beam_live, self._beam_ret)
+                            self._earned, self._child_ret, prefix, new_prefix,
+                            self._beam_states, self._beam_live, self._beam_earned,
+                            self._beam_ret)
             prefix, new_prefix = new_prefix, prefix
             parents = w
         np.copyto(self._solution, prefix[0])

@@ -14,8 +14,9 @@ candidate scores the mean of its particles' returns less `risk` times their std.
 
 A tree search scores branches instead: ``branch(actions, states, live)`` binds a planner's own
 buffers once, rows that each start from their own state (``states`` (B, k, O), one per ensemble
-member, member-major as the kernel's rows) and receive their end states and alive flags in
-place, so that the next depth starts where this one ended.
+member, member-major as the kernel's rows; for a sampled model one per particle, with the
+return each has earned) and receive their end states and alive flags in place, so that the
+next depth starts where this one ended.
 
 After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
 ``score`` allocate no NumPy array. What the buffers will take is estimated (``scorer_bytes``)
@@ -40,6 +41,7 @@ from fastmbrl.kernels.rollout import (
     KernelArgs,
     PackedModel,
     ParticleArgs,
+    ParticleDraws,
     ParticleWorkspace,
     Workspace,
     chunk_rows,
@@ -47,6 +49,7 @@ from fastmbrl.kernels.rollout import (
     kernel_args,
     make_chunks,
     particle_args,
+    particle_draws,
     particle_workspace_bytes,
     particles_per_member,
     rollout_kernel,
@@ -69,12 +72,13 @@ class Batch:
     ``Scorer.score`` (-inf for a candidate whose rollout diverged). Views into the scorer's
     buffers, shared by every batch of that scorer: one batch holds valid data at a time."""
 
-    __slots__ = ("actions", "returns", "_args", "_call", "_member_returns")
+    __slots__ = ("actions", "returns", "_args", "_call", "_member_returns", "_draws")
 
     def __init__(self, actions: np.ndarray, returns: np.ndarray, args: KernelArgs | ParticleArgs,
-                 member_returns: np.ndarray | None) -> None:
+                 member_returns: np.ndarray | None, draws: ParticleDraws | None = None) -> None:
         self.actions, self.returns = actions, returns
         self._member_returns = member_returns  # (B k,) under each member, or None
+        self._draws = draws  # a sampled model's noise (and ts1 sources) for this batch
         self._bind(args)
 
     def _bind(self, args):
@@ -200,7 +204,8 @@ class Scorer:
             actions, returns = self._actions[:k], self._returns[:k]
             if self.sampled:
                 args = particle_args(self.packed, self._obs, actions, self._pws)
-                batch = self._batches[k] = Batch(actions, returns, args, None)
+                draws = particle_draws(self._pws, k, self.horizon)
+                batch = self._batches[k] = Batch(actions, returns, args, None, draws)
                 return batch
             raw = self._member_returns[:b * k] if b > 1 else None
             chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
@@ -209,41 +214,59 @@ class Scorer:
             batch = self._batches[k] = Batch(actions, returns, args, raw)
         return batch
 
-    def branch(self, actions: np.ndarray, states: np.ndarray, live: np.ndarray) -> Batch:
+    def branch(self, actions: np.ndarray, states: np.ndarray, live: np.ndarray,
+               earned: np.ndarray | None = None) -> Batch:
         """A batch over the planner's own buffers whose k rows start from their own states:
-        ``actions`` (k, t, A) float32 of any t >= 1, ``states`` (B, k, O) float32 (one state per
-        ensemble member; the observation rows, not the model's features) and ``live`` (B, k)
-        bool; all three C-contiguous and writeable, k at most `max_candidates`. ``score`` rolls
-        row i out under member m from states[m, i] if live[m, i] (a dead row earns nothing),
-        fills ``returns`` as for ``batch`` and leaves each row's end state and alive flag in
-        `states` and `live`. The batch keeps the buffers: build it once (it allocates), then
-        write them and score it as often as needed. Not for a sampled model (its particles
-        re-draw members), which raises ValueError."""
-        if self.sampled:
-            raise ValueError("branch: a model sampled by trajectory sampling (ts1/tsinf) has no "
-                             "state per member to branch from; use propagation='expectation'")
+        ``actions`` (k, t, A) float32 of any t >= 1 (at most the horizon for a sampled
+        model); for a deterministic model (or the
+        expectation) ``states`` (B, k, O) float32 (one state per ensemble member; the
+        observation rows, not the model's features) and ``live`` (B, k) bool; for a model
+        sampled by trajectory sampling a state per particle, ``states`` (B, k, Pm, O), ``live``
+        (B, k, Pm) and ``earned`` (B, k, Pm) float32, the return each particle has earned so
+        far (B the elites, Pm = particles / B: particle j of member m is [m, i, j]). All
+        C-contiguous and writeable, k at most `max_candidates`. ``score`` rolls row i out from
+        its states where live (a dead row earns nothing), fills ``returns`` as for ``batch``
+        (for particles: the score of what they have earned in all) and leaves the end states
+        and alive flags (and earnings) in place, so that the next depth starts where this one
+        ended. The batch keeps the buffers: build it once (it allocates), then write them and
+        score it as often as needed."""
         b = self.num_members
+        # a sampled model's noise is drawn for at most `horizon` steps
+        most = self.horizon if self.sampled else math.inf
         if not (isinstance(actions, np.ndarray) and actions.dtype == F32 and actions.ndim == 3
-                and actions.shape[1] >= 1 and actions.shape[2] == self.act_dim
+                and 1 <= actions.shape[1] <= most and actions.shape[2] == self.act_dim
                 and actions.flags.c_contiguous):
             raise ValueError(f"actions: expected a C-contiguous float32 array of shape (k, t, "
-                             f"{self.act_dim}), got {getattr(actions, 'shape', actions)!r}")
+                             f"{self.act_dim}) with 1 <= t{f' <= {most}' if self.sampled else ''}"
+                             f", got {getattr(actions, 'shape', actions)!r}")
         k = check_positive_int(actions.shape[0], "k")
         if k > self.max_candidates:
             raise ValueError(f"actions: at most {self.max_candidates} rows, got {k}")
-        for name, arr, dtype, shape in (("states", states, F32, (b, k, self.obs_dim)),
-                                        ("live", live, np.bool_, (b, k))):
+        rows = (b, k, self._pws.per_member) if self.sampled else (b, k)
+        expected: list[tuple[str, np.ndarray | None, type, tuple[int, ...]]] = [
+            ("states", states, F32, rows + (self.obs_dim,)), ("live", live, np.bool_, rows)]
+        if self.sampled:
+            expected.append(("earned", earned, F32, rows))
+        elif earned is not None:
+            raise ValueError("earned: only for a model sampled by trajectory sampling (its "
+                             "particles carry their returns between depths)")
+        for name, arr, dtype, shape in expected:
             if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.shape == shape
                     and arr.flags.c_contiguous and arr.flags.writeable):
                 raise ValueError(f"{name}: expected a writeable C-contiguous {np.dtype(dtype)} "
                                  f"array of shape {shape}, got "
                                  f"{getattr(arr, 'shape', type(arr).__name__)}")
         returns = self._returns[:k]
+        flat_states, flat_live = states.reshape(-1, self.obs_dim), live.reshape(-1)
+        if earned is not None:  # sampled: checked above
+            args = particle_args(self.packed, self._obs, actions, self._pws, flat_states,
+                                 flat_live, earned.reshape(-1))
+            return Batch(actions, returns, args, None,
+                         particle_draws(self._pws, k, actions.shape[1]))
         raw = self._member_returns[:b * k] if b > 1 else None
         chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
         args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
-                           returns if raw is None else raw, states.reshape(-1, self.obs_dim),
-                           live.reshape(-1))
+                           returns if raw is None else raw, flat_states, flat_live)
         return Batch(actions, returns, args, raw)
 
     @property
@@ -270,8 +293,8 @@ class Scorer:
         mean for an ensemble), update the statistics; returns the index of the best return
         (the first on ties; 0 if every candidate diverged)."""
         returns = batch.returns
-        if self.sampled:
-            draw_particles(self.rng, self._pws, returns.shape[0])
+        if batch._draws is not None:  # a sampled model's batch
+            draw_particles(self.rng, batch._draws)
         try:  # free unless something raises
             self._kernel(*batch._call)
         except SystemError as exc:
