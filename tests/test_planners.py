@@ -150,9 +150,12 @@ def test_diverging_model_gives_safe_action(name):
         planner.act(X0)
 
 
-def test_follows_model_version():
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_follows_model_version(name):
+    # a refit model (the MBRL loop keeps its planner) is planned with from the next call on,
+    # by every batch a planner scores (the beam's branches included)
     model = dynamics_model(linear_model())
-    planner = make("cem", model, warm_start=False)
+    planner = make(name, model, warm_start=False)
     first = planner.plan(X0).copy()
     assert planner.packed is model.packed()
     state = model.state_dict()

@@ -28,6 +28,7 @@ exception (numba's parallel kernel would surface it as a SystemError), with a no
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,8 @@ class Batch:
     ``Scorer.score`` (-inf for a candidate whose rollout diverged). Views into the scorer's
     buffers, shared by every batch of that scorer: one batch holds valid data at a time."""
 
-    __slots__ = ("actions", "returns", "_args", "_call", "_member_returns", "_draws")
+    __slots__ = ("actions", "returns", "_args", "_call", "_member_returns", "_draws",
+                 "__weakref__")
 
     def __init__(self, actions: np.ndarray, returns: np.ndarray, args: KernelArgs | ParticleArgs,
                  member_returns: np.ndarray | None, draws: ParticleDraws | None = None) -> None:
@@ -188,6 +190,8 @@ class Scorer:
             self._member_returns = np.empty(b * k if b > 1 else 0, F32)
             self._workspace = Workspace(packed, b * -(-k // self.rows), self.rows)
         self._batches: dict[int, Batch] = {}
+        # branch batches live with their planner; each follows the model as batches do
+        self._branches: weakref.WeakSet[Batch] = weakref.WeakSet()
         for dtype in _OBS_DTYPES:  # compile both obs paths now
             ops.load_obs(np.zeros(self.obs_dim, dtype), self._obs)
         self.reset_statistics()
@@ -261,13 +265,16 @@ class Scorer:
         if earned is not None:  # sampled: checked above
             args = particle_args(self.packed, self._obs, actions, self._pws, flat_states,
                                  flat_live, earned.reshape(-1))
-            return Batch(actions, returns, args, None,
-                         particle_draws(self._pws, k, actions.shape[1]))
-        raw = self._member_returns[:b * k] if b > 1 else None
-        chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
-        args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
-                           returns if raw is None else raw, flat_states, flat_live)
-        return Batch(actions, returns, args, raw)
+            batch = Batch(actions, returns, args, None,
+                          particle_draws(self._pws, k, actions.shape[1]))
+        else:
+            raw = self._member_returns[:b * k] if b > 1 else None
+            chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
+            args = kernel_args(self.packed, self._obs, actions, chunks, self._workspace,
+                               returns if raw is None else raw, flat_states, flat_live)
+            batch = Batch(actions, returns, args, raw)
+        self._branches.add(batch)
+        return batch
 
     @property
     def observation(self) -> np.ndarray:
@@ -333,7 +340,7 @@ class Scorer:
                 or not self._workspace.fits(packed, self._workspace.num_chunks)):
             raise ValueError("model: its shape changed since the planner was built")
         self.packed, self._version = packed, self._model.version
-        for batch in self._batches.values():
+        for batch in (*self._batches.values(), *self._branches):
             batch._bind(batch._args.with_model(packed))
 
 
