@@ -6,7 +6,9 @@ import pytest
 
 from fastmbrl.errors import FormatError
 from fastmbrl.kernels import num_threads
-from fastmbrl.kernels.dream import dream_returns
+from fastmbrl.kernels.dense import pack_panels
+from fastmbrl.kernels.dream import dream_kernel, dream_returns, dream_rows
+from fastmbrl.kernels.isa import get_spec
 from fastmbrl.models.mdnrnn import MDNRNN
 from fastmbrl.models.wm_controller import WorldModelController, dream, num_params
 from tests.reference import dream_reference
@@ -46,6 +48,40 @@ def test_the_kernel_dreams_as_its_numpy_twin(temperature):
         np.testing.assert_allclose(ret, want[0], rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(steps, want[1])
     assert len(np.unique(ret)) == ret.size  # candidates and starts differ
+
+
+@pytest.mark.parametrize("spec", ["avx2", None])  # a 6-row tile, and this machine's
+def test_the_tiled_float32_kernel_dreams_as_the_twin(spec):
+    """float32 on the register tile, against the float64 twin: every chunking (rows per chunk)
+    and thread count gives the same bits; a done step ends a rollout there as well."""
+    m = _model()
+    m.params["bo"][-1] = -0.6  # some rollouts end within the horizon
+    rng = np.random.default_rng(9)
+    p, r, t = 7, 3, 9
+    pop = rng.normal(0, 0.5, (p, num_params(Z, H, A)))
+    z0 = rng.standard_normal((r, Z))
+    pick, noise = _draws(p, r, t, seed=4)
+    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, 1.15, 0.5)
+    spec = get_spec(spec)
+    f32 = {k: np.asarray(v, np.float32) for k, v in m.params.items()}
+    wg, bg = pack_panels(f32["W"], f32["b"], spec.lanes)
+    wh, bh = pack_panels(f32["Wo"], f32["bo"], spec.lanes)
+    args = [np.asarray(a, np.float32) for a in (pop, z0)] + [wg, bg, wh, bh] + [
+        np.asarray(a, np.float32) for a in (LOW, HIGH)]
+    got = []
+    for n, rows in [(1, spec.tile_rows), (THREADS[-1], 3 * spec.tile_rows),
+                    (THREADS[-1], dream_rows(spec, p * r, 2))]:
+        ret, steps = np.zeros((p, r)), np.zeros((p, r), np.int64)
+        with num_threads(n):
+            dream_kernel(spec)(*args, H, K, pick.astype(np.float32), noise.astype(np.float32),
+                               1.15, 0.5, rows, ret, steps)
+        got.append((ret, steps))
+    for ret, steps in got[1:]:
+        np.testing.assert_array_equal(ret, got[0][0])
+        np.testing.assert_array_equal(steps, got[0][1])
+    np.testing.assert_array_equal(got[0][1], want[1])
+    assert 1 < got[0][1].min() < t == got[0][1].max()
+    np.testing.assert_allclose(got[0][0], want[0], rtol=1e-4, atol=1e-4)
 
 
 def test_a_rollout_ends_with_its_first_done_step():
@@ -140,3 +176,27 @@ def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(
     assert len(set(np.round(got, 6))) == 3
     with pytest.raises(ValueError, match="sizes disagree"):
         WorldModelAgent(vae, m, WorldModelController(4, 7, 1, [-2.0], [2.0]))
+
+
+def test_the_dream_bench_reference_does_the_kernels_work(capsys):
+    import json
+
+    from fastmbrl.cli import main
+    from fastmbrl.cli.bench.dream import make_case, numpy_dream
+    model, pop, z0, low, high = make_case(4, 2, 6, 3, population=5, rollouts=2)
+    ret, steps = dream(model, pop, z0, 6, low, high, temperature=1.0, seed=3)
+    rng = np.random.default_rng([3, 11])  # dream's own draws for seed 3
+    shape = (5, 2, 6, 4)
+    pick = rng.random(shape, dtype=np.float32)
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    assert (steps == 6).all()  # the bench's M never says done
+    np.testing.assert_allclose(numpy_dream(model, pop, z0, low, high, pick, noise, 1.0), ret,
+                               rtol=1e-4, atol=1e-4)
+    assert main(["bench", "dream", "--z-dim", "3", "--act-dim", "2", "--hidden", "4",
+                 "--mixtures", "2", "--population", "3", "--rollouts", "2", "--horizon", "5",
+                 "--repeats", "1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["steps_per_s"] > 0 and row["numpy_steps_per_s"] > 0
+    assert row["controller_params"] == num_params(3, 4, 2)
+    assert main(["bench", "dream", "--horizon", "0"]) == 2
+    assert "--horizon" in capsys.readouterr().err

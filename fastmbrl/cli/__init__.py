@@ -29,6 +29,8 @@ BENCH_COMMANDS = {
     "controller": ("fastmbrl.cli.bench.controller", "latency of Controller.act"),
     "vae": ("fastmbrl.cli.bench.vae", "training throughput of the World Models ConvVAE"),
     "mdnrnn": ("fastmbrl.cli.bench.mdnrnn", "training throughput of the MDN-RNN (World Models' M)"),
+    "dream": ("fastmbrl.cli.bench.dream", "World Models controllers rolled out inside M: "
+              "rollouts per second"),
     "planners": ("fastmbrl.cli.bench.planners", "return against compute: every planner at "
                  "several budgets on a trained run's model"),
     "cmaes": ("fastmbrl.cli.bench.cmaes", "CMA-ES: evaluations to 1e-8 on the standard "

@@ -194,6 +194,19 @@ def _dense(dst, dst_ld, src, src_off, src_ld, rows, w, w_off, w_stride, fan_in, 
         v += nv
 
 
+def pack_panels(w, b, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A layer's W (fan_in, fan_out) and b (fan_out,) as `dense` reads them: W as column panels
+    of `lanes` outputs (panel v the contiguous (fan_in, lanes) block of columns v lanes onward,
+    flat) and b, both float32 and zero-padded to whole panels."""
+    fan_in, fan_out = np.shape(w)
+    panels = -(-fan_out // lanes)
+    padded = np.zeros((fan_in, panels * lanes), np.float32)
+    padded[:, :fan_out] = w
+    bias = np.zeros(panels * lanes, np.float32)
+    bias[:fan_out] = b
+    return padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel(), bias
+
+
 _DENSE: dict = {}
 
 

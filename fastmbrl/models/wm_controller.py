@@ -11,13 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
 from fastmbrl._validate import StrPath, as_array, check_finite_float, check_positive_int
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
-from fastmbrl.kernels.dream import dream_returns
+from fastmbrl.kernels.dense import pack_panels
+from fastmbrl.kernels.dream import dream_kernel, dream_returns, dream_rows
+from fastmbrl.kernels.isa import get_spec
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl.models.mdnrnn import MDNRNN
 
@@ -91,7 +94,9 @@ def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: 
     (P, num_params) rolled out `horizon` steps inside `model` from each of the R start latents
     z0 (R, Z), every candidate from the same starts with the same draws (a generation's fair
     comparison). The draws come from `seed`; the sum over a rollout's steps stops after the
-    first whose done probability exceeds `done_threshold`."""
+    first whose done probability exceeds `done_threshold`. A float32 M runs on the register
+    tile (``kernels.dream.dream_kernel``), a float64 one element by element; the returns do not
+    depend on the thread count."""
     dtype = model.dtype
     z0 = as_array(np.atleast_2d(z0), "z0", (None, model.z_dim), dtype)
     n = num_params(model.z_dim, model.hidden, model.act_dim)
@@ -112,8 +117,17 @@ def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: 
     returns = np.zeros((p, r), np.float64)
     steps = np.zeros((p, r), np.int64)
     prm = model.params
-    dream_returns(population, z0, prm["W"], prm["b"], prm["Wo"], prm["bo"], low, high,
-                  model.n_mix, pick, noise, temperature, done_threshold, returns, steps)
+    if dtype == np.float32:  # on the register tile; float64 (the checks) element by element
+        spec = get_spec()
+        wg, bg = pack_panels(prm["W"], prm["b"], spec.lanes)
+        wh, bh = pack_panels(prm["Wo"], prm["bo"], spec.lanes)
+        rows = dream_rows(spec, p * r, numba.get_num_threads())
+        dream_kernel(spec)(population, z0, wg, bg, wh, bh, low, high, model.hidden,
+                           model.n_mix, pick, noise, temperature, done_threshold, rows,
+                           returns, steps)
+    else:
+        dream_returns(population, z0, prm["W"], prm["b"], prm["Wo"], prm["bo"], low, high,
+                      model.n_mix, pick, noise, temperature, done_threshold, returns, steps)
     return returns, steps
 
 

@@ -50,3 +50,24 @@ def sgemm_gflops(n: int = 1024, repeats: int = 10) -> float:
     np.matmul(a, a, out=out)
     best = min(timed(lambda: np.matmul(a, a, out=out)) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
+
+
+def median_time(run, repeats: int) -> float:
+    """Median seconds of `repeats` calls of run(), after one untimed call (numba compilation,
+    workspaces, BLAS threads)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def add_mdnrnn_sizes(parser) -> None:
+    """--json and M's sizes (defaults: the paper's CarRacing M) for the World Models benches."""
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--z-dim", type=int, default=32)
+    parser.add_argument("--act-dim", type=int, default=3)
+    parser.add_argument("--hidden", type=int, default=256, help="LSTM units (default 256)")
+    parser.add_argument("--mixtures", type=int, default=5)

@@ -9,13 +9,12 @@ random data. Figures are medians over repeats; sizes default to the paper's CarR
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 
 from fastmbrl._validate import check_positive_int
 from fastmbrl.models.mdnrnn import MDNRNN
-from .common import blas_info, machine, machine_line
+from .common import add_mdnrnn_sizes, blas_info, machine, machine_line, median_time
 
 
 def make_data(z_dim, act_dim, batch, seq, seed=0):
@@ -99,28 +98,19 @@ def numpy_step(z_dim, act_dim, hidden, n_mix, data, seed=0):
     return step
 
 
-def _median_time(run, repeats):
-    run()  # warm-up: numba compilation, workspaces, BLAS threads
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
 
 def measure(z_dim=32, act_dim=3, hidden=256, n_mix=5, batch=100, seq=100, repeats=5,
             reference=True) -> dict:
     data = make_data(z_dim, act_dim, batch, seq)
     model = MDNRNN(z_dim, act_dim, hidden, n_mix)
     fit = lambda: model.fit(*data, epochs=1, batch_size=batch, seq_len=seq)  # noqa: E731
-    rate = batch * seq / _median_time(fit, repeats)
+    rate = batch * seq / median_time(fit, repeats)
     row = {"z_dim": z_dim, "act_dim": act_dim, "hidden": hidden, "n_mix": n_mix,
            "batch_size": batch, "seq_len": seq, "params": model.num_params,
            "repeats": repeats, "seq_steps_per_s": rate}
     if reference:
         ref = numpy_step(z_dim, act_dim, hidden, n_mix, data)
-        row["numpy_seq_steps_per_s"] = batch * seq / _median_time(ref, repeats)
+        row["numpy_seq_steps_per_s"] = batch * seq / median_time(ref, repeats)
         row["speedup_vs_numpy"] = rate / row["numpy_seq_steps_per_s"]
     row["blas"] = blas_info()
     row.update(machine())
@@ -128,11 +118,7 @@ def measure(z_dim=32, act_dim=3, hidden=256, n_mix=5, batch=100, seq=100, repeat
 
 
 def add_arguments(parser):
-    parser.add_argument("--json", action="store_true", help="one JSON object")
-    parser.add_argument("--z-dim", type=int, default=32)
-    parser.add_argument("--act-dim", type=int, default=3)
-    parser.add_argument("--hidden", type=int, default=256, help="LSTM units (default 256)")
-    parser.add_argument("--mixtures", type=int, default=5)
+    add_mdnrnn_sizes(parser)
     parser.add_argument("--batch", type=int, default=100, help="sequences per step (default 100)")
     parser.add_argument("--seq-len", type=int, default=100,
                         help="steps of a truncated-BPTT chunk (default 100)")
