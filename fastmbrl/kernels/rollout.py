@@ -50,7 +50,7 @@ from numba import njit, prange
 
 from .._validate import as_array, check_positive_int
 from . import FASTMATH
-from .dense import ACTIVATIONS, activate, dense_kernel, specialise
+from .dense import ACTIVATIONS, activate, dense_kernel, pack_panels, specialise
 from .isa import Spec, get_spec
 from .planner_ops import ts1_sources
 
@@ -235,12 +235,10 @@ def pack_model(weights, biases, activation, input_mean, input_scale, delta_mean,
                 w, b = w.copy(), b.copy()
                 w[:, :obs_dim] *= d_std[m]
                 b[:obs_dim] = b[:obs_dim] * d_std[m] + d_mean[m]
-            fan_in, panels, w_off, b_off = (int(v) for v in layers[i])
-            padded = np.zeros((fan_in, panels * lanes))
-            padded[:, : w.shape[1]] = w
-            packed_w[m, w_off: w_off + padded.size] = (
-                padded.reshape(fan_in, panels, lanes).transpose(1, 0, 2).ravel())
-            packed_b[m, b_off: b_off + b.size] = b
+            w_off, b_off = int(layers[i, 2]), int(layers[i, 3])
+            flat_w, flat_b = pack_panels(w, b, lanes)
+            packed_w[m, w_off: w_off + flat_w.size] = flat_w
+            packed_b[m, b_off: b_off + flat_b.size] = flat_b
     extra = {}
     if logvar_bounds is not None:
         if propagation not in PROPAGATIONS:
