@@ -251,57 +251,76 @@ def test_bad_arguments(packed):
         BeamSearch.candidates_per_call(100)
 
 
-def _sampled_beam_twin(planner, model, obs, reward, terminated=None):
-    """One cold plan of BeamSearch under trajectory sampling, written per particle with the
-    reference rollout: the children's draws replayed from the planner's generator and the
-    particles' noise (and ts1 members) from the scorer's, in the order the planner asks."""
-    prng = np.random.default_rng(planner.seed)
-    srng = np.random.default_rng([planner.seed, 7])
-    packed = planner.packed
-    p, b = packed.particles, packed.num_members
-    pm, o, h, a = p // b, packed.obs_dim, planner.horizon, packed.act_dim
-    k, w = planner.num_samples, planner.beams
-    low, high = planner.action_low, planner.action_high
-    nominal = np.broadcast_to((low + high) / 2, (h, a)).astype(np.float32)
+class _SampledBeamTwin:
+    """BeamSearch under trajectory sampling, plan after plan, written per particle with the
+    reference rollout: the children's (and a random tail's) draws replayed from the planner's
+    generator and the particles' noise (and ts1 members) from the scorer's, in the order the
+    planner asks; warm-started from the previous plan, shifted."""
 
-    def rollout(actions, states, alive, earned):
+    def __init__(self, planner, model, reward, terminated=None):
+        self.p, self.model, self.reward, self.terminated = planner, model, reward, terminated
+        self.prng = np.random.default_rng(planner.seed)
+        self.srng = np.random.default_rng([planner.seed, 7])
+        low, high = planner.action_low, planner.action_high
+        self.nominal = np.broadcast_to((low + high) / 2, planner.noise.shape).astype(np.float32)
+
+    def _rollout(self, actions, states, alive, earned):
+        packed = self.p.packed
+        p, o = packed.particles, packed.obs_dim
         n, t = actions.shape[0], actions.shape[1]
-        noise = srng.standard_normal((n * p, t, o), dtype=np.float32)
+        noise = self.srng.standard_normal((n * p, t, o), dtype=np.float32)
         sources = None
         if packed.propagation == "ts1":
             sources = np.zeros((n * p, t), np.int64)
-            ops.ts1_sources(srng.random((n, t, p), dtype=np.float32), pm, sources,
-                            np.zeros(p, np.int64))
+            ops.ts1_sources(self.srng.random((n, t, p), dtype=np.float32),
+                            p // packed.num_members, sources, np.zeros(p, np.int64))
         ret, ends, still = particle_rollout_reference(
-            **model, obs=obs, actions=actions, reward=reward, particles=p, noise=noise,
-            sources=sources, terminated=terminated, states=states, alive=alive,
-            returns=earned, ends=True)
+            **self.model, obs=None, actions=actions, reward=self.reward, particles=p,
+            noise=noise, sources=sources, terminated=self.terminated, states=states,
+            alive=alive, returns=earned, ends=True)
         with np.errstate(invalid="ignore"):
             score = ret.mean(axis=1) - packed.risk * ret.std(axis=1)
         score[~np.isfinite(ret).all(axis=1)] = -np.inf
-        return score, ret, ends, still
+        return score.astype(np.float32), ret, ends, still
 
-    states = np.broadcast_to(obs.astype(np.float64), (1, p, o))
-    alive, earned = np.ones((1, p), bool), np.zeros((1, p))
-    prefix = np.zeros((1, 0, a), np.float32)
-    for d in range(h):
-        parent = np.arange(k) * states.shape[0] // k
-        z = prng.standard_normal((k, 1, a), dtype=np.float32)
-        act = np.clip(nominal[d] + planner.noise[d] * z, low, high).astype(np.float32)
-        act[np.r_[True, parent[1:] != parent[:-1]], 0] = nominal[d]
-        value, ret, ends, still = rollout(act, states[parent], alive[parent], earned[parent])
-        t = min(planner.tail, h - 1 - d)
-        if t:
-            tail = np.ascontiguousarray(np.broadcast_to(nominal[d + 1:d + 1 + t], (k, t, a)))
-            value = rollout(tail, ends, still, ret)[0]
-        best = np.argsort(-value.astype(np.float32), kind="stable")[:w]
-        prefix = np.concatenate([prefix[parent[best]], act[best]], axis=1)
-        states, alive, earned = ends[best], still[best], ret[best]
-    return prefix[0]
+    def plan(self, obs):
+        """(plan (H, A), its model score)."""
+        pl, u = self.p, self.nominal
+        h, a = u.shape
+        k, w = pl.num_samples, pl.beams
+        low, high = pl.action_low, pl.action_high
+        p = pl.packed.particles
+        states = np.broadcast_to(np.asarray(obs, np.float64), (1, p, obs.shape[0]))
+        alive, earned = np.ones((1, p), bool), np.zeros((1, p))
+        prefix, best_score = np.zeros((1, 0, a), np.float32), None
+        for d in range(h):
+            parent = np.arange(k) * states.shape[0] // k
+            z = self.prng.standard_normal((k, 1, a), dtype=np.float32)
+            act = np.clip(u[d] + pl.noise[d] * z, low, high).astype(np.float32)
+            act[np.r_[True, parent[1:] != parent[:-1]], 0] = u[d]
+            score, ret, ends, still = self._rollout(act, states[parent], alive[parent],
+                                                    earned[parent])
+            value = score
+            t = min(pl.tail, h - 1 - d)
+            if t:
+                if pl.tail_policy == "mean":
+                    tail = np.ascontiguousarray(np.broadcast_to(u[d + 1:d + 1 + t], (k, t, a)))
+                else:
+                    draw = self.prng.random((k, t, a), dtype=np.float32)
+                    tail = np.clip(low + (high - low) * draw, low, high).astype(np.float32)
+                value = self._rollout(tail, ends, still, ret)[0]
+            best = np.argsort(-value, kind="stable")[:w]
+            prefix = np.concatenate([prefix[parent[best]], act[best]], axis=1)
+            states, alive, earned = ends[best], still[best], ret[best]
+            best_score = score[best[0]]
+        self.nominal = np.concatenate([prefix[0, 1:], (low + high)[None] / 2]).astype(np.float32)
+        return prefix[0], best_score
 
 
-@pytest.mark.parametrize("propagation, risk", [("tsinf", 0.0), ("ts1", 0.5)])
-def test_a_beam_search_on_particles_plans_as_its_twin(propagation, risk):
+@pytest.mark.parametrize("propagation, risk, tail_policy", [
+    ("tsinf", 0.0, "mean"), ("ts1", 0.5, "mean"), ("tsinf", 0.3, "random")])
+def test_a_beam_search_on_particles_plans_as_its_twin(propagation, risk, tail_policy):
+    from tests.reference import leaves_box
     rng = np.random.default_rng(4)
     o, a, b, p = 3, 2, 2, 4
     weights = [[rng.normal(0, .4, (o + a, 16)), rng.normal(0, .4, (16, 2 * o))]
@@ -314,18 +333,20 @@ def test_a_beam_search_on_particles_plans_as_its_twin(propagation, risk):
                                                    rng.uniform(-3, -2, o)])
                                          for _ in range(b)]))
     packed = pack_model(**model, particles=p, propagation=propagation, risk=risk)
-    obs = np.array([0.5, -0.3, 0.2], np.float32)
+    obs = np.array([0.8, -0.3, 0.2], np.float32)  # near the box's edge: some particles leave
     kw = dict(horizon=5, action_low=[-1, -0.5], action_high=[1, 1], num_samples=12, beams=3,
-              tail=2, noise_std=0.4, seed=6)
+              tail=2, tail_policy=tail_policy, noise_std=0.4, seed=6)
     plans = []
     for n in THREADS:
         with num_threads(n):
-            plans.append(BeamSearch(packed, quadratic_reward, **kw).plan(obs).copy())
+            plans.append(BeamSearch(packed, quadratic_reward, leaves_box, **kw).plan(obs).copy())
     np.testing.assert_array_equal(plans[0], plans[-1])
-    planner = BeamSearch(packed, quadratic_reward, **kw)
-    twin = _sampled_beam_twin(planner, model, obs, quadratic_reward)
-    np.testing.assert_allclose(plans[0], twin, atol=1e-6)
-    assert np.isfinite(planner.plan(obs)).all() and np.isfinite(planner.last_best_return)
+    planner = BeamSearch(packed, quadratic_reward, leaves_box, **kw)
+    twin = _SampledBeamTwin(planner, model, quadratic_reward, leaves_box)
+    for _ in range(2):  # a cold plan, then one warm-started from it
+        want, want_score = twin.plan(obs)
+        np.testing.assert_allclose(planner.plan(obs), want, atol=1e-6)
+        assert planner.last_best_return == pytest.approx(want_score, rel=1e-4, abs=1e-4)
 
 
 def test_a_beam_search_refuses_what_its_branches_cannot_hold():

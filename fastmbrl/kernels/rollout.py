@@ -913,6 +913,8 @@ def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace, st
     draws = particle_draws(pws, k, t)
     if states is None:
         states, live = np.zeros((0, o), np.float32), np.zeros(0, np.bool_)
+    elif live is None or returns is None:  # a branch's slots start from all three
+        raise ValueError("particle_args: states need live and returns")
     return ParticleArgs(
         obs0=obs0, actions=actions, **_model_args(packed), logvar_bounds=packed.logvar_bounds,
         noise_scale=packed.noise_scale, per_member=pm, noise=draws.noise,

@@ -12,11 +12,11 @@ the particle kernel instead: P particles per candidate, whose noise and member d
 makes before each call from its own seeded Generator (the same for any thread count), and a
 candidate scores the mean of its particles' returns less `risk` times their std.
 
-A tree search scores branches instead: ``branch(actions, states, live)`` binds a planner's own
-buffers once, rows that each start from their own state (``states`` (B, k, O), one per ensemble
-member, member-major as the kernel's rows; for a sampled model one per particle, with the
-return each has earned) and receive their end states and alive flags in place, so that the
-next depth starts where this one ended.
+A tree search scores branches instead: ``branch(actions, states, live[, earned])`` binds a
+planner's own buffers once, rows that each start from their own state (``states`` (B, k, O),
+one per ensemble member, member-major as the kernel's rows; for a sampled model one per
+particle, with the return each has earned) and receive their end states and alive flags in
+place, so that the next depth starts where this one ended.
 
 After ``batch(k)`` has been called once for every count k a planner uses, ``begin`` and
 ``score`` allocate no NumPy array. What the buffers will take is estimated (``scorer_bytes``)
@@ -71,7 +71,8 @@ _OBS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 class Batch:
     """k candidates: write ``actions`` (k, H, A) float32, read ``returns`` (k,) float32 after
     ``Scorer.score`` (-inf for a candidate whose rollout diverged). Views into the scorer's
-    buffers, shared by every batch of that scorer: one batch holds valid data at a time."""
+    buffers, shared by every batch of that scorer: one batch holds valid data at a time (a
+    branch's states, alive flags and earnings are its planner's own arrays)."""
 
     __slots__ = ("actions", "returns", "_args", "_call", "_member_returns", "_draws",
                  "__weakref__")
