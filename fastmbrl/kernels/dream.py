@@ -15,7 +15,7 @@ per step. The arithmetic follows the parameters' dtype (float32, or float64 for 
 `dream_returns` runs each rollout on its own, element by element (any dtype; the checks use
 float64). `dream_kernel(spec)` is the float32 one: chunks of rollouts step together so that M's
 products run on the register tile of ``dense.py`` (at CarRacing's sizes 3.7x the rollouts per
-second of dream_returns on one thread, znver4).
+second of dream_returns on one thread, quiet znver4: 82 k against 22 k steps/s).
 """
 from __future__ import annotations
 
