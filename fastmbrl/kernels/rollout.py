@@ -901,16 +901,18 @@ class ParticleArgs(NamedTuple):
 
 
 def particle_args(packed: PackedModel, obs0, actions, pws: ParticleWorkspace, states=None,
-                  live=None, returns=None) -> ParticleArgs:
+                  live=None, returns=None, draws: ParticleDraws | None = None) -> ParticleArgs:
     """The particle kernel's arguments for the candidates `actions` (k, t, A), k and t at most
     the workspace's: views of its arrays (no checks). `states` (k P, O), `live` (k P,) and
     `returns` (k P,) in slot order: slots that branch from their own states (see
-    `_particle_rollout`), else every slot starts from obs0 and returns are the workspace's."""
+    `_particle_rollout`), else every slot starts from obs0 and returns are the workspace's.
+    `draws`: the batch's `particle_draws` (made here if not given)."""
     k, t = actions.shape[:2]
     pm, n, o = pws.per_member, k * packed.particles, packed.obs_dim
     chunks = make_chunks(k * pm, pws.rows, every_member=packed.num_members)
     ws = pws.chunks.arrays
-    draws = particle_draws(pws, k, t)
+    if draws is None:
+        draws = particle_draws(pws, k, t)
     if states is None:
         states, live = np.zeros((0, o), np.float32), np.zeros(0, np.bool_)
     elif live is None or returns is None:  # a branch's slots start from all three

@@ -208,8 +208,8 @@ class Scorer:
             b = self.num_members
             actions, returns = self._actions[:k], self._returns[:k]
             if self.sampled:
-                args = particle_args(self.packed, self._obs, actions, self._pws)
                 draws = particle_draws(self._pws, k, self.horizon)
+                args = particle_args(self.packed, self._obs, actions, self._pws, draws=draws)
                 batch = self._batches[k] = Batch(actions, returns, args, None, draws)
                 return batch
             raw = self._member_returns[:b * k] if b > 1 else None
@@ -264,10 +264,10 @@ class Scorer:
         returns = self._returns[:k]
         flat_states, flat_live = states.reshape(-1, self.obs_dim), live.reshape(-1)
         if earned is not None:  # sampled: checked above
+            draws = particle_draws(self._pws, k, actions.shape[1])
             args = particle_args(self.packed, self._obs, actions, self._pws, flat_states,
-                                 flat_live, earned.reshape(-1))
-            batch = Batch(actions, returns, args, None,
-                          particle_draws(self._pws, k, actions.shape[1]))
+                                 flat_live, earned.reshape(-1), draws)
+            batch = Batch(actions, returns, args, None, draws)
         else:
             raw = self._member_returns[:b * k] if b > 1 else None
             chunks = make_chunks(k, self.rows, every_member=b if b > 1 else None)
