@@ -184,6 +184,19 @@ def test_inverted_pendulum_planning_reward_is_the_reward_minus_cart_position_squ
     assert out[0] >= out[1] == 0.0
 
 
+def test_hopper_planning_reward_is_the_reward_until_a_fall_costs_the_penalty():
+    pytest.importorskip("gymnasium")
+    task = get_task("Hopper-v5")
+    obs, act, next_obs, rewards, flags, _ = rollout(task)
+    out = np.full(len(rewards), np.nan, np.float32)
+    task.planning_reward(obs, act, next_obs, out)
+    assert flags.any() and (~flags).any()
+    expected = np.where(flags, -float(tasks.builtin.HOPPER_FALL_PENALTY), rewards)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+    # falling costs more than any plan of 40 healthy steps can earn at a fast hop's 3 m/s
+    assert tasks.builtin.HOPPER_FALL_PENALTY > 40 * (3.0 + 1.0)
+
+
 def test_builtin_tasks_are_registered_and_consistent():
     assert set(BUILTIN) <= set(list_tasks())
     assert list_tasks() == sorted(list_tasks())
