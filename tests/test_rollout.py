@@ -329,3 +329,25 @@ def test_known_dynamics_match_reference(threads):
     with pytest.raises(TypeError, match=r"dynamics: expected a numba.njit function "
                                         r"fn\(obs, act, next_obs\)"):
         pack_dynamics(np.copyto, 2, 1)
+
+
+def _scaled_reward(scale):
+    s = np.float32(scale)
+
+    @numba.njit(cache=True)
+    def reward(obs, act, next_obs, out):
+        for i in range(obs.shape[0]):
+            out[i] = s * next_obs[i, 0]
+    return reward
+
+
+def test_rewards_of_one_factory_compile_their_own_kernels():
+    """Closures of one factory share their bytecode; the kernel cached on disk for the first
+    must not serve the second (it did: both planned with the first's constant)."""
+    rng = np.random.default_rng(9)
+    packed = pack_model(activation="tanh", **random_model(rng, 2, 1, (8,)))
+    obs = np.array([0.5, -0.2], np.float32)
+    actions = rng.uniform(-1, 1, (6, 3, 1)).astype(np.float32)
+    one = rollout(packed, obs, actions, _scaled_reward(1.0))
+    other = rollout(packed, obs, actions, _scaled_reward(2.5))
+    np.testing.assert_allclose(other, 2.5 * one, rtol=1e-5)

@@ -32,9 +32,10 @@ reward of the transition on which it terminates and nothing after it. A candidat
 return becomes inf/NaN scores -inf.
 
 The kernel is specialised to the reward/termination pair (they are compile-time globals, which
-keeps numba's on-disk cache usable); ``rollout_kernel`` builds and memoises one per pair. numba
-does not notice edits to a reward function's helpers: clear the cache folder (``fastmbrl info``
-prints it) after changing them.
+keeps numba's on-disk cache usable); ``rollout_kernel`` builds and memoises one per pair. The
+cache file's name carries a hash of the function's bytecode, the values its closure captured and
+the globals it reads, helpers followed, so an edited constant or helper, or two rewards made by
+one factory, each get their own compiled kernel.
 """
 from __future__ import annotations
 
@@ -626,11 +627,42 @@ def _particle_rollout(obs0, actions, weights, biases, layers, act_code, angle_di
 _KERNELS: dict = {}
 
 
+def _fingerprint(py, h, seen: set) -> None:
+    """Feed into `h` what a compiled copy of Python function `py` depends on: its bytecode, the
+    values its closure captured and the globals it reads, helpers (numba functions) followed."""
+    if id(py) in seen:
+        return
+    seen.add(id(py))
+    h.update(marshal.dumps(py.__code__))
+    names: set = set()
+    codes = [py.__code__]
+    while codes:  # the names of nested code objects too (comprehensions, inner functions)
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, type(code)))
+    values = [py.__globals__[n] for n in sorted(names) if n in py.__globals__]
+    values += [cell.cell_contents for cell in (py.__closure__ or ())]
+    for value in values:
+        if isinstance(value, numba.core.registry.CPUDispatcher):
+            _fingerprint(value.py_func, h, seen)
+        elif callable(getattr(value, "__code__", None)):
+            _fingerprint(value, h, seen)
+        elif isinstance(value, np.ndarray):
+            h.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+        elif isinstance(value, (int, float, complex, str, bytes, bool, np.generic, type(None))):
+            h.update(repr(value).encode())
+        else:  # modules, types: their name (a repr could hold a memory address)
+            h.update(getattr(value, "__name__", type(value).__qualname__).encode())
+
+
 def _tag(fn) -> str:
-    """File-name-safe identity of a numba function: module, name and a hash of its bytecode."""
+    """File-name-safe identity of a numba function: module, name and a hash of everything its
+    compiled code depends on (so two closures of one factory, or an edited constant or helper,
+    never share a cache file)."""
     py = fn.py_func
-    digest = hashlib.sha1(marshal.dumps(py.__code__)).hexdigest()[:10]
-    return re.sub(r"\W", "_", f"{py.__module__}_{py.__qualname__}") + "_" + digest
+    h = hashlib.sha1()
+    _fingerprint(py, h, set())
+    return re.sub(r"\W", "_", f"{py.__module__}_{py.__qualname__}") + "_" + h.hexdigest()[:10]
 
 
 def _check_numba_function(fn, name):
