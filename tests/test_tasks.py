@@ -184,17 +184,27 @@ def test_inverted_pendulum_planning_reward_is_the_reward_minus_cart_position_squ
     assert out[0] >= out[1] == 0.0
 
 
-def test_hopper_planning_reward_is_the_reward_until_a_fall_costs_the_penalty():
+def test_hopper_planning_reward_shapes_the_healthy_steps_and_penalises_the_fall():
     pytest.importorskip("gymnasium")
+    b = tasks.builtin
     task = get_task("Hopper-v5")
     obs, act, next_obs, rewards, flags, _ = rollout(task)
     out = np.full(len(rewards), np.nan, np.float32)
     task.planning_reward(obs, act, next_obs, out)
     assert flags.any() and (~flags).any()
-    expected = np.where(flags, -float(tasks.builtin.HOPPER_FALL_PENALTY), rewards)
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
-    # falling costs more than any plan of 40 healthy steps can earn at a fast hop's 3 m/s
-    assert tasks.builtin.HOPPER_FALL_PENALTY > 40 * (3.0 + 1.0)
+    x, nx = obs.astype(np.float64), next_obs.astype(np.float64)
+    speed = (nx[:, 0] - x[:, 0]) / 0.008
+    healthy = (rewards - speed                      # the env's 1 − 0.001 ‖a‖²
+               + np.minimum(speed, float(b.HOPPER_SPEED_CAP))
+               - float(b.HOPPER_HEIGHT_WEIGHT)
+               * np.maximum(float(b.HOPPER_MIN_HEIGHT) - nx[:, 1], 0) ** 2
+               - float(b.HOPPER_JOINT_WEIGHT)
+               * (np.maximum(np.abs(nx[:, 3:6]) - float(b.HOPPER_JOINT_SLACK), 0) ** 2).sum(1))
+    expected = np.where(flags, -float(b.HOPPER_FALL_PENALTY), healthy)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=2e-3)
+    assert (healthy != rewards)[~flags].mean() > 0.3  # the shaping terms are exercised
+    # a fall costs more than 40 healthy steps at 3 m/s earn
+    assert b.HOPPER_FALL_PENALTY > 40 * (3.0 + 1.0)
 
 
 def test_builtin_tasks_are_registered_and_consistent():
