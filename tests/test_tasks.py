@@ -198,6 +198,7 @@ def test_hopper_planning_reward_shapes_the_healthy_steps_and_penalises_the_fall(
                + np.minimum(speed, float(b.HOPPER_SPEED_CAP))
                - float(b.HOPPER_HEIGHT_WEIGHT)
                * np.maximum(float(b.HOPPER_MIN_HEIGHT) - nx[:, 1], 0) ** 2
+               - float(b.HOPPER_ANGLE_WEIGHT) * nx[:, 2] ** 2
                - float(b.HOPPER_JOINT_WEIGHT)
                * (np.maximum(np.abs(nx[:, 3:6]) - float(b.HOPPER_JOINT_SLACK), 0) ** 2).sum(1))
     expected = np.where(flags, -float(b.HOPPER_FALL_PENALTY), healthy)

@@ -284,22 +284,24 @@ def hopper_reward(obs, act, next_obs, out):
 # The planner's objective for Hopper-v5 (see hopper_planning_reward). Over a horizon of 30-40
 # steps (0.24-0.32 s) a plan that hops fast and falls near its end out-earns one that stays up,
 # and a slow sink into a crouch (measured: z from 1.25 to 0.87 over 150 steps, thigh joint to
-# -1.1 rad) is invisible to it until the fall can no longer be avoided; in the episode, staying
-# up for its 1000 steps is worth 1000 alone.
+# -1.1 rad) or a forward lean (the torso at 0.15 rad for 100 steps) is invisible to it until the
+# fall can no longer be avoided; in the episode, staying up for its 1000 steps is worth 1000.
 HOPPER_FALL_PENALTY = np.float32(200.0)  # more than 40 healthy steps earn at 3 m/s
-HOPPER_SPEED_CAP = np.float32(1.0)  # m/s of forward speed credited
+HOPPER_SPEED_CAP = np.float32(0.3)  # m/s of forward speed credited
 HOPPER_MIN_HEIGHT = np.float32(1.2)  # z below it costs HOPPER_HEIGHT_WEIGHT * shortfall^2
 HOPPER_HEIGHT_WEIGHT = np.float32(20.0)
 HOPPER_JOINT_SLACK = np.float32(0.1)  # rad; joints further from 0 cost the weight * excess^2
 HOPPER_JOINT_WEIGHT = np.float32(10.0)
+HOPPER_ANGLE_WEIGHT = np.float32(20.0)  # times the torso angle^2 (the episode ends beyond ±0.2)
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def hopper_planning_reward(obs, act, next_obs, out):
     """The planner's objective for Hopper-v5: on a healthy step, forward speed up to
     HOPPER_SPEED_CAP, + 1 − 0.001 ‖a‖², less quadratic costs on a torso below
-    HOPPER_MIN_HEIGHT and on the thigh, leg and foot joints (next_obs[3:6]) beyond
-    ±HOPPER_JOINT_SLACK; on the step that ends the episode, −HOPPER_FALL_PENALTY."""
+    HOPPER_MIN_HEIGHT, on the torso's angle (next_obs[2]) and on the thigh, leg and foot joints
+    (next_obs[3:6]) beyond ±HOPPER_JOINT_SLACK; on the step that ends the episode,
+    −HOPPER_FALL_PENALTY."""
     for i in range(obs.shape[0]):
         if not _hopper_healthy(next_obs, i):
             out[i] = -HOPPER_FALL_PENALTY
@@ -310,8 +312,10 @@ def hopper_planning_reward(obs, act, next_obs, out):
         for j in range(3, 6):
             e = max(abs(next_obs[i, j]) - HOPPER_JOINT_SLACK, _F0)
             bent += e * e
+        angle = next_obs[i, 2]
         out[i] = (vel + _F1 - np.float32(0.001) * _sum_sq(act, i)
-                  - HOPPER_HEIGHT_WEIGHT * low * low - HOPPER_JOINT_WEIGHT * bent)
+                  - HOPPER_HEIGHT_WEIGHT * low * low - HOPPER_ANGLE_WEIGHT * angle * angle
+                  - HOPPER_JOINT_WEIGHT * bent)
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
