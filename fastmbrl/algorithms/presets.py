@@ -78,7 +78,7 @@ WORLDMODELS = {
     # V at the paper's lr 1e-4 and batch 100 stayed at a blank frame whose z says nothing (the
     # rod is 1 % of the pixels); at 1e-3 and 32 it finds the angle within about 1,000 steps.
     # M: 30 epochs are only 600 Adam steps on 100 episodes (z NLL 1.27, reward MSE 1.3, a dream
-    # C learned nothing from); 300 reach 0.85 and 0.04 in 75 s
+    # C learned nothing from); 300 reach 0.85 and 0.04 in 70 s
     "Pendulum-v1": dict(episodes=100, z_size=8, rnn_hidden=64, vae_epochs=10, rnn_epochs=300,
                         vae_lr=1e-3, vae_batch_size=32,
                         seq_len=50, rnn_batch_size=20, generations=40, rollouts=4,
