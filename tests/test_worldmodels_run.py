@@ -3,6 +3,7 @@ tiny sizes: its stages, exact resume after an interruption anywhere, the dream a
 fitness, evaluation, plots, and the errors of bad settings."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -210,6 +211,16 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
     assert "was there already, trained 2 epochs; kept as it is" in lines[1]
     np.testing.assert_array_equal(np.load(out / MDNRNN_FILE)["W"],
                                   np.load(finished / MDNRNN_FILE)["W"])
+    if importlib.util.find_spec("matplotlib"):  # the kept V and M are said so, not left blank
+        import warnings
+
+        from fastmbrl.cli.plot import worldmodels_figure
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fig = worldmodels_figure(out)
+        notes = {ax.get_gid(): [t.get_text() for t in ax.texts] for ax in fig.axes}
+        assert notes == {"vae": ["given, not trained in this run"],
+                         "mdnrnn": ["given, not trained in this run"], "controller": []}
     # a V of other sizes is refused, naming the file
     other = tmp_path / "other"
     other.mkdir()

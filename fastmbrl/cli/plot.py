@@ -100,16 +100,22 @@ def worldmodels_figure(run_dir, title: str | None = None) -> Figure:
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (stage, x, name, ylabel, lines) in zip(axes, panels):
         ax.set_gid(stage)
+        drawn = False
         for style, (field, label) in zip(("-", "--", ":", "-."), lines.items()):
             points = [(r[x], r[field]) for r in rows if r.get("stage") == stage
                       and _is_number(r.get(x)) and _is_number(r.get(field))]
             if points:
                 ax.plot(*zip(*points), style, marker="o", markersize=3, label=label)
+                drawn = True
         ax.set_title(name)
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if drawn:
+            ax.legend(fontsize="small")
+        else:  # placed in the run directory before it started and kept (no losses of its own)
+            ax.text(0.5, 0.5, "given, not trained in this run", ha="center", va="center",
+                    transform=ax.transAxes, gid="given")
     fitness = f", C trained in the {cfg.get('train_in')}" if cfg.get("train_in") else ""
     fig.suptitle(title if title is not None else
                  f"fastmbrl: {cfg.get('task')} World Models seed {cfg.get('seed')}{fitness}")
