@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import re
+import types
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -645,7 +646,7 @@ def _fingerprint(py, h, seen: set) -> None:
     for value in values:
         if isinstance(value, numba.core.registry.CPUDispatcher):
             _fingerprint(value.py_func, h, seen)
-        elif callable(getattr(value, "__code__", None)):
+        elif isinstance(value, types.FunctionType):
             _fingerprint(value, h, seen)
         elif isinstance(value, np.ndarray):
             h.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
