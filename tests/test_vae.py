@@ -180,3 +180,48 @@ def test_init_output_bias_starts_the_decoder_at_the_frames_mean_colour():
     np.testing.assert_allclose(vae.decode(np.zeros((1, 4))), 0.98, rtol=1e-5)  # clipped
     with pytest.raises(ValueError, match="frames: expected shape"):
         vae.init_output_bias(white[:, :8])
+
+
+# channels (5, 6) fill no whole panel on any spec, so the encoder's zero padding is exercised
+PADDED = dict(TINY, enc_channels=(5, 6), enc_kernels=(4, 3))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "neon", "generic"])
+@pytest.mark.parametrize("sizes", [TINY, PADDED], ids=["tiny", "padded"])
+def test_frame_encoder_gives_encodes_mu_on_every_spec(isa, sizes):
+    from fastmbrl.models.vae import FrameEncoder
+
+    vae = ConvVAE(VAEConfig(**sizes), seed=3)
+    rng = np.random.default_rng(4)
+    for b in vae.enc_b:  # biases start at 0; the kernel must add them
+        b[...] = rng.normal(0, 0.1, b.shape)
+    vae.enc_dense.biases[0][...] = rng.normal(0, 0.1, vae.enc_dense.biases[0].shape)
+    frames = _frames(3, seed=5)
+    want, _ = vae.encode(frames)
+    enc = FrameEncoder(vae, isa)
+    got = np.stack([enc.encode(f).copy() for f in frames])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    out = np.empty(4, np.float32)
+    floats = frames[1] / 255.0  # float64, copied to float32 as encode does
+    assert enc.encode(floats, out=out) is out
+    np.testing.assert_allclose(out, vae.encode(floats[None])[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_frame_encoder_refuses_bad_frames_and_outputs():
+    from fastmbrl.models.vae import FrameEncoder
+
+    enc = FrameEncoder(ConvVAE(VAEConfig(**TINY)))
+    frame = _frames(1)[0]
+    with pytest.raises(ValueError, match=r"shape \(16, 16, 3\)"):
+        enc.encode(frame[:8])
+    with pytest.raises(ValueError, match="uint8 or floats"):
+        enc.encode(frame.astype(np.int64))
+    for bad in (1.5, np.nan):
+        f = frame / 255.0
+        f[3, 4, 1] = bad
+        with pytest.raises(ValueError, match=r"finite and in \[0, 1\]"):
+            enc.encode(f)
+    with pytest.raises(ValueError, match="out"):
+        enc.encode(frame, out=np.empty(4, np.float64))
+    with pytest.raises(ValueError, match="float32"):
+        FrameEncoder(ConvVAE(VAEConfig(**TINY), dtype=np.float64))

@@ -23,6 +23,7 @@ from fastmbrl.kernels.dream import dream_kernel, dream_returns, dream_rows
 from fastmbrl.kernels.isa import get_spec
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl.models.mdnrnn import MDNRNN
+from fastmbrl.models.vae import ConvVAE, FrameEncoder
 
 _KIND = "wm_controller"
 _VERSION = 1
@@ -145,6 +146,10 @@ class WorldModelAgent:
                              f"C's ({controller.z_dim}, {controller.hidden}, "
                              f"{controller.act_dim})")
         self.vae, self.mdnrnn, self.controller = vae, mdnrnn, controller
+        # one frame at a time on one thread (BLAS's threads made a busy machine's act 100x
+        # slower in its worst percentile); a float64 V, as gradient checks use, keeps V.encode
+        self._encoder = (FrameEncoder(vae) if isinstance(vae, ConvVAE) and vae.dtype == np.float32
+                         else None)
         self.reset()
 
     def reset(self) -> None:
@@ -152,7 +157,10 @@ class WorldModelAgent:
 
     def act(self, frame: npt.ArrayLike) -> np.ndarray:
         """The action (A,) float32 for one (size, size, 3) frame."""
-        z, _ = self.vae.encode(np.asarray(frame)[None])
+        if self._encoder is not None:
+            z = self._encoder.encode(frame)[None]
+        else:
+            z, _ = self.vae.encode(np.asarray(frame)[None])
         action = self.controller.act(z[0], self.h[0]).astype(np.float32)
         _, _, _, self.h, self.c = self.mdnrnn.step(z, action[None], self.h, self.c)
         return action
