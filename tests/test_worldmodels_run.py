@@ -221,6 +221,36 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
         notes = {ax.get_gid(): [t.get_text() for t in ax.texts] for ax in fig.axes}
         assert notes == {"vae": ["given, not trained in this run"],
                          "mdnrnn": ["given, not trained in this run"], "controller": []}
+    # a controller placed there is where CMA-ES starts (a dream's C refined on real episodes)
+    from fastmbrl.models.wm_controller import WorldModelController
+    given = WorldModelController.load(finished / CONTROLLER_FILE)
+    real = tmp_path / "from-a-controller"
+    shutil.copytree(out, real, ignore=shutil.ignore_patterns("*.json", "*.jsonl", "*.csv",
+                                                              CMAES_FILE, LATENTS_FILE, ".lock"))
+    shutil.copy(finished / CONTROLLER_FILE, real / CONTROLLER_FILE)
+    lines = []
+
+    def stop_in_c(msg):
+        lines.append(msg)
+        if msg.startswith("C generation"):
+            raise KeyboardInterrupt  # before the first generation's commit
+
+    with pytest.raises(KeyboardInterrupt):
+        WorldModelsRun.run("Pendulum-v1", real, log=stop_in_c, **{**TINY, "generations": 1})
+    assert read_metrics(real)[-1]["controller_given"]
+    assert f"CMA-ES starts from {real / CONTROLLER_FILE}" in lines[-2]
+    np.testing.assert_allclose(np.load(real / CMAES_FILE)["mean"], given.params, rtol=1e-6)
+    with_other_bounds = tmp_path / "other-bounds"
+    shutil.copytree(real, with_other_bounds)
+    (with_other_bounds / CMAES_FILE).unlink()
+    for f in ("config.json", "state.json", "metrics.jsonl", "metrics.csv"):
+        (with_other_bounds / f).unlink(missing_ok=True)
+    WorldModelController(given.z_dim, given.hidden, given.act_dim, [-1.0], [1.0],
+                         given.params).save(with_other_bounds / CONTROLLER_FILE)
+    with pytest.raises(FastMBRLError, match="wm_controller.npz was not trained with this run's "
+                                            "settings .C's sizes .* or action bounds"):
+        WorldModelsRun.run("Pendulum-v1", with_other_bounds, log=lambda m: None,
+                           **{**TINY, "generations": 1})
     # a V of other sizes is refused, naming the file
     other = tmp_path / "other"
     other.mkdir()

@@ -4,7 +4,9 @@ Stages, in order, each committed as the run's iterations (resume continues insid
 finished stage's output is kept, never redone). A stage whose output is in a new run's directory
 before it starts is skipped, or continued to the run's epochs: episodes already in DIR/frames/
 are not collected again, and a DIR/vae.npz or DIR/mdnrnn.npz of the run's sizes is trained on
-from the epochs it holds (copy them from another run to train only C, in the dream this time):
+from the epochs it holds (copy them from another run to train only C, in the dream this time),
+and a DIR/wm_controller.npz of the run's sizes and action bounds is where CMA-ES starts (a C
+evolved in the dream, say, refined on real episodes):
 
 * collect: random-policy episodes of the pixel task into the frame store DIR/frames/ (chunks,
   each written atomically, so a killed collection keeps its finished episodes); split over
@@ -457,7 +459,8 @@ class WorldModelsRun(Run):
                        reward_loss=float(hist["reward"][0]), done_loss=float(hist["done"][0]))
         row["epoch"] = self.mdnrnn.epochs_trained
         if self.mdnrnn.epochs_trained >= cfg.rnn_epochs:
-            self._start_search()
+            if self._start_search():
+                row["controller_given"] = True
             self.stage = "controller"
         return row
 
@@ -474,14 +477,25 @@ class WorldModelsRun(Run):
                                 "differ); remove it or start the run with its settings")
         return model
 
-    def _start_search(self) -> None:
+    def _start_search(self) -> bool:
+        """CMA-ES from zeros (the middle of the action bounds), or from a controller placed in
+        the directory; True in that case."""
         from fastmbrl.optim.cmaes import CMAES
 
         cfg = self.config
-        n = num_params(cfg.z_size, cfg.rnn_hidden, self.act_dim)
-        self.es = CMAES(np.zeros(n), cfg.sigma0, popsize=cfg.popsize, seed=cfg.seed,
+        low, high, _ = self.action_space()
+        sizes = (cfg.z_size, cfg.rnn_hidden, self.act_dim)
+        given = self._given(
+            CONTROLLER_FILE, WorldModelController.load,
+            lambda c: ((c.z_dim, c.hidden, c.act_dim) == sizes
+                       and np.array_equal(c.action_low, np.asarray(low, np.float32))
+                       and np.array_equal(c.action_high, np.asarray(high, np.float32))),
+            "C's sizes (z_size, rnn_hidden, actions) or action bounds")
+        x0 = np.zeros(num_params(*sizes)) if given is None else given.params.astype(np.float64)
+        self.es = CMAES(x0, cfg.sigma0, popsize=cfg.popsize, seed=cfg.seed,
                         maxiter=cfg.generations)
         self._written |= {CMAES_FILE, CONTROLLER_FILE}
+        return given is not None
 
     def controller(self, params: npt.ArrayLike | None = None) -> WorldModelController:
         """C with `params` (default: the search's mean)."""
@@ -562,11 +576,13 @@ class WorldModelsRun(Run):
                     f"{row['vae_loss']:.3f} (reconstruction {row['r_loss']:.3f}, KL "
                     f"{row['kl_loss']:.3f}), {wall}")
         if stage == "mdnrnn":
+            start = (f"; CMA-ES starts from {self.out / CONTROLLER_FILE}"
+                     if row.get("controller_given") else "")
             if "rnn_loss" not in row:
-                return f"M: {given}kept as it is"
+                return f"M: {given}kept as it is{start}"
             return (f"M epoch {row['epoch']}/{cfg.rnn_epochs}: {given}loss "
                     f"{row['rnn_loss']:.4f} (z NLL {row['nll']:.4f}, reward "
-                    f"{row['reward_loss']:.4f}, done {row['done_loss']:.4f}), {wall}")
+                    f"{row['reward_loss']:.4f}, done {row['done_loss']:.4f}), {wall}{start}")
         line = (f"C generation {row['generation']}/{cfg.generations}: {cfg.train_in} return "
                 f"mean {row['fitness_mean']:.2f}, best {row['fitness_best']:.2f}")
         if "mean_return" in row:
