@@ -405,6 +405,53 @@ def test_car_racing_frames_are_the_resized_observations(tmp_path):
     assert store.frames.shape == (4, 64, 64, 3) and store.act_dim == 3
 
 
+def test_car_racing_culled_road_draws_the_stock_frames():
+    pytest.importorskip("Box2D")
+    import gymnasium
+
+    from fastmbrl.tasks.pixels import fast_road, get_pixel_task
+
+    env = get_pixel_task("CarRacing-v3").make_env().env  # the culled env's own 96x96 frames
+    stock = gymnasium.make("CarRacing-v3", continuous=True)
+    # the check below is only worth something if the culling runs on this Gymnasium
+    forced = fast_road(env.unwrapped) or fast_road(env.unwrapped, force=True)
+    assert forced and "_render_road" in vars(env.unwrapped)
+    rng = np.random.default_rng(0)
+    try:
+        for seed in (1, 2):  # the zoom-in, turns, the grass and the edge of the field
+            a_obs, b_obs = env.reset(seed=seed)[0], stock.reset(seed=seed)[0]
+            np.testing.assert_array_equal(a_obs, b_obs)
+            for t in range(250):
+                act = np.array([rng.uniform(-1, 1), rng.uniform(0.3, 1), 0.0], np.float32)
+                a, b = env.step(act), stock.step(act)
+                np.testing.assert_array_equal(a[0], b[0], err_msg=f"seed {seed}, step {t}")
+                assert a[1:4] == b[1:4]
+                if a[2] or a[3]:
+                    break
+    finally:
+        env.close()
+        stock.close()
+
+
+def test_car_racing_culling_only_replaces_the_drawing_it_knows():
+    pytest.importorskip("Box2D")
+    import gymnasium
+    from gymnasium.envs.box2d.car_racing import CarRacing
+
+    from fastmbrl.tasks.pixels import fast_road
+
+    class Edited(CarRacing):
+        def _render_road(self, zoom, translation, angle):  # another version's drawing
+            return super()._render_road(zoom, translation, angle)
+
+    env = Edited(continuous=True)
+    assert not fast_road(env) and "_render_road" not in vars(env)
+    env.close()
+    stock = gymnasium.make("CarRacing-v3", continuous=True).unwrapped
+    assert "_render_road" not in vars(stock)  # made outside fastmbrl: untouched
+    stock.close()
+
+
 def test_unknown_pixel_task():
     from fastmbrl.tasks.pixels import get_pixel_task
 
