@@ -30,3 +30,22 @@ def test_vae_step(benchmark, name, impl):
     benchmark.pedantic(run, rounds=5, iterations=1)
     if benchmark.stats is not None:  # None under --benchmark-disable (CI's smoke run)
         benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("impl", ["frame_encoder", "encode"])
+def test_encode_one_frame(benchmark, impl):
+    """Acting's case: one 64x64 frame to mu, FrameEncoder (one thread, the register tile) next
+    to ConvVAE.encode (BLAS's threads); run it beside other jobs to see the tails differ."""
+    from fastmbrl.models.vae import FrameEncoder
+
+    vae = ConvVAE(CONFIGS["paper"], seed=0)
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    if impl == "frame_encoder":
+        enc = FrameEncoder(vae)
+        run = lambda: enc.encode(frame)  # noqa: E731
+    else:
+        run = lambda: vae.encode(frame[None])  # noqa: E731
+    run()
+    benchmark.group = "vae_encode_one_frame"
+    benchmark.extra_info.update(blas=blas_info())
+    benchmark.pedantic(run, rounds=500, iterations=1)
