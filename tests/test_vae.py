@@ -216,11 +216,15 @@ def test_frame_encoder_refuses_bad_frames_and_outputs():
         enc.encode(frame[:8])
     with pytest.raises(ValueError, match="uint8 or floats"):
         enc.encode(frame.astype(np.int64))
-    for bad in (1.5, np.nan):
+    out = np.full(4, 7.0, np.float32)
+    for bad in (1.5, np.nan, 1 + 1e-9, -1e-50):  # the last two round into [0, 1] as float32
         f = frame / 255.0
         f[3, 4, 1] = bad
         with pytest.raises(ValueError, match=r"finite and in \[0, 1\]"):
-            enc.encode(f)
+            enc.encode(f, out=out)
+        with pytest.raises(ValueError, match=r"finite and in \[0, 1\]"):
+            ConvVAE(VAEConfig(**TINY)).encode(f[None])  # as V.encode says
+    assert (out == 7.0).all()  # a refused frame leaves `out` alone
     with pytest.raises(ValueError, match="out"):
         enc.encode(frame, out=np.empty(4, np.float64))
     with pytest.raises(ValueError, match="float32"):

@@ -251,6 +251,7 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
                                             "settings .C's sizes .* or action bounds"):
         WorldModelsRun.run("Pendulum-v1", with_other_bounds, log=lambda m: None,
                            **{**TINY, "generations": 1})
+    assert not read_metrics(with_other_bounds)  # refused before any stage ran
     # a V of other sizes is refused, naming the file
     other = tmp_path / "other"
     other.mkdir()

@@ -477,21 +477,31 @@ class WorldModelsRun(Run):
                                 "differ); remove it or start the run with its settings")
         return model
 
+    def begin(self) -> None:
+        # a placed controller that does not fit is said now, not after V's and M's training
+        if STAGES.index(self.stage) < STAGES.index("controller"):
+            self._given_controller()
+
+    def _given_controller(self) -> WorldModelController | None:
+        cfg = self.config
+        low, high, _ = self.action_space()
+        sizes = (cfg.z_size, cfg.rnn_hidden, self.act_dim)
+        return self._given(
+            CONTROLLER_FILE, WorldModelController.load,
+            lambda c: ((c.z_dim, c.hidden, c.act_dim) == sizes
+                       and np.array_equal(c.action_low, low)
+                       and np.array_equal(c.action_high, high)),
+            "C's sizes (z_size, rnn_hidden, actions) or action bounds")
+
     def _start_search(self) -> bool:
         """CMA-ES from zeros (the middle of the action bounds), or from a controller placed in
         the directory; True in that case."""
         from fastmbrl.optim.cmaes import CMAES
 
         cfg = self.config
-        low, high, _ = self.action_space()
-        sizes = (cfg.z_size, cfg.rnn_hidden, self.act_dim)
-        given = self._given(
-            CONTROLLER_FILE, WorldModelController.load,
-            lambda c: ((c.z_dim, c.hidden, c.act_dim) == sizes
-                       and np.array_equal(c.action_low, np.asarray(low, np.float32))
-                       and np.array_equal(c.action_high, np.asarray(high, np.float32))),
-            "C's sizes (z_size, rnn_hidden, actions) or action bounds")
-        x0 = np.zeros(num_params(*sizes)) if given is None else given.params.astype(np.float64)
+        given = self._given_controller()
+        x0 = (np.zeros(num_params(cfg.z_size, cfg.rnn_hidden, self.act_dim)) if given is None
+              else given.params.astype(np.float64))
         self.es = CMAES(x0, cfg.sigma0, popsize=cfg.popsize, seed=cfg.seed,
                         maxiter=cfg.generations)
         self._written |= {CMAES_FILE, CONTROLLER_FILE}

@@ -633,6 +633,9 @@ class FrameEncoder:
         if frame.dtype == np.uint8:
             scale = np.float32(1 / 255)
         elif frame.dtype.kind == "f":
+            # checked before the cast, as ConvVAE.encode checks them
+            if not np.isfinite(frame).all() or frame.min() < 0 or frame.max() > 1:
+                raise ValueError("frame: float values must be finite and in [0, 1]")
             frame = frame.astype(np.float32, copy=False)
             scale = np.float32(1)
         else:
@@ -643,9 +646,8 @@ class FrameEncoder:
               or out.shape != self._mu.shape or not out.flags.c_contiguous):
             raise ValueError(f"out: expected a contiguous float32 array of shape "
                              f"{self._mu.shape}")
-        if not self._kernel(frame.reshape(-1), scale, self._convs, self._head, self._buf,
-                            self._w, self._b, out):
-            raise ValueError("frame: float values must be finite and in [0, 1]")
+        self._kernel(frame.reshape(-1), scale, self._convs, self._head, self._buf, self._w,
+                     self._b, out)
         return out
 
 
