@@ -71,7 +71,8 @@ TRPO = {
 }
 
 # World Models: the paper's sizes for CarRacing with the data cut to what this machine collects
-# (about 200 steps/s per core collecting, Zen 4); the pixel Pendulum is small (its frames hold a rod on white).
+# (about 200 steps/s per core, Zen 4); the pixel Pendulum is small (its frames hold a rod on
+# white).
 WORLDMODELS = {
     # M: the paper's 20 epochs over 10,000 episodes are some 4,000 Adam steps; over 100 episodes
     # an epoch is 10 steps (batch 100, windows of 100), so M trains 300 epochs (about 15 min)
