@@ -411,15 +411,17 @@ def test_car_racing_culled_road_draws_the_stock_frames():
 
     from gymnasium.envs.box2d.car_racing import CarRacing
 
-    from fastmbrl.tasks.pixels import (_ROAD_SOURCES, _road_source_digest, fast_road,
-                                       get_pixel_task)
+    from fastmbrl.tasks.pixels import _ROAD_SOURCES, _road_source_digest, get_pixel_task
 
     env = get_pixel_task("CarRacing-v3").make_env().env  # the culled env's own 96x96 frames
     stock = gymnasium.make("CarRacing-v3", continuous=True)
-    if _road_source_digest(CarRacing) in _ROAD_SOURCES:  # the Gymnasium it was checked on
-        assert "_render_road" in vars(env.unwrapped)
-    # on any other, this says whether it could be added to the known ones
-    assert fast_road(env.unwrapped, force=True) and "_render_road" in vars(env.unwrapped)
+    known = _road_source_digest(CarRacing) in _ROAD_SOURCES
+    assert ("_render_road" in vars(env.unwrapped)) == known
+    if not known:  # another Gymnasium draws as it always did
+        env.close()
+        stock.close()
+        pytest.skip("this Gymnasium's CarRacing drawing is not the one the culling was checked "
+                    "against; fast_road(env, force=True) here would say if it still fits")
     rng = np.random.default_rng(0)
     try:
         for seed in (1, 2):  # the zoom-in, turns, the grass and the edge of the field
@@ -442,8 +444,10 @@ def test_car_racing_culling_keeps_every_polygon_the_stock_test_draws():
     import pygame
     from gymnasium.envs.box2d import car_racing as module
 
-    from fastmbrl.tasks.pixels import _reachable, _road_arrays
+    from fastmbrl.tasks.pixels import _ROAD_SOURCES, _reachable, _road_arrays, _road_source_digest
 
+    if _road_source_digest(module.CarRacing) not in _ROAD_SOURCES:
+        pytest.skip("this Gymnasium's CarRacing drawing is not the one the culling knows")
     env = module.CarRacing(continuous=True)
     env.reset(seed=3)
     grass, road = _road_arrays(env, module)
