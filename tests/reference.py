@@ -464,10 +464,11 @@ def mdnrnn_reference(params, z_dim, n_mix, z, actions, rewards, dones, mask=None
 
 
 def dream_reference(model, population, z0, low, high, pick, noise, temperature,
-                    done_threshold):
+                    done_threshold, clip=None):
     """(returns (P, R), steps (P, R)) of World Models controllers in M's dream, vectorised over
-    the P R rollouts in NumPy: M's own `step`, C's formula and the mixture drawn with the given
-    uniforms `pick` and normals `noise` (P, R, T, Z)."""
+    the P R rollouts in NumPy: M's own `step`, C's formula (`clip`: the actions clipped rather
+    than mapped) and the mixture drawn with the given uniforms `pick` and normals `noise`
+    (P, R, T, Z)."""
     p, r = population.shape[0], z0.shape[0]
     zd, hid, a = model.z_dim, model.hidden, model.act_dim
     rows = p * r
@@ -482,7 +483,10 @@ def dream_reference(model, population, z0, low, high, pick, noise, temperature,
     alive = np.ones(rows, bool)
     for t in range(pick.shape[1]):
         s = np.einsum("nij,nj->ni", w, np.concatenate([z, h], axis=1)) + bias
-        act = low + (high - low) * (np.tanh(s) + 1) / 2
+        u = np.tanh(s)
+        act = low + (high - low) * (u + 1) / 2
+        if clip is not None:
+            act = np.where(np.asarray(clip, bool), np.clip(u, low, high), act)
         mix, reward, done, h, c = model.step(z, act, h, c)
         total[alive] += reward[alive]
         steps[alive] += 1

@@ -16,6 +16,7 @@ from tests.reference import dream_reference
 THREADS = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
 Z, A, H, K = 4, 2, 6, 3
 LOW, HIGH = np.array([-1.0, 0.0]), np.array([1.0, 2.0])
+CLIP = np.array([0, 1], np.uint8)  # the second action is u clipped to [0, 2], as CarRacing's brake
 
 
 def _model(dtype=np.float64, seed=0):
@@ -39,12 +40,13 @@ def test_the_kernel_dreams_as_its_numpy_twin(temperature):
     pop = rng.normal(0, 0.5, (5, num_params(Z, H, A)))
     z0 = rng.standard_normal((3, Z))
     pick, noise = _draws(5, 3, 12)
-    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, temperature, 0.5)
+    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, temperature, 0.5, CLIP)
     for n in THREADS:
         ret, steps = np.zeros((5, 3)), np.zeros((5, 3), np.int64)
         with num_threads(n):
             dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"],
-                          m.params["bo"], LOW, HIGH, K, pick, noise, temperature, 0.5, ret, steps)
+                          m.params["bo"], LOW, HIGH, CLIP, K, pick, noise, temperature, 0.5, ret,
+                          steps)
         np.testing.assert_allclose(ret, want[0], rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(steps, want[1])
     assert len(np.unique(ret)) == ret.size  # candidates and starts differ
@@ -61,13 +63,13 @@ def test_the_tiled_float32_kernel_dreams_as_the_twin(spec):
     pop = rng.normal(0, 0.5, (p, num_params(Z, H, A)))
     z0 = rng.standard_normal((r, Z))
     pick, noise = _draws(p, r, t, seed=4)
-    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, 1.15, 0.5)
+    want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, 1.15, 0.5, CLIP)
     spec = get_spec(spec)
     f32 = {k: np.asarray(v, np.float32) for k, v in m.params.items()}
     wg, bg = pack_panels(f32["W"], f32["b"], spec.lanes)
     wh, bh = pack_panels(f32["Wo"], f32["bo"], spec.lanes)
     args = [np.asarray(a, np.float32) for a in (pop, z0)] + [wg, bg, wh, bh] + [
-        np.asarray(a, np.float32) for a in (LOW, HIGH)]
+        np.asarray(a, np.float32) for a in (LOW, HIGH)] + [CLIP]
     got = []
     for n, rows in [(1, spec.tile_rows), (THREADS[-1], 3 * spec.tile_rows),
                     (THREADS[-1], dream_rows(spec, p * r, 2))]:
@@ -92,13 +94,13 @@ def test_a_rollout_ends_with_its_first_done_step():
     pick, noise = _draws(4, 2, 30)
     ret, steps = np.zeros((4, 2)), np.zeros((4, 2), np.int64)
     dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"], m.params["bo"], LOW,
-                  HIGH, K, pick, noise, 1.0, 0.5, ret, steps)
+                  HIGH, CLIP * 0, K, pick, noise, 1.0, 0.5, ret, steps)
     want = dream_reference(m, pop, z0, LOW, HIGH, pick, noise, 1.0, 0.5)
     np.testing.assert_array_equal(steps, want[1])
     np.testing.assert_allclose(ret, want[0], rtol=1e-9, atol=1e-9)
     m.params["bo"][-1] = 20.0  # done at once: one reward each
     dream_returns(pop, z0, m.params["W"], m.params["b"], m.params["Wo"], m.params["bo"], LOW,
-                  HIGH, K, pick, noise, 1.0, 0.5, ret, steps)
+                  HIGH, CLIP * 0, K, pick, noise, 1.0, 0.5, ret, steps)
     assert (steps == 1).all()
 
 
@@ -136,6 +138,23 @@ def test_the_controller_acts_within_its_bounds_and_round_trips(tmp_path):
     back = WorldModelController.load(ctl.save(tmp_path / "c"))
     np.testing.assert_array_equal(back.params, ctl.params)
     np.testing.assert_array_equal(back.act(z, h), act)
+    # clipped actions: u itself within the bounds (CarRacing's brake: none for u <= 0)
+    clipped = WorldModelController(Z, H, A, LOW, HIGH, ctl.params, action_clip=CLIP)
+    u = np.tanh(np.hstack([z, h]) @ w.T + ctl.params[-A:])
+    got = clipped.act(z, h)
+    np.testing.assert_allclose(got[:, 0], want[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:, 1], np.clip(u[:, 1], 0.0, 2.0), rtol=1e-5, atol=1e-6)
+    assert (got[:, 1] == 0).any() and (got[:, 1] > 0).any()
+    back = WorldModelController.load(clipped.save(tmp_path / "clipped"))
+    np.testing.assert_array_equal(back.action_clip, [False, True])
+    np.testing.assert_array_equal(back.act(z, h), got)
+    from fastmbrl.io import save_npz  # a version 1 file (before action_clip): none clipped
+    save_npz(tmp_path / "v1", "wm_controller", 1, {"z_dim": Z, "hidden": H, "act_dim": A},
+             {"params": ctl.params, "action_low": ctl.action_low,
+              "action_high": ctl.action_high})
+    np.testing.assert_array_equal(WorldModelController.load(tmp_path / "v1.npz").act(z, h), act)
+    with pytest.raises(ValueError, match="action_clip"):
+        WorldModelController(Z, H, A, LOW, HIGH, action_clip=[True])
     # CarRacing's controller: 867 parameters (Z 32, H 256, A 3)
     assert num_params(32, 256, 3) == 867
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
@@ -200,14 +219,15 @@ def test_the_dream_bench_reference_does_the_kernels_work(capsys):
     from fastmbrl.cli import main
     from fastmbrl.cli.bench.dream import make_case, numpy_dream
     model, pop, z0, low, high = make_case(4, 2, 6, 3, population=5, rollouts=2)
-    ret, steps = dream(model, pop, z0, 6, low, high, temperature=1.0, seed=3)
+    clip = np.array([0, 1], np.uint8)
+    ret, steps = dream(model, pop, z0, 6, low, high, temperature=1.0, seed=3, action_clip=clip)
     rng = np.random.default_rng([3, 11])  # dream's own draws for seed 3
     shape = (5, 2, 6, 4)
     pick = rng.random(shape, dtype=np.float32)
     noise = rng.standard_normal(shape, dtype=np.float32)
     assert (steps == 6).all()  # the bench's M never says done
-    np.testing.assert_allclose(numpy_dream(model, pop, z0, low, high, pick, noise, 1.0), ret,
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(numpy_dream(model, pop, z0, low, high, pick, noise, 1.0, clip),
+                               ret, rtol=1e-4, atol=1e-4)
     assert main(["bench", "dream", "--z-dim", "3", "--act-dim", "2", "--hidden", "4",
                  "--mixtures", "2", "--population", "3", "--rollouts", "2", "--horizon", "5",
                  "--repeats", "1", "--json"]) == 0

@@ -193,6 +193,20 @@ def test_a_run_needs_a_pixel_task_and_a_directory(tmp_path):
         WorldModelsRun.start("Pendulum-v1", None, **TINY)
 
 
+def test_car_racing_c_at_zero_drives_without_braking(tmp_path):
+    pytest.importorskip("Box2D")
+    from fastmbrl.models.wm_controller import num_params
+
+    run = WorldModelsRun.start("CarRacing-v3", tmp_path / "car", **TINY)
+    c = run.controller(np.zeros(num_params(4, 6, 3)))  # where CMA-ES starts
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(c.act(rng.standard_normal(4), rng.standard_normal(6)),
+                                  [0.0, 0.5, 0.0])  # straight, half gas, no brake
+    assert c.act(np.zeros(4), np.zeros(6))[2] == 0.0
+    c.params[-1] = 0.5  # the brake's bias: tanh(0.5) itself
+    np.testing.assert_allclose(c.act(np.zeros(4), np.zeros(6))[2], np.tanh(0.5), rtol=1e-6)
+
+
 def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
     import shutil
 
@@ -248,7 +262,7 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
     WorldModelController(given.z_dim, given.hidden, given.act_dim, [-1.0], [1.0],
                          given.params).save(with_other_bounds / CONTROLLER_FILE)
     with pytest.raises(FastMBRLError, match="wm_controller.npz was not trained with this run's "
-                                            "settings .C's sizes .* or action bounds"):
+                                            "settings .C's sizes .*, action bounds or clipped"):
         WorldModelsRun.run("Pendulum-v1", with_other_bounds, log=lambda m: None,
                            **{**TINY, "generations": 1})
     assert not read_metrics(with_other_bounds)  # refused before any stage ran

@@ -86,7 +86,7 @@ def episode_return(job: dict) -> tuple[float, int]:
     try:
         low, high = env.action_space.low, env.action_space.high
         controller = WorldModelController(mdnrnn.z_dim, mdnrnn.hidden, mdnrnn.act_dim, low,
-                                          high, job["params"])
+                                          high, job["params"], task.action_clip)
         agent = WorldModelAgent(vae, mdnrnn, controller)
         total, steps, _, _ = run_episode(env, agent.act, job["seed"], job["max_steps"])
     finally:
@@ -486,12 +486,14 @@ class WorldModelsRun(Run):
         cfg = self.config
         low, high, _ = self.action_space()
         sizes = (cfg.z_size, cfg.rnn_hidden, self.act_dim)
+        clip = self.controller(np.zeros(num_params(*sizes))).action_clip
         return self._given(
             CONTROLLER_FILE, WorldModelController.load,
             lambda c: ((c.z_dim, c.hidden, c.act_dim) == sizes
                        and np.array_equal(c.action_low, low)
-                       and np.array_equal(c.action_high, high)),
-            "C's sizes (z_size, rnn_hidden, actions) or action bounds")
+                       and np.array_equal(c.action_high, high)
+                       and np.array_equal(c.action_clip, clip)),
+            "C's sizes (z_size, rnn_hidden, actions), action bounds or clipped actions")
 
     def _start_search(self) -> bool:
         """CMA-ES from zeros (the middle of the action bounds), or from a controller placed in
@@ -512,7 +514,8 @@ class WorldModelsRun(Run):
         low, high, _ = self.action_space()
         cfg = self.config
         return WorldModelController(cfg.z_size, cfg.rnn_hidden, self.act_dim, low, high,
-                                    self.es.mean if params is None else params)
+                                    self.es.mean if params is None else params,
+                                    self.task.action_clip)
 
     def _real(self, population: np.ndarray, seeds: list[int]) -> np.ndarray:
         cfg = self.config
@@ -537,7 +540,8 @@ class WorldModelsRun(Run):
             (cfg.rollouts, cfg.z_size))
         low, high, _ = self.action_space()
         returns, _ = dream(self.mdnrnn, population, z0, self.dream_horizon(), low, high,
-                           cfg.dream_temperature, seed=int(self.rng.integers(2 ** 31)))
+                           cfg.dream_temperature, seed=int(self.rng.integers(2 ** 31)),
+                           action_clip=self.task.action_clip)
         return returns.mean(axis=1)
 
     def _controller(self) -> dict:

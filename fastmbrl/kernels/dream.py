@@ -2,8 +2,9 @@
 parallel kernel over every (candidate, rollout) pair, as the fused rollout kernel does for the
 planners' candidates.
 
-Per step of a rollout: C acts on [z_t, h_t] (a = low + (high - low) (tanh(W [z, h] + b) + 1) / 2,
-a candidate's parameters flat as [W (A, Z + H) row-major, b (A,)]); M's LSTM takes [z_t, a_t]
+Per step of a rollout: C acts on [z_t, h_t] (u = tanh(W [z, h] + b), a = low + (high - low)
+(u + 1) / 2, or u clipped to [low, high] where `clip` is set; a candidate's parameters flat as
+[W (A, Z + H) row-major, b (A,)]); M's LSTM takes [z_t, a_t]
 and (h_t, c_t) to (h_{t+1}, c_{t+1}); its heads give the reward r_t, the done probability and,
 per latent dimension, the mixture z_{t+1} is drawn from at temperature tau (component from
 softmax(logits / tau) by the uniform `pick`, then mu + exp(log_std) sqrt(tau) `noise`; tau = 0:
@@ -31,11 +32,11 @@ from .isa import get_spec
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", parallel=True)
-def dream_returns(params, z0, w, b, wo, bo, low, high, n_mix, pick, noise, temperature,
+def dream_returns(params, z0, w, b, wo, bo, low, high, clip, n_mix, pick, noise, temperature,
                   done_threshold, returns, steps):
     """returns[p, r] and steps[p, r] (steps run) of candidate p's rollout r from z0[r] with zero
     (h, c). params (P, A (Z + H) + A); z0 (R, Z); M's w (Z + A + H, 4H), b (4H,), wo (H, 3 Z K +
-    2), bo; low, high (A,); pick, noise (P, R, T, Z)."""
+    2), bo; low, high (A,), clip (A,) uint8; pick, noise (P, R, T, Z)."""
     n_cand, n_roll = returns.shape
     horizon = pick.shape[2]
     zd, act_dim, hid = z0.shape[1], low.shape[0], wo.shape[0]
@@ -62,7 +63,11 @@ def dream_returns(params, z0, w, b, wo, bo, low, high, n_mix, pick, noise, tempe
                     s += theta[row + j] * z[j]
                 for j in range(hid):
                     s += theta[row + zd + j] * h[j]
-                act[i] = low[i] + (high[i] - low[i]) * (np.tanh(s) + one) * half
+                u = np.tanh(s)
+                if clip[i]:
+                    act[i] = min(max(u, low[i]), high[i])
+                else:
+                    act[i] = low[i] + (high[i] - low[i]) * (u + one) * half
             for g in range(4 * hid):
                 gates[g] = b[g]
             for j in range(zd):  # [z, a, h] @ w, row by row (w is row-major)
@@ -126,8 +131,8 @@ def dream_returns(params, z0, w, b, wo, bo, low, high, n_mix, pick, noise, tempe
 _F32_0, _F32_HALF, _F32_1 = np.float32(0.0), np.float32(0.5), np.float32(1.0)
 
 
-def _dream_tiled(params, z0, wg, bg, wh, bh, low, high, hid, n_mix, pick, noise, temperature,
-                 done_threshold, rows, returns, steps):
+def _dream_tiled(params, z0, wg, bg, wh, bh, low, high, clip, hid, n_mix, pick, noise,
+                 temperature, done_threshold, rows, returns, steps):
     """dream_returns in float32 on the register tile: the rollouts go in chunks of `rows` (a
     multiple of TILE_ROWS), each chunk one step at a time for all its rows, so that M's
     weights are read once per chunk and step, not once per rollout. wg / bg: M's LSTM weights
@@ -173,7 +178,11 @@ def _dream_tiled(params, z0, wg, bg, wh, bh, low, high, hid, n_mix, pick, noise,
                         s += theta[row + j] * x[r, j]
                     for j in range(hid):
                         s += theta[row + zd + j] * x[r, zd + act_dim + j]
-                    x[r, zd + i] = low[i] + (high[i] - low[i]) * (_tanh32(s) + _F32_1) * _F32_HALF
+                    u = _tanh32(s)
+                    if clip[i]:
+                        x[r, zd + i] = min(max(u, low[i]), high[i])
+                    else:
+                        x[r, zd + i] = low[i] + (high[i] - low[i]) * (u + _F32_1) * _F32_HALF
             dense(gates, gates.shape[1], x, 0, fan_in, rows, wg, 0, fan_in * LANES, fan_in, bg,
                   0, g_panels)
             for r in range(rows):  # the cell: gates i, f, g, o; h into the row's input

@@ -1,8 +1,10 @@
 """World Models' C, a linear controller on [z, h], and the dream that scores a population of them
 inside M (the MDN-RNN) in one parallel kernel (``kernels/dream.py``).
 
-C maps the latent z (Z,) and M's hidden state h (H,) to a = low + (high - low) (tanh(W [z, h] +
-b) + 1) / 2, within the action bounds; its parameters are flat, [W (A, Z + H) row-major, b (A,)],
+C maps the latent z (Z,) and M's hidden state h (H,) to u = tanh(W [z, h] + b), then each action
+to low + (high - low) (u + 1) / 2, within its bounds, or, where `action_clip` says, to u clipped
+to the bounds (World Models' CarRacing brake: none at u <= 0, so that a C near zero drives
+rather than stands braked); its parameters are flat, [W (A, Z + H) row-major, b (A,)],
 the vector CMA-ES searches (867 numbers for CarRacing: Z = 32, H = 256, A = 3). A controller is
 saved as one .npz (kind ``wm_controller``, docs/formats.md) and loads with numpy alone.
 """
@@ -26,7 +28,7 @@ from fastmbrl.models.mdnrnn import MDNRNN
 from fastmbrl.models.vae import ConvVAE, FrameEncoder
 
 _KIND = "wm_controller"
-_VERSION = 1
+_VERSION = 2  # 2: action_clip (version 1 files load with none clipped)
 
 
 def num_params(z_dim: int, hidden: int, act_dim: int) -> int:
@@ -34,11 +36,23 @@ def num_params(z_dim: int, hidden: int, act_dim: int) -> int:
     return act_dim * (z_dim + hidden) + act_dim
 
 
+def _clip_mask(action_clip: npt.ArrayLike | None, act_dim: int) -> np.ndarray:
+    if action_clip is None:
+        return np.zeros(act_dim, np.bool_)
+    mask = np.asarray(action_clip)
+    if mask.shape != (act_dim,) or mask.dtype.kind not in "bui" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"action_clip: expected {act_dim} booleans, got {action_clip!r}")
+    return mask.astype(np.bool_)
+
+
 class WorldModelController:
-    """C of World Models. params: the flat vector (default zeros: the middle of the bounds)."""
+    """C of World Models. params: the flat vector (default zeros: u = 0, the middle of the
+    bounds, or 0 clipped to them); action_clip (A,) booleans: the actions that are u clipped to
+    their bounds rather than u mapped onto them (default none)."""
 
     def __init__(self, z_dim: int, hidden: int, act_dim: int, action_low: npt.ArrayLike,
-                 action_high: npt.ArrayLike, params: npt.ArrayLike | None = None) -> None:
+                 action_high: npt.ArrayLike, params: npt.ArrayLike | None = None,
+                 action_clip: npt.ArrayLike | None = None) -> None:
         self.z_dim = check_positive_int(z_dim, "z_dim")
         self.hidden = check_positive_int(hidden, "hidden")
         self.act_dim = check_positive_int(act_dim, "act_dim")
@@ -49,6 +63,7 @@ class WorldModelController:
         n = num_params(self.z_dim, self.hidden, self.act_dim)
         self.params = (np.zeros(n, np.float32) if params is None
                        else as_array(params, "params", (n,), np.float32).copy())
+        self.action_clip = _clip_mask(action_clip, self.act_dim)
 
     @property
     def num_params(self) -> int:
@@ -64,8 +79,9 @@ class WorldModelController:
         h = as_array(np.atleast_2d(h), "h", (z.shape[0], self.hidden), np.float32)
         a = self.act_dim
         w = self.params[:a * (self.z_dim + self.hidden)].reshape(a, -1)
-        s = np.concatenate([z, h], axis=1) @ w.T + self.params[-a:]
-        out = self.action_low + (self.action_high - self.action_low) * (np.tanh(s) + 1) / 2
+        u = np.tanh(np.concatenate([z, h], axis=1) @ w.T + self.params[-a:])
+        out = np.where(self.action_clip, np.clip(u, self.action_low, self.action_high),
+                       self.action_low + (self.action_high - self.action_low) * (u + 1) / 2)
         return out[0] if one else out
 
     def save(self, path: StrPath) -> Path:
@@ -73,28 +89,34 @@ class WorldModelController:
         header = {"z_dim": self.z_dim, "hidden": self.hidden, "act_dim": self.act_dim}
         return save_npz(path, _KIND, _VERSION, header,
                         {"params": self.params, "action_low": self.action_low,
-                         "action_high": self.action_high})
+                         "action_high": self.action_high,
+                         "action_clip": self.action_clip.astype(np.uint8)})
 
     @classmethod
     def load(cls, path: StrPath) -> WorldModelController:
-        header, arrays = load_npz(path, _KIND, (_VERSION,))
+        header, arrays = load_npz(path, _KIND, (1, _VERSION))
         try:
-            if set(arrays) != {"params", "action_low", "action_high"}:
-                raise ValueError(f"arrays {sorted(arrays)}, expected action_high, action_low, "
-                                 "params")
+            names = {"params", "action_low", "action_high"}
+            if header["format_version"] >= 2:
+                names.add("action_clip")
+            if set(arrays) != names:
+                raise ValueError(f"arrays {sorted(arrays)}, expected {', '.join(sorted(names))}")
             return cls(header["z_dim"], header["hidden"], header["act_dim"],
-                       arrays["action_low"], arrays["action_high"], arrays["params"])
+                       arrays["action_low"], arrays["action_high"], arrays["params"],
+                       arrays.get("action_clip"))
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: not a valid World Models controller ({exc})") from None
 
 
 def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: int,
           action_low: npt.ArrayLike, action_high: npt.ArrayLike, temperature: float = 1.0,
-          done_threshold: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+          done_threshold: float = 0.5, seed: int = 0,
+          action_clip: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Returns (P, R) and steps run (P, R) of each of the P controllers of `population`
     (P, num_params) rolled out `horizon` steps inside `model` from each of the R start latents
     z0 (R, Z), every candidate from the same starts with the same draws (a generation's fair
-    comparison). The draws come from `seed`; the sum over a rollout's steps stops after the
+    comparison), C's actions mapped as WorldModelController's (`action_clip`). The draws come
+    from `seed`; the sum over a rollout's steps stops after the
     first whose done probability exceeds `done_threshold`. A float32 M runs on the register
     tile (``kernels.dream.dream_kernel``), a float64 one element by element; the returns do not
     depend on the thread count."""
@@ -107,6 +129,7 @@ def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: 
     done_threshold = check_finite_float(done_threshold, "done_threshold", 0, 1)
     low = as_array(action_low, "action_low", (model.act_dim,), dtype)
     high = as_array(action_high, "action_high", (model.act_dim,), dtype)
+    clip = _clip_mask(action_clip, model.act_dim).astype(np.uint8)
     p, r = population.shape[0], z0.shape[0]
     shape = (p, r, horizon, model.z_dim)
     check_bytes(f"dream(population={p}, rollouts={r}, horizon={horizon})",
@@ -123,12 +146,12 @@ def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: 
         wg, bg = pack_panels(prm["W"], prm["b"], spec.lanes)
         wh, bh = pack_panels(prm["Wo"], prm["bo"], spec.lanes)
         rows = dream_rows(spec, p * r, numba.get_num_threads())
-        dream_kernel(spec)(population, z0, wg, bg, wh, bh, low, high, model.hidden,
+        dream_kernel(spec)(population, z0, wg, bg, wh, bh, low, high, clip, model.hidden,
                            model.n_mix, pick, noise, temperature, done_threshold, rows,
                            returns, steps)
     else:
         dream_returns(population, z0, prm["W"], prm["b"], prm["Wo"], prm["bo"], low, high,
-                      model.n_mix, pick, noise, temperature, done_threshold, returns, steps)
+                      clip, model.n_mix, pick, noise, temperature, done_threshold, returns, steps)
     return returns, steps
 
 

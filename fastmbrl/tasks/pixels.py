@@ -159,13 +159,16 @@ def _render_road(self: Any, zoom: float, translation: Any, angle: float) -> None
 class PixelTask:
     """How to make a pixel environment. render_size: for an environment whose observation is
     not an image, the side of the square rgb_array rendering the frame is averaged from
-    (set through the environment's `screen_dim`), None to use the observation itself."""
+    (set through the environment's `screen_dim`), None to use the observation itself.
+    action_clip: the actions World Models' C clips rather than maps onto their bounds
+    (fastmbrl.models.wm_controller; None: none)."""
     name: str
     env_id: str
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     render_size: int | None = None
     frame_size: int = FRAME_SIZE
     package: str = "gymnasium"  # what a missing dependency is reported as
+    action_clip: tuple[bool, ...] | None = None
 
     def make_env(self, **overrides: Any) -> PixelEnv:
         # pygame draws off-screen: no display or sound card needed (and no warnings about them)
@@ -200,8 +203,10 @@ class PixelTask:
 
 
 PIXEL_TASKS: dict[str, PixelTask] = {
+    # C's brake is tanh clipped to [0, 1] as in World Models' code: none at zero, so that a C
+    # near zero drives; mapped onto [0, 1] it brakes at 0.5 and every such C stands still
     "CarRacing-v3": PixelTask("CarRacing-v3", "CarRacing-v3", {"continuous": True},
-                              package="box2d"),
+                              package="box2d", action_clip=(False, False, True)),
     "Pendulum-v1": PixelTask("Pendulum-v1", "Pendulum-v1", render_size=128, package="pygame"),
 }
 

@@ -40,10 +40,11 @@ def make_case(z_dim=32, act_dim=3, hidden=256, n_mix=5, population=24, rollouts=
     return model, pop, z0, low, high
 
 
-def numpy_dream(model, population, z0, low, high, pick, noise, temperature):
+def numpy_dream(model, population, z0, low, high, pick, noise, temperature, clip=None):
     """The reference: returns (P, R) of the same rollouts in float32 NumPy, all P R rows per
     step (batched products for C, the LSTM and the heads; the mixture drawn with `pick` and
-    `noise` as the kernel draws it). Every rollout runs all its steps (no done)."""
+    `noise` as the kernel draws it; `clip`: C's clipped actions). Every rollout runs all its
+    steps (no done)."""
     prm = model.params
     w, b, wo, bo = (np.asarray(prm[k], F32) for k in ("W", "b", "Wo", "bo"))
     p, r = population.shape[0], z0.shape[0]
@@ -62,7 +63,10 @@ def numpy_dream(model, population, z0, low, high, pick, noise, temperature):
     cols = np.arange(zd)[:, None]
     for t in range(pick.shape[1]):
         zh = np.concatenate([z, h], axis=1)
-        act = low + span * (np.tanh(np.matmul(wc, zh[:, :, None])[..., 0] + bc) + 1)
+        u = np.tanh(np.matmul(wc, zh[:, :, None])[..., 0] + bc)
+        act = low + span * (u + 1)
+        if clip is not None:
+            act = np.where(np.asarray(clip, bool), np.clip(u, low, high), act)
         g = np.concatenate([z, act, h], axis=1) @ w + b
         c = sig(g[:, hid:2 * hid]) * c + sig(g[:, :hid]) * np.tanh(g[:, 2 * hid:3 * hid])
         h = sig(g[:, 3 * hid:]) * np.tanh(c)
