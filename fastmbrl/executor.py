@@ -141,12 +141,17 @@ def _run_local(fn, jobs, keys, workers, threads, tick, tick_seconds) -> Iterator
     context = multiprocessing.get_context("spawn")
     todo = list(range(len(jobs)))
     broken: dict[int, int] = {}  # job -> times its worker died under it
+    first = True
     while todo:
-        pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
+        # the jobs of a pool that broke go again one per pool: the one that breaks alone is the
+        # culprit, and the others cannot share a pool with it a second time
+        batch, todo = (todo, []) if first else (todo[:1], todo[1:])
+        first = False
+        pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=context,
                                       initializer=_init_worker, initargs=(threads, os.getpid()))
         started = time.perf_counter()
-        futures = {pool.submit(_call, fn, jobs[i], threads): i for i in todo}
-        todo = []
+        futures = {pool.submit(_call, fn, jobs[i], threads): i for i in batch}
+        retry: list[int] = []
         try:
             pending = set(futures)
             while pending:
@@ -162,7 +167,7 @@ def _run_local(fn, jobs, keys, workers, threads, tick, tick_seconds) -> Iterator
                     except cf.process.BrokenProcessPool as exc:
                         broken[i] = broken.get(i, 0) + 1
                         if broken[i] < 2:
-                            todo.append(i)  # perhaps it only shared the pool with the culprit
+                            retry.append(i)  # perhaps it only shared the pool with the culprit
                         else:
                             yield _failed(keys[i], exc, seconds)
                     except Exception as exc:  # noqa: BLE001 - the job's error is its outcome
@@ -171,8 +176,8 @@ def _run_local(fn, jobs, keys, workers, threads, tick, tick_seconds) -> Iterator
                         yield Outcome(keys[i], value, seconds=seconds)
         finally:
             # a consumer that stops early (an interrupt) takes the workers down with it
-            pool.shutdown(wait=not todo and not pending, cancel_futures=True)
-        todo.sort()
+            pool.shutdown(wait=not retry and not pending, cancel_futures=True)
+        todo = sorted(todo + retry)
 
 
 def _run_ray(fn, jobs, keys, threads, address, tick, tick_seconds) -> Iterator[Outcome]:

@@ -1,6 +1,7 @@
 """fastmbrl.executor: jobs side by side in worker processes or Ray tasks, outcomes as they end."""
 import math
 import os
+import time
 
 import pytest
 
@@ -19,6 +20,13 @@ def double_or_die(x):
     if x < 0:
         os._exit(3)  # a worker killed under its job, as by the kernel's OOM killer
     return 2 * x
+
+
+def sleep_or_die(x):
+    if x < 0:
+        os._exit(3)
+    time.sleep(x)
+    return x
 
 
 def test_plan_local_fills_the_cores_without_oversubscribing():
@@ -51,6 +59,11 @@ def test_a_worker_that_dies_fails_its_job_alone():
     outcomes = {o.key: o for o in run_jobs(double_or_die, [1, -1, 2, 3], workers=2, threads=1)}
     assert [outcomes[k].value for k in (0, 2, 3)] == [2, 4, 6]
     assert not outcomes[1].ok and "BrokenProcessPool" in outcomes[1].error
+    # jobs queued behind the culprit share both of its pools unless the retries go one by one
+    # (they all failed so before)
+    outcomes = {o.key: o for o in run_jobs(sleep_or_die, [0.2, -1, 0.2, 0.2, 0.2, 0.2],
+                                           workers=2, threads=1)}
+    assert [k for k, o in outcomes.items() if not o.ok] == [1]
 
 
 def test_bad_backend_and_key_counts_are_refused():
