@@ -141,12 +141,10 @@ def _run_local(fn, jobs, keys, workers, threads, tick, tick_seconds) -> Iterator
     context = multiprocessing.get_context("spawn")
     todo = list(range(len(jobs)))
     broken: dict[int, int] = {}  # job -> times its worker died under it
-    first = True
     while todo:
         # the jobs of a pool that broke go again one per pool: the one that breaks alone is the
         # culprit, and the others cannot share a pool with it a second time
-        batch, todo = (todo, []) if first else (todo[:1], todo[1:])
-        first = False
+        batch, todo = (todo[:1], todo[1:]) if broken else (todo, [])
         pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=context,
                                       initializer=_init_worker, initargs=(threads, os.getpid()))
         started = time.perf_counter()

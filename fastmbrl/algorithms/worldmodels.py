@@ -484,15 +484,12 @@ class WorldModelsRun(Run):
 
     def _given_controller(self) -> WorldModelController | None:
         cfg = self.config
-        low, high, _ = self.action_space()
-        sizes = (cfg.z_size, cfg.rnn_hidden, self.act_dim)
-        clip = self.controller(np.zeros(num_params(*sizes))).action_clip
+        own = self.controller(np.zeros(num_params(cfg.z_size, cfg.rnn_hidden, self.act_dim)))
         return self._given(
             CONTROLLER_FILE, WorldModelController.load,
-            lambda c: ((c.z_dim, c.hidden, c.act_dim) == sizes
-                       and np.array_equal(c.action_low, low)
-                       and np.array_equal(c.action_high, high)
-                       and np.array_equal(c.action_clip, clip)),
+            lambda c: ((c.z_dim, c.hidden, c.act_dim) == (own.z_dim, own.hidden, own.act_dim)
+                       and all(np.array_equal(getattr(c, k), getattr(own, k))
+                               for k in ("action_low", "action_high", "action_clip"))),
             "C's sizes (z_size, rnn_hidden, actions), action bounds or clipped actions")
 
     def _start_search(self) -> bool:

@@ -281,12 +281,7 @@ class ConvVAE:
                              f"{frames.shape}")
         if frames.shape[0] == 0:
             raise ValueError(f"{name}: expected at least one frame")
-        if frames.dtype != np.uint8:
-            if frames.dtype.kind != "f":
-                raise ValueError(f"{name}: expected uint8 frames or floats in [0, 1], got "
-                                 f"{frames.dtype}")
-            if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
-                raise ValueError(f"{name}: float frames must be finite and in [0, 1]")
+        _check_pixels(frames, name)
         return frames
 
     def _load_batch(self, frames: np.ndarray, idx, out: np.ndarray) -> np.ndarray:
@@ -560,6 +555,15 @@ class ConvVAE:
         return vae
 
 
+def _check_pixels(frames: np.ndarray, name: str) -> None:
+    """Frames are uint8, or floats in [0, 1] (checked as given, before any cast)."""
+    if frames.dtype != np.uint8:
+        if frames.dtype.kind != "f":
+            raise ValueError(f"{name}: expected uint8 or floats in [0, 1], got {frames.dtype}")
+        if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
+            raise ValueError(f"{name}: float values must be finite and in [0, 1]")
+
+
 class FrameEncoder:
     """V's encoder for acting: one frame at a time to mu, on one thread, the convolutions'
     products on the planners' register tile (kernels/conv.py `frame_encoder_kernel`), in a
@@ -630,16 +634,12 @@ class FrameEncoder:
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame: expected shape {self.shape}, got {frame.shape}")
+        _check_pixels(frame, "frame")
         if frame.dtype == np.uint8:
             scale = np.float32(1 / 255)
-        elif frame.dtype.kind == "f":
-            # checked before the cast, as ConvVAE.encode checks them
-            if not np.isfinite(frame).all() or frame.min() < 0 or frame.max() > 1:
-                raise ValueError("frame: float values must be finite and in [0, 1]")
+        else:
             frame = frame.astype(np.float32, copy=False)
             scale = np.float32(1)
-        else:
-            raise ValueError(f"frame: expected uint8 or floats in [0, 1], got {frame.dtype}")
         if out is None:
             out = self._mu
         elif (not isinstance(out, np.ndarray) or out.dtype != np.float32

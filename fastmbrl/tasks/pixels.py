@@ -23,7 +23,7 @@ import hashlib
 import inspect
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -161,7 +161,8 @@ class PixelTask:
     not an image, the side of the square rgb_array rendering the frame is averaged from
     (set through the environment's `screen_dim`), None to use the observation itself.
     action_clip: the actions World Models' C clips rather than maps onto their bounds
-    (fastmbrl.models.wm_controller; None: none)."""
+    (fastmbrl.models.wm_controller; None: none). setup: called with each new environment,
+    unwrapped (a module-level function, so that the task pickles)."""
     name: str
     env_id: str
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -169,6 +170,7 @@ class PixelTask:
     frame_size: int = FRAME_SIZE
     package: str = "gymnasium"  # what a missing dependency is reported as
     action_clip: tuple[bool, ...] | None = None
+    setup: Callable[[Any], object] | None = None
 
     def make_env(self, **overrides: Any) -> PixelEnv:
         # pygame draws off-screen: no display or sound card needed (and no warnings about them)
@@ -189,8 +191,8 @@ class PixelTask:
                 raise FastMBRLError(f"pixel task {self.name!r}: {self.env_id} has no screen_dim "
                                     "to render at render_size")
             env.unwrapped.screen_dim = int(self.render_size)
-        if self.env_id.startswith("CarRacing"):
-            fast_road(env.unwrapped)
+        if self.setup is not None:
+            self.setup(env.unwrapped)
         return PixelEnv(env, self.frame_size, from_render=self.render_size is not None)
 
     def __call__(self) -> PixelEnv:
@@ -206,7 +208,8 @@ PIXEL_TASKS: dict[str, PixelTask] = {
     # C's brake is tanh clipped to [0, 1] as in World Models' code: none at zero, so that a C
     # near zero drives; mapped onto [0, 1] it brakes at 0.5 and every such C stands still
     "CarRacing-v3": PixelTask("CarRacing-v3", "CarRacing-v3", {"continuous": True},
-                              package="box2d", action_clip=(False, False, True)),
+                              package="box2d", action_clip=(False, False, True),
+                              setup=fast_road),
     "Pendulum-v1": PixelTask("Pendulum-v1", "Pendulum-v1", render_size=128, package="pygame"),
 }
 
