@@ -211,6 +211,40 @@ def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(
     vae.encode = no_batches
     got = [agent.act(frame) for frame in frames]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # into `out`, from a reset: the same actions, and no NumPy array allocated per call
+    from fastmbrl.cli.bench.controller import allocations
+    agent.reset()
+    out = np.empty(1, np.float32)
+    for frame, a in zip(frames, want):
+        assert agent.act(frame, out) is out
+        np.testing.assert_allclose(out, a, rtol=1e-5, atol=1e-6)
+    assert allocations(lambda: agent.act(frames[0], out), calls=5,
+                       numpy_calls=1)["numpy_bytes_per_call"] == 0
+    for bad in (np.empty(1), np.empty(2, np.float32), np.empty((1, 1), np.float32)):
+        with pytest.raises(ValueError, match="out: expected"):
+            agent.act(frames[0], bad)
+
+
+def test_the_agent_on_a_float64_world_model_steps_as_m_does():
+    from fastmbrl.models.vae import ConvVAE, VAEConfig
+    from fastmbrl.models.wm_controller import WorldModelAgent
+
+    vae = ConvVAE(VAEConfig(image_size=16, z_size=4, enc_channels=(4, 8), enc_kernels=(4, 4),
+                            dense_size=16, dec_channels=(8, 3), dec_kernels=(6, 6)), seed=1,
+                  dtype=np.float64)
+    m = MDNRNN(4, 2, 6, 2, seed=3, dtype=np.float64)
+    params = np.random.default_rng(4).normal(0, 1.0, num_params(4, 6, 2))
+    c = WorldModelController(4, 6, 2, [-1.0, 0.0], [1.0, 1.0], params, action_clip=[0, 1])
+    frames = np.random.default_rng(5).random((6, 16, 16, 3))
+    agent = WorldModelAgent(vae, m, c)
+    h, cc = m.initial_state(1)
+    for frame in frames:
+        z, _ = vae.encode(frame[None])
+        want = c.act(z[0], h[0])
+        _, _, _, h, cc = m.step(z, want[None], h, cc)
+        np.testing.assert_allclose(agent.act(frame), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(agent.h, h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(agent.c, cc, rtol=1e-5, atol=1e-6)
 
 
 def test_the_dream_bench_reference_does_the_kernels_work(capsys):

@@ -726,8 +726,9 @@ class WorldModelsAgent:
     def reset(self) -> None:
         self.agent.reset()
 
-    def act(self, frame: npt.ArrayLike) -> np.ndarray:
-        return self.agent.act(frame)
+    def act(self, frame: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """The action for one frame (WorldModelAgent.act: into `out` if given)."""
+        return self.agent.act(frame, out)
 
 
 __all__ = ["WorldModelsConfig", "WorldModelsRun", "WorldModelsAgent", "evaluate_population",

@@ -31,6 +31,66 @@ from .dense import dense_kernel, specialise
 from .isa import get_spec
 
 
+_KW = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+
+
+@njit(**_KW)
+def _control(theta, z, h, low, high, clip, act):
+    """C's action for one row into act (A,): theta [W (A, Z + H) row-major, b (A,)]."""
+    zd, hid, act_dim = z.shape[0], h.shape[0], act.shape[0]
+    one = act.dtype.type(1)
+    half = act.dtype.type(0.5)
+    for i in range(act_dim):
+        s = theta[act_dim * (zd + hid) + i]
+        row = i * (zd + hid)
+        for j in range(zd):
+            s += theta[row + j] * z[j]
+        for j in range(hid):
+            s += theta[row + zd + j] * h[j]
+        u = np.tanh(s)
+        if clip[i]:
+            act[i] = min(max(u, low[i]), high[i])
+        else:
+            act[i] = low[i] + (high[i] - low[i]) * (u + one) * half
+
+
+@njit(**_KW)
+def _lstm_cell(z, act, h, c, w, b, gates):
+    """M's LSTM on [z, act] carrying (h, c) in place; w (Z + A + H, 4H) row-major, b (4H,),
+    gates (4H,) scratch."""
+    zd, act_dim, hid = z.shape[0], act.shape[0], h.shape[0]
+    half = gates.dtype.type(0.5)
+    for g in range(4 * hid):
+        gates[g] = b[g]
+    for j in range(zd):  # row by row: w is row-major
+        v = z[j]
+        for g in range(4 * hid):
+            gates[g] += v * w[j, g]
+    for j in range(act_dim):
+        v = act[j]
+        for g in range(4 * hid):
+            gates[g] += v * w[zd + j, g]
+    for j in range(hid):
+        v = h[j]
+        for g in range(4 * hid):
+            gates[g] += v * w[zd + act_dim + j, g]
+    for j in range(hid):  # the cell: gates i, f, g, o
+        ig = half + half * np.tanh(half * gates[j])
+        fg = half + half * np.tanh(half * gates[hid + j])
+        gg = np.tanh(gates[2 * hid + j])
+        og = half + half * np.tanh(half * gates[3 * hid + j])
+        c[j] = fg * c[j] + ig * gg
+        h[j] = og * np.tanh(c[j])
+
+
+@njit(**_KW)
+def agent_step(theta, z, low, high, clip, w, b, h, c, gates, act):
+    """One acting step on a frame's latent z (Z,), in place: act (A,) <- C(z, h), then M's LSTM
+    takes (h, c) (H,) on [z, act]. Allocates nothing (the embedded agent's step)."""
+    _control(theta, z, h, low, high, clip, act)
+    _lstm_cell(z, act, h, c, w, b, gates)
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", parallel=True)
 def dream_returns(params, z0, w, b, wo, bo, low, high, clip, n_mix, pick, noise, temperature,
                   done_threshold, returns, steps):
@@ -41,7 +101,6 @@ def dream_returns(params, z0, w, b, wo, bo, low, high, clip, n_mix, pick, noise,
     horizon = pick.shape[2]
     zd, act_dim, hid = z0.shape[1], low.shape[0], wo.shape[0]
     zk = zd * n_mix
-    one = params.dtype.type(1)
     half = params.dtype.type(0.5)
     root_tau = math.sqrt(temperature)
     for job in prange(n_cand * n_roll):
@@ -56,39 +115,8 @@ def dream_returns(params, z0, w, b, wo, bo, low, high, clip, n_mix, pick, noise,
         total = 0.0
         n = 0
         for t in range(horizon):
-            for i in range(act_dim):  # C
-                s = theta[act_dim * (zd + hid) + i]
-                row = i * (zd + hid)
-                for j in range(zd):
-                    s += theta[row + j] * z[j]
-                for j in range(hid):
-                    s += theta[row + zd + j] * h[j]
-                u = np.tanh(s)
-                if clip[i]:
-                    act[i] = min(max(u, low[i]), high[i])
-                else:
-                    act[i] = low[i] + (high[i] - low[i]) * (u + one) * half
-            for g in range(4 * hid):
-                gates[g] = b[g]
-            for j in range(zd):  # [z, a, h] @ w, row by row (w is row-major)
-                v = z[j]
-                for g in range(4 * hid):
-                    gates[g] += v * w[j, g]
-            for j in range(act_dim):
-                v = act[j]
-                for g in range(4 * hid):
-                    gates[g] += v * w[zd + j, g]
-            for j in range(hid):
-                v = h[j]
-                for g in range(4 * hid):
-                    gates[g] += v * w[zd + act_dim + j, g]
-            for j in range(hid):  # the cell: gates i, f, g, o
-                ig = half + half * np.tanh(half * gates[j])
-                fg = half + half * np.tanh(half * gates[hid + j])
-                gg = np.tanh(gates[2 * hid + j])
-                og = half + half * np.tanh(half * gates[3 * hid + j])
-                c[j] = fg * c[j] + ig * gg
-                h[j] = og * np.tanh(c[j])
+            _control(theta, z, h, low, high, clip, act)
+            _lstm_cell(z, act, h, c, w, b, gates)
             for o in range(y.shape[0]):
                 y[o] = bo[o]
             for j in range(hid):

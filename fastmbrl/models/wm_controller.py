@@ -21,7 +21,7 @@ from fastmbrl._validate import StrPath, as_array, check_finite_float, check_posi
 from fastmbrl.errors import FormatError
 from fastmbrl.io import load_npz, save_npz
 from fastmbrl.kernels.dense import pack_panels
-from fastmbrl.kernels.dream import dream_kernel, dream_returns, dream_rows
+from fastmbrl.kernels.dream import agent_step, dream_kernel, dream_returns, dream_rows
 from fastmbrl.kernels.isa import get_spec
 from fastmbrl.limits import array_bytes, check_bytes
 from fastmbrl.models.mdnrnn import MDNRNN
@@ -157,8 +157,8 @@ def dream(model: MDNRNN, population: npt.ArrayLike, z0: npt.ArrayLike, horizon: 
 
 class WorldModelAgent:
     """V, M and C acting on frames: each frame is encoded to z (V's mean), C acts on [z, h], and
-    M steps on [z, a] to carry its hidden state (h, c) to the next frame. `reset()` at an
-    episode's start."""
+    M's LSTM steps on [z, a] to carry its hidden state (h, c) (1, H) to the next frame (M's heads
+    are not needed to act and are not computed). `reset()` at an episode's start."""
 
     def __init__(self, vae: Any, mdnrnn: MDNRNN, controller: WorldModelController) -> None:
         if (vae.config.z_size, mdnrnn.hidden, mdnrnn.act_dim) != (
@@ -173,17 +173,32 @@ class WorldModelAgent:
         # slower in its worst percentile); a float64 V, as gradient checks use, keeps V.encode
         self._encoder = (FrameEncoder(vae) if isinstance(vae, ConvVAE) and vae.dtype == np.float32
                          else None)
+        self._z = np.zeros(controller.z_dim, np.float32)
+        self._gates = np.zeros(4 * mdnrnn.hidden, mdnrnn.dtype)
         self.reset()
 
     def reset(self) -> None:
         self.h, self.c = self.mdnrnn.initial_state(1)
+        self._h, self._c = self.h[0], self.c[0]  # the rows the kernel carries in place
 
-    def act(self, frame: npt.ArrayLike) -> np.ndarray:
-        """The action (A,) float32 for one (size, size, 3) frame."""
+    def act(self, frame: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """The action (A,) float32 for one (size, size, 3) frame: a new array, or `out` (a
+        contiguous float32 (A,) array) filled in place. With `out`, a float32 V and a uint8 or
+        float32 frame array, a call allocates no NumPy array."""
+        ctrl = self.controller
+        if out is None:
+            out = np.empty(ctrl.act_dim, np.float32)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
+              or out.shape != (ctrl.act_dim,) or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise ValueError(f"out: expected a writeable contiguous float32 array of shape "
+                             f"({ctrl.act_dim},)")
         if self._encoder is not None:
-            z = self._encoder.encode(frame)[None]
+            z = self._encoder.encode(frame, self._z)
         else:
             z, _ = self.vae.encode(np.asarray(frame)[None])
-        action = self.controller.act(z[0], self.h[0]).astype(np.float32)
-        _, _, _, self.h, self.c = self.mdnrnn.step(z, action[None], self.h, self.c)
-        return action
+            z = z[0]
+        p = self.mdnrnn.params
+        agent_step(ctrl.params, z, ctrl.action_low, ctrl.action_high, ctrl.action_clip, p["W"],
+                   p["b"], self._h, self._c, self._gates, out)
+        return out
