@@ -225,6 +225,46 @@ def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(
             agent.act(frames[0], bad)
 
 
+def test_a_stalled_episode_ends_early_and_is_credited_its_last_reward_to_the_cap(tmp_path):
+    import dataclasses
+
+    from fastmbrl.algorithms.base import run_episode
+    from fastmbrl.algorithms.worldmodels import population_returns
+    from fastmbrl.models.vae import ConvVAE, VAEConfig
+    from fastmbrl.models.wm_controller import WorldModelAgent
+    from fastmbrl.tasks.pixels import get_pixel_task
+
+    # the pixel Pendulum never earns a positive reward: every episode stalls
+    task = dataclasses.replace(get_pixel_task("Pendulum-v1"), frame_size=16)
+    vae = ConvVAE(VAEConfig(image_size=16, z_size=4, enc_channels=(4, 8), enc_kernels=(4, 4),
+                            dense_size=16, dec_channels=(8, 3), dec_kernels=(6, 6)), seed=1)
+    m = MDNRNN(4, 1, 6, 2, seed=2)
+    vae_path, m_path = vae.save(tmp_path / "vae"), m.save(tmp_path / "mdnrnn")
+    pop = np.random.default_rng(8).normal(0, 1.0, (2, num_params(4, 6, 1)))
+    got, steps = population_returns(vae_path, m_path, task, pop, [5, 6], max_steps=12,
+                                    stall_steps=5, workers=1)
+    assert steps == 2 * 2 * 5
+    whole, whole_steps = population_returns(vae_path, m_path, task, pop, [5, 6], max_steps=12,
+                                            workers=1)
+    assert whole_steps == 2 * 2 * 12
+    env = task.make_env()
+    for p, params in enumerate(pop):
+        agent = WorldModelAgent(vae, m, WorldModelController(4, 6, 1, [-2.0], [2.0], params))
+        for i, seed in enumerate((5, 6)):
+            rewards = []
+            obs, _ = env.reset(seed=seed)
+            agent.reset()
+            for _ in range(5):
+                obs, r, *_ = env.step(agent.act(obs))
+                rewards.append(r)
+            np.testing.assert_allclose(got[p, i], sum(rewards) + 7 * rewards[-1], rtol=1e-5)
+            agent.reset()
+            np.testing.assert_allclose(whole[p, i], run_episode(env, agent.act, seed, 12)[0],
+                                       rtol=1e-5)
+    env.close()
+    assert not np.allclose(got, whole)
+
+
 def test_the_agent_on_a_float64_world_model_steps_as_m_does():
     from fastmbrl.models.vae import ConvVAE, VAEConfig
     from fastmbrl.models.wm_controller import WorldModelAgent

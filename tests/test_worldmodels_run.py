@@ -273,3 +273,20 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
     shutil.copy(finished / VAE_FILE, other / VAE_FILE)
     with pytest.raises(FastMBRLError, match="vae.npz was not trained with this run's settings"):
         WorldModelsRun.run("Pendulum-v1", other, log=lambda m: None, **{**TINY, "z_size": 5})
+
+
+def test_stalled_search_episodes_end_early_and_evaluations_run_whole(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "stalls"
+    out.mkdir()
+    shutil.copytree(finished / "frames", out / "frames")
+    for f in (VAE_FILE, MDNRNN_FILE):
+        shutil.copy(finished / f, out / f)
+    # the pixel Pendulum earns no positive reward: each search episode ends after 5 steps
+    WorldModelsRun.run("Pendulum-v1", out, log=lambda m: None,
+                       **{**TINY, "generations": 1, "stall_steps": 5})
+    rows = read_metrics(out)
+    popsize = 4 + int(3 * np.log(1 * (4 + 6) + 1))
+    assert rows[-1]["stage"] == "controller" and "mean_return" in rows[-1]
+    assert rows[-1]["env_steps"] - rows[-2]["env_steps"] == popsize * 2 * 5 + 2 * 24

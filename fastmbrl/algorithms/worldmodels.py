@@ -77,9 +77,33 @@ def _models(vae_path: str, mdnrnn_path: str) -> tuple:
     return _LOADED[key]
 
 
+class _StallCut:
+    """An environment whose episodes end (truncated) after `steps` steps in a row without a
+    positive reward; `stalled` and `last_reward` say how the last one ended."""
+
+    def __init__(self, env: Any, steps: int) -> None:
+        self.env, self.steps = env, steps
+        self.action_space = env.action_space
+        self.stalled, self.last_reward, self._since = False, 0.0, 0
+
+    def reset(self, **kwargs: Any) -> tuple:
+        self.stalled, self._since = False, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.last_reward = float(reward)
+        self._since = 0 if reward > 0 else self._since + 1
+        if self._since >= self.steps and not (terminated or truncated):
+            self.stalled = truncated = True
+        return obs, reward, terminated, truncated, info
+
+
 def episode_return(job: dict) -> tuple[float, int]:
     """(return, steps) of one episode of controller `job["params"]` in the real environment (a
-    job of `evaluate_population`; top-level so that worker processes can run it)."""
+    job of `evaluate_population`; top-level so that worker processes can run it). With
+    `job["stall_steps"]`, an episode that earns no positive reward for that many steps in a row
+    ends there and is credited its last reward for each step left to its cap."""
     vae, mdnrnn = _models(job["vae"], job["mdnrnn"])
     task = job["task"]
     env = task.make_env()
@@ -88,7 +112,12 @@ def episode_return(job: dict) -> tuple[float, int]:
         controller = WorldModelController(mdnrnn.z_dim, mdnrnn.hidden, mdnrnn.act_dim, low,
                                           high, job["params"], task.action_clip)
         agent = WorldModelAgent(vae, mdnrnn, controller)
-        total, steps, _, _ = run_episode(env, agent.act, job["seed"], job["max_steps"])
+        cap = job["max_steps"] or getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        stall = job.get("stall_steps")
+        run_env = _StallCut(env, stall) if stall and cap else env
+        total, steps, _, _ = run_episode(run_env, agent.act, job["seed"], job["max_steps"])
+        if run_env is not env and run_env.stalled:
+            total += run_env.last_reward * (cap - steps)
     finally:
         env.close()
     return total, steps
@@ -96,9 +125,10 @@ def episode_return(job: dict) -> tuple[float, int]:
 
 def population_returns(vae_path: StrPath, mdnrnn_path: StrPath, task: Any,
                        population: npt.ArrayLike, seeds: Sequence[int],
-                       max_steps: int | None = None, **executor: Any
-                       ) -> tuple[np.ndarray, int]:
-    """(returns (P, len(seeds)), environment steps taken) of `evaluate_population`'s episodes.
+                       max_steps: int | None = None, stall_steps: int | None = None,
+                       **executor: Any) -> tuple[np.ndarray, int]:
+    """(returns (P, len(seeds)), environment steps taken) of `evaluate_population`'s episodes;
+    `stall_steps`: episode_return's cut of stalled episodes (None: whole episodes).
     `executor` workers=1 runs them in this process (no pool to start)."""
     population = np.atleast_2d(np.asarray(population, np.float32))
     seeds = [int(s) for s in seeds]
@@ -108,7 +138,8 @@ def population_returns(vae_path: StrPath, mdnrnn_path: StrPath, task: Any,
     for p, params in enumerate(population):
         for s in seeds:
             jobs.append({"vae": str(vae_path), "mdnrnn": str(mdnrnn_path), "task": task,
-                         "params": params, "seed": s, "max_steps": max_steps})
+                         "params": params, "seed": s, "max_steps": max_steps,
+                         "stall_steps": stall_steps})
             keys.append((p, s))
     returns = np.zeros((len(population), len(seeds)))
     steps = 0
@@ -139,7 +170,7 @@ def evaluate_population(vae_path: StrPath, mdnrnn_path: StrPath, task: Any,
     address), V and M read from their files by each worker. A failed episode raises
     FastMBRLError naming it."""
     returns, _ = population_returns(vae_path, mdnrnn_path, task, population, seeds, max_steps,
-                                    **executor)
+                                    None, **executor)
     return returns.mean(axis=1)
 
 
@@ -222,6 +253,11 @@ class WorldModelsConfig(Config):
         1.15, "temperature of M's draws in the dream", non_negative, "float")
     dream_horizon: int | None = setting(
         None, "steps of a dream (default: the episode cap, else the environment's limit)",
+        optional(positive_int), "int")
+    stall_steps: int | None = setting(
+        None, "C's search on real episodes: an episode that earns no positive reward for this "
+        "many steps in a row ends there, credited its last reward for each step left (CarRacing: "
+        "-0.1 a frame off the track or standing); evaluations always run whole episodes",
         optional(positive_int), "int")
     eval_every: int | None = setting(
         10, "generations between real-environment evaluations of C's mean (the last is "
@@ -514,12 +550,13 @@ class WorldModelsRun(Run):
                                     self.es.mean if params is None else params,
                                     self.task.action_clip)
 
-    def _real(self, population: np.ndarray, seeds: list[int]) -> np.ndarray:
+    def _real(self, population: np.ndarray, seeds: list[int], search: bool = False
+              ) -> np.ndarray:
         cfg = self.config
         returns, steps = population_returns(
             self.out / VAE_FILE, self.out / MDNRNN_FILE, self.task, population, seeds,
-            cfg.episode_length, workers=self._workers(len(population) * len(seeds)),
-            threads=1)
+            cfg.episode_length, cfg.stall_steps if search else None,
+            workers=self._workers(len(population) * len(seeds)), threads=1)
         self._steps += steps
         return returns.mean(axis=1)
 
@@ -551,7 +588,8 @@ class WorldModelsRun(Run):
             fitness = self._dreamed(population)
         else:
             first = cfg.seed * EPISODE_SEED_STRIDE + es.iterations * cfg.rollouts
-            fitness = self._real(population, list(range(first + 1, first + 1 + cfg.rollouts)))
+            fitness = self._real(population, list(range(first + 1, first + 1 + cfg.rollouts)),
+                                 search=True)
         es.tell(population, -fitness)
         self._written |= {CMAES_FILE, CONTROLLER_FILE}
         row: dict[str, Any] = {"stage": "controller", "generation": es.iterations,
