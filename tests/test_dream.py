@@ -164,20 +164,26 @@ def test_the_controller_acts_within_its_bounds_and_round_trips(tmp_path):
         WorldModelController(Z, H, A, HIGH, LOW)
 
 
-def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(tmp_path):
+def _tiny_pixel_pendulum(tmp_path):
+    """The pixel Pendulum at 16x16 with a tiny V and M, saved: (task, V, M, V's and M's paths)."""
     import dataclasses
 
-    from fastmbrl.algorithms.base import run_episode
     from fastmbrl.models.vae import ConvVAE, VAEConfig
-    from fastmbrl.algorithms.worldmodels import evaluate_population
-    from fastmbrl.models.wm_controller import WorldModelAgent
     from fastmbrl.tasks.pixels import get_pixel_task
 
     task = dataclasses.replace(get_pixel_task("Pendulum-v1"), frame_size=16)
     vae = ConvVAE(VAEConfig(image_size=16, z_size=4, enc_channels=(4, 8), enc_kernels=(4, 4),
                             dense_size=16, dec_channels=(8, 3), dec_kernels=(6, 6)), seed=1)
     m = MDNRNN(4, 1, 6, 2, seed=2)
-    vae_path, m_path = vae.save(tmp_path / "vae"), m.save(tmp_path / "mdnrnn")
+    return task, vae, m, vae.save(tmp_path / "vae"), m.save(tmp_path / "mdnrnn")
+
+
+def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(tmp_path):
+    from fastmbrl.algorithms.base import run_episode
+    from fastmbrl.algorithms.worldmodels import evaluate_population
+    from fastmbrl.models.wm_controller import WorldModelAgent
+
+    task, vae, m, vae_path, m_path = _tiny_pixel_pendulum(tmp_path)
     pop = np.random.default_rng(8).normal(0, 1.0, (3, num_params(4, 6, 1)))
     got = evaluate_population(vae_path, m_path, task, pop, seeds=[5, 6], max_steps=12,
                               workers=2, threads=1)
@@ -226,20 +232,12 @@ def test_a_population_is_evaluated_in_the_real_environment_through_the_executor(
 
 
 def test_a_stalled_episode_ends_early_and_is_credited_its_last_reward_to_the_cap(tmp_path):
-    import dataclasses
-
     from fastmbrl.algorithms.base import run_episode
     from fastmbrl.algorithms.worldmodels import population_returns
-    from fastmbrl.models.vae import ConvVAE, VAEConfig
     from fastmbrl.models.wm_controller import WorldModelAgent
-    from fastmbrl.tasks.pixels import get_pixel_task
 
     # the pixel Pendulum never earns a positive reward: every episode stalls
-    task = dataclasses.replace(get_pixel_task("Pendulum-v1"), frame_size=16)
-    vae = ConvVAE(VAEConfig(image_size=16, z_size=4, enc_channels=(4, 8), enc_kernels=(4, 4),
-                            dense_size=16, dec_channels=(8, 3), dec_kernels=(6, 6)), seed=1)
-    m = MDNRNN(4, 1, 6, 2, seed=2)
-    vae_path, m_path = vae.save(tmp_path / "vae"), m.save(tmp_path / "mdnrnn")
+    task, vae, m, vae_path, m_path = _tiny_pixel_pendulum(tmp_path)
     pop = np.random.default_rng(8).normal(0, 1.0, (2, num_params(4, 6, 1)))
     got, steps = population_returns(vae_path, m_path, task, pop, [5, 6], max_steps=12,
                                     stall_steps=5, workers=1)

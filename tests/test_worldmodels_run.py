@@ -207,14 +207,21 @@ def test_car_racing_c_at_zero_drives_without_braking(tmp_path):
     np.testing.assert_allclose(c.act(np.zeros(4), np.zeros(6))[2], np.tanh(0.5), rtol=1e-6)
 
 
-def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
+def _with_v_and_m(finished, out):
+    """A new run directory `out` holding the finished run's frames, V and M."""
     import shutil
 
-    out = tmp_path / "dream-only"
     out.mkdir()
     shutil.copytree(finished / "frames", out / "frames")
     for f in (VAE_FILE, MDNRNN_FILE):
         shutil.copy(finished / f, out / f)
+    return out
+
+
+def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
+    import shutil
+
+    out = _with_v_and_m(finished, tmp_path / "dream-only")
     lines = []
     WorldModelsRun.run("Pendulum-v1", out, log=lines.append,
                        **{**TINY, "train_in": "dream", "generations": 1})
@@ -276,13 +283,7 @@ def test_outputs_placed_before_a_stage_skip_it(finished, tmp_path):
 
 
 def test_stalled_search_episodes_end_early_and_evaluations_run_whole(finished, tmp_path):
-    import shutil
-
-    out = tmp_path / "stalls"
-    out.mkdir()
-    shutil.copytree(finished / "frames", out / "frames")
-    for f in (VAE_FILE, MDNRNN_FILE):
-        shutil.copy(finished / f, out / f)
+    out = _with_v_and_m(finished, tmp_path / "stalls")
     # the pixel Pendulum earns no positive reward: each search episode ends after 5 steps
     WorldModelsRun.run("Pendulum-v1", out, log=lambda m: None,
                        **{**TINY, "generations": 1, "stall_steps": 5})
