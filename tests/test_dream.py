@@ -263,6 +263,61 @@ def test_a_stalled_episode_ends_early_and_is_credited_its_last_reward_to_the_cap
     assert not np.allclose(got, whole)
 
 
+class _ScriptedEnv:
+    """16x16 blank frames and scripted rewards; truncated at its time limit, terminated at
+    `end` if given."""
+
+    def __init__(self, rewards, limit, end=None):
+        from types import SimpleNamespace
+
+        from gymnasium import spaces
+        self.rewards, self.end, self.t = rewards, end, 0
+        self.spec = SimpleNamespace(max_episode_steps=limit)
+        self.action_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.zeros((16, 16, 3), np.uint8), {}
+
+    def step(self, action):
+        r = self.rewards[self.t]
+        self.t += 1
+        return (np.zeros((16, 16, 3), np.uint8), r, self.t == self.end,
+                self.t >= self.spec.max_episode_steps, {})
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("rewards, limit, end, max_steps, want_steps, want", [
+    # a positive reward starts the count again: cut 5 steps after it, credited to the limit
+    ([-.1, -.1, -.1, 1.0] + [-.1] * 30, 20, None, None, 9, 1.0 - .8 - .1 * 11),
+    # a cap above the environment's limit credits only the steps the limit leaves
+    ([-.1] * 30, 20, None, 300, 5, -.1 * 20),
+    # a cap below it credits up to the cap
+    ([-.1] * 30, 20, None, 8, 5, -.1 * 8),
+    # the environment's own end on the stall's step: nothing credited
+    ([-.1] * 30, 5, None, None, 5, -.1 * 5),
+    ([-.1] * 30, 20, 5, None, 5, -.1 * 5),
+    # never stalled: the whole episode
+    ([1.0, -.1, -.1, -.1] * 5, 20, None, None, 20, 5 * (1.0 - .3)),
+])
+def test_the_stall_cut_counts_steps_in_a_row_and_credits_up_to_the_episodes_end(
+        tmp_path, rewards, limit, end, max_steps, want_steps, want):
+    from types import SimpleNamespace
+
+    from fastmbrl.algorithms.worldmodels import population_returns
+
+    _, _, _, vae_path, m_path = _tiny_pixel_pendulum(tmp_path)
+    task = SimpleNamespace(make_env=lambda: _ScriptedEnv(rewards, limit, end),
+                           action_clip=None)
+    pop = np.zeros((1, num_params(4, 6, 1)))
+    got, steps = population_returns(vae_path, m_path, task, pop, [1], max_steps=max_steps,
+                                    stall_steps=5, workers=1)
+    assert steps == want_steps
+    np.testing.assert_allclose(got[0, 0], want, rtol=1e-6)
+
+
 def test_the_agent_on_a_float64_world_model_steps_as_m_does():
     from fastmbrl.models.vae import ConvVAE, VAEConfig
     from fastmbrl.models.wm_controller import WorldModelAgent
@@ -283,6 +338,13 @@ def test_the_agent_on_a_float64_world_model_steps_as_m_does():
         np.testing.assert_allclose(agent.act(frame), want, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(agent.h, h, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(agent.c, cc, rtol=1e-5, atol=1e-6)
+    # a state set from outside is the one the next step starts from
+    agent.h, agent.c = np.zeros((1, 6)), np.zeros((1, 6))
+    z, _ = vae.encode(frames[:1])
+    np.testing.assert_allclose(agent.act(frames[0]), c.act(z[0], np.zeros(6)), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="h"):
+        agent.h = np.zeros((1, 7))
 
 
 def test_the_dream_bench_reference_does_the_kernels_work(capsys):

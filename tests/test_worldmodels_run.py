@@ -291,3 +291,6 @@ def test_stalled_search_episodes_end_early_and_evaluations_run_whole(finished, t
     popsize = 4 + int(3 * np.log(1 * (4 + 6) + 1))
     assert rows[-1]["stage"] == "controller" and "mean_return" in rows[-1]
     assert rows[-1]["env_steps"] - rows[-2]["env_steps"] == popsize * 2 * 5 + 2 * 24
+    with pytest.raises(FastMBRLError, match="stall_steps cuts real search episodes"):
+        WorldModelsRun.run("Pendulum-v1", tmp_path / "dream", log=lambda m: None,
+                           **{**TINY, "train_in": "dream", "stall_steps": 5})

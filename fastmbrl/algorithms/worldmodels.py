@@ -99,6 +99,13 @@ class _StallCut:
         return obs, reward, terminated, truncated, info
 
 
+def _episode_cap(max_steps: int | None, env: Any) -> int | None:
+    """The steps an episode can last: the cap, or the environment's time limit, the lower."""
+    limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+    caps = [c for c in (max_steps, limit) if c]
+    return min(caps) if caps else None
+
+
 def episode_return(job: dict) -> tuple[float, int]:
     """(return, steps) of one episode of controller `job["params"]` in the real environment (a
     job of `evaluate_population`; top-level so that worker processes can run it). With
@@ -112,9 +119,12 @@ def episode_return(job: dict) -> tuple[float, int]:
         controller = WorldModelController(mdnrnn.z_dim, mdnrnn.hidden, mdnrnn.act_dim, low,
                                           high, job["params"], task.action_clip)
         agent = WorldModelAgent(vae, mdnrnn, controller)
-        cap = job["max_steps"] or getattr(getattr(env, "spec", None), "max_episode_steps", None)
         stall = job.get("stall_steps")
-        run_env = _StallCut(env, stall) if stall and cap else env
+        cap = _episode_cap(job["max_steps"], env)
+        if stall and cap is None:
+            raise FastMBRLError("stall_steps needs an episode cap: set episode_length (this "
+                                "environment has no time limit of its own)")
+        run_env = _StallCut(env, stall) if stall else env
         total, steps, _, _ = run_episode(run_env, agent.act, job["seed"], job["max_steps"])
         if run_env is not env and run_env.stalled:
             total += run_env.last_reward * (cap - steps)
@@ -270,6 +280,9 @@ class WorldModelsConfig(Config):
             self.vae_config()
         except (TypeError, ValueError) as exc:
             raise FastMBRLError(f"vae: {exc}") from None
+        if self.stall_steps is not None and self.train_in != "real":
+            raise FastMBRLError("stall_steps cuts real search episodes; with train_in "
+                                f"{self.train_in!r} it would do nothing: leave it unset")
 
     def vae_config(self) -> VAEConfig:
         """V's sizes: the paper's, the `vae` setting's over them, the frame and z sizes."""
@@ -517,6 +530,10 @@ class WorldModelsRun(Run):
         # a placed controller that does not fit is said now, not after V's and M's training
         if STAGES.index(self.stage) < STAGES.index("controller"):
             self._given_controller()
+        cfg = self.config
+        if cfg.stall_steps is not None and not (cfg.episode_length or self.action_space()[2]):
+            raise FastMBRLError(f"stall_steps needs an episode cap: {cfg.task} has no time "
+                                "limit of its own, so set episode_length")
 
     def _given_controller(self) -> WorldModelController | None:
         cfg = self.config

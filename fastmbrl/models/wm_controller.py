@@ -178,8 +178,26 @@ class WorldModelAgent:
         self.reset()
 
     def reset(self) -> None:
-        self.h, self.c = self.mdnrnn.initial_state(1)
-        self._h, self._c = self.h[0], self.c[0]  # the rows the kernel carries in place
+        self._hc = self.mdnrnn.initial_state(1)
+        self._h, self._c = self._hc[0][0], self._hc[1][0]  # the rows the kernel carries
+
+    @property
+    def h(self) -> np.ndarray:
+        """M's hidden state (1, H), updated in place by `act` (copy it to keep it)."""
+        return self._hc[0]
+
+    @h.setter
+    def h(self, value: npt.ArrayLike) -> None:
+        self._hc[0][...] = as_array(value, "h", (1, self.mdnrnn.hidden), self.mdnrnn.dtype)
+
+    @property
+    def c(self) -> np.ndarray:
+        """M's cell state (1, H), updated in place by `act` (copy it to keep it)."""
+        return self._hc[1]
+
+    @c.setter
+    def c(self, value: npt.ArrayLike) -> None:
+        self._hc[1][...] = as_array(value, "c", (1, self.mdnrnn.hidden), self.mdnrnn.dtype)
 
     def act(self, frame: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The action (A,) float32 for one (size, size, 3) frame: a new array, or `out` (a
