@@ -33,6 +33,7 @@ TARGETS = {
     "Reacher-v5": (20_000, -6.0),
     "HalfCheetah-v5": (50_000, 1_000.0),
     "MountainCarContinuous-v0": (None, 90.0),
+    "Hopper-v5": (100_000, 1_000.0),  # issue 14's
 }
 
 
