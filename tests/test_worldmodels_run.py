@@ -154,13 +154,43 @@ def test_workers_split_the_collection_and_the_episodes_alike(finished, tmp_path)
     assert got[2] == want[2]
 
 
+def _cli_args(settings):
+    args = []
+    for key, value in settings.items():
+        args += [f"--{key.replace('_', '-')}",
+                 json.dumps(value) if isinstance(value, dict) else str(value)]
+    return args
+
+
+def test_the_learning_script_trains_once_then_only_evaluates(tmp_path, capsys):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "worldmodels_learning.py"
+    spec = importlib.util.spec_from_file_location("worldmodels_learning", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "bench"
+    argv = ["Pendulum-v1", "--out", str(out), "--episodes", "2", "--seed", "70", "--json", "--",
+            "--quiet", *_cli_args({**TINY, "generations": 2})]
+    assert script.main(argv) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    rows = read_metrics(out)
+    assert got["stage_wall_s"] == pytest.approx(
+        {s: sum(r["wall_s"] for r in rows if r["stage"] == s) for s in script.STAGES})
+    assert got["curve"] == [[2, rows[-1]["mean_return"]]]
+    want = evaluate(out, 2, 70)
+    assert got["returns"] == want["returns"] and got["mean_return"] == want["mean_return"]
+    assert got["target"] is None and got["reached"] is None
+    assert script.main(argv) == 0  # finished: evaluated again, not trained
+    assert read_metrics(out) == rows
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["returns"] == want["returns"]
+
+
 def test_the_cli_trains_evaluates_and_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "cli"
-    args = ["train", "Pendulum-v1", "--algo", "worldmodels", "--out", str(out), "--quiet"]
-    for key, value in {**TINY, "generations": 1}.items():
-        args += [f"--{key.replace('_', '-')}",
-                 json.dumps(value) if isinstance(value, dict) else str(value)]
+    args = ["train", "Pendulum-v1", "--algo", "worldmodels", "--out", str(out), "--quiet",
+            *_cli_args({**TINY, "generations": 1})]
     assert main(args) == 0
     assert "evaluate with: fastmbrl eval" in capsys.readouterr().out
     assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
