@@ -6,8 +6,8 @@
     python bench/worldmodels_learning.py Pendulum-v1 --out runs/wm-pendulum --episodes 10 --seed 500000
 
 Arguments after `--` go to `fastmbrl train TASK --algo worldmodels` as written. A directory that
-holds a run is resumed (`--resume`) and one that is finished only evaluated, so the script can
-be restarted after a stop. C's mean is then run on --episodes fresh episodes (`fastmbrl eval`'s
+holds a run is resumed with the settings it saved (`--resume DIR`) and one that is finished only
+evaluated, so the script can be restarted after a stop. C's mean is then run on --episodes fresh episodes (`fastmbrl eval`'s
 evaluation) and the wall time of every stage is summed from the run's metrics.jsonl, over every
 session that worked on it.
 
@@ -67,12 +67,13 @@ def main(argv=None):
     cut = argv.index("--") if "--" in argv else len(argv)
     args, extra = p.parse_args(argv[:cut]), argv[cut + 1:]
     argv_train = ["train", args.task, "--algo", "worldmodels", "--out", str(args.out), *extra]
-    state = args.out / "state.json"
-    if state.exists():
-        argv_train.append("--resume")
-        done = json.loads(state.read_text()).get("stage") == "done"
-    else:
-        done = False
+    state, done = args.out / "state.json", False
+    if state.exists():  # the run keeps its settings: only how it reports may be given again
+        argv_train = ["train", "--resume", str(args.out), *(f for f in extra if f == "--quiet")]
+        try:
+            done = json.loads(state.read_text()).get("stage") == "done"
+        except ValueError:
+            pass  # `train --resume` recovers an interrupted commit or says what is wrong
     if not done:
         code = fastmbrl_main(argv_train)
         if code:
