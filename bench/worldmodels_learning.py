@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from fastmbrl.algorithms.evaluate import evaluate
+from fastmbrl.algorithms.rundir import read_metrics
 from fastmbrl.cli import main as fastmbrl_main
 
 # task -> (mean return over the evaluation episodes to reach, the least that counts as working);
@@ -30,20 +31,16 @@ TARGETS = {"CarRacing-v3": (700.0, 500.0)}
 STAGES = ("collect", "vae", "mdnrnn", "controller")
 
 
-def stage_times(run_dir: Path) -> dict[str, float]:
+def stage_times(rows: list[dict]) -> dict[str, float]:
     """Seconds spent in each stage, summed over the run's metrics rows."""
     totals = dict.fromkeys(STAGES, 0.0)
-    with open(run_dir / "metrics.jsonl") as f:
-        for line in f:
-            row = json.loads(line)
-            totals[row["stage"]] = totals.get(row["stage"], 0.0) + float(row.get("wall_s", 0.0))
+    for row in rows:
+        totals[row["stage"]] = totals.get(row["stage"], 0.0) + float(row.get("wall_s", 0.0))
     return totals
 
 
-def curve(run_dir: Path) -> list[tuple[int, float]]:
+def curve(rows: list[dict]) -> list[tuple[int, float]]:
     """(generation, C's mean on the run's real evaluation episodes) as training logged them."""
-    with open(run_dir / "metrics.jsonl") as f:
-        rows = [json.loads(line) for line in f]
     return [(r["generation"], r["mean_return"]) for r in rows
             if r["stage"] == "controller" and "mean_return" in r]
 
@@ -80,13 +77,14 @@ def main(argv=None):
             return code
     result = evaluate(args.out, args.episodes, args.seed,
                       log=None if args.json else (lambda m: print(m, flush=True)))
-    times = stage_times(args.out)
+    rows = read_metrics(args.out)  # the committed rows only
+    times = stage_times(rows)
     target, least = TARGETS.get(args.task, (None, None))
     summary = {"task": args.task, "run_dir": str(args.out), "cpu": host_cpu(),
                "episodes": args.episodes, "seed": args.seed,
                "mean_return": result["mean_return"], "std_return": result["std_return"],
                "returns": result["returns"], "stage_wall_s": times,
-               "total_wall_s": sum(times.values()), "curve": curve(args.out),
+               "total_wall_s": sum(times.values()), "curve": curve(rows),
                "target": target, "least": least,
                "reached": None if target is None else result["mean_return"] >= target}
     if args.json:
